@@ -1,0 +1,49 @@
+# Sensei: `make run` starts the dashboard, `make test` runs everything CI runs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: run test check demo bench clean-workspace chromium
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: start the dashboard (SQLite workspace in ./workspace, local subprocess executor)
+run: $(VENV)/.runtime
+	$(VENV)/bin/streamlit run app.py
+
+## demo: the dashboard's demo ablation, headless; prints the curve
+demo: $(VENV)/.runtime
+	$(PY) -m engine demo
+
+## chromium: Debian's Chromium for the real-browser test (never `playwright install`)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+## check: lint, format and types
+check: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy engine
+
+## test: install what is missing, then lint and run the whole suite
+test: $(VENV)/.dev chromium check
+	$(VENV)/bin/pytest
+
+## bench: speed benchmarks (ratios against a baseline in the same run)
+bench: $(VENV)/.dev
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean-workspace:
+	rm -rf workspace

@@ -1,0 +1,354 @@
+"""The job queue, the scheduler and the worker.
+
+A job is a row in the store plus, while it runs, one ``python -m engine worker <job_id>``
+process in its own process group (so cancel reaches everything it started, e.g. a local
+teacher server). The scheduler is a single process per workspace (an exclusive ``flock`` on
+``scheduler.lock``) that starts queued jobs whose dependencies succeeded, up to a concurrency
+limit, and reconciles jobs whose worker is gone. Neither depends on the browser or the
+Streamlit server: both are detached sessions and keep going when the app closes.
+
+Status moves queued -> running -> succeeded | failed | cancelled. Only the first move to a
+terminal status counts (``Store.finish_job``), so a worker finishing and a cancel or a
+reconcile racing each other can never overwrite one another.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine.context import JobCancelled, JobContext
+from engine.store import TERMINAL, Store
+
+log = logging.getLogger("sensei.jobs")
+
+# Job kind -> "module:function". Each entry point is ``main(ctx: JobContext) -> None``.
+REGISTRY: dict[str, str] = {
+    "teacher": "engine.teacher_job:main",
+    "train": "engine.training.job:main",
+    "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
+}
+
+
+def sleep_job(ctx: JobContext) -> None:
+    """Sleep ``spec['seconds']`` in small steps, reporting progress (tests, smoke checks)."""
+    seconds = float(ctx.spec.get("seconds", 1.0))
+    steps = max(1, int(seconds / 0.1))
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        ctx.progress((i + 1) / steps, f"slept {i + 1}/{steps}")
+    if ctx.spec.get("fail"):
+        raise RuntimeError("asked to fail")
+
+
+def max_concurrency() -> int:
+    """Jobs run at once: ``SENSEI_MAX_JOBS``, else 1 (one training job already uses all CPU cores)."""
+    try:
+        return max(1, int(os.environ.get("SENSEI_MAX_JOBS", "1")))
+    except ValueError:
+        return 1
+
+
+# --------------------------------------------------------------------------- processes
+def _proc_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_alive(pid: int | None, started_at: float | None) -> bool:
+    """True if ``pid`` runs and is the same process (start time matches: pids get reused)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_at is None or abs(proc.create_time() - started_at) < 1.0
+    except psutil.Error:
+        return False
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def spawn_worker(store: Store, job: dict[str, Any]) -> subprocess.Popen[bytes] | None:
+    """Start ``python -m engine worker <id>`` in its own session; mark the job running."""
+    log_path = Path(job["log_path"])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker", job["id"], "--home", str(store.home)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=_worker_env(), cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    if not store.mark_started(job["id"], proc.pid, _proc_start_time(proc.pid)):
+        # Cancelled between our read and now: stop the worker we just started.
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    return proc
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ------------------------------------------------------------------------ queue logic
+def cancel_job(store: Store, job_id: str, reason: str = "cancelled by user") -> bool:
+    """Cancel a queued or running job. A running worker's process group gets SIGTERM, then
+    SIGKILL if it has not exited after a grace period. Returns False if already finished."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise KeyError(f"no job {job_id}")
+    if not store.finish_job(job_id, "cancelled", error=reason):
+        return False
+    store.add_event("info", "cancelled", reason, job_id=job_id, run_id=job.get("run_id"))
+    if job["pid"] and process_alive(job["pid"], job["pid_started_at"]):
+        _kill_group(job["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process_alive(job["pid"], job["pid_started_at"]):
+            time.sleep(0.1)
+        if process_alive(job["pid"], job["pid_started_at"]):
+            _kill_group(job["pid"], signal.SIGKILL)
+    return True
+
+
+def cancel_experiment(store: Store, experiment_id: str) -> int:
+    """Cancel every unfinished job of an experiment; returns how many were cancelled."""
+    jobs = store.list_jobs(experiment_id=experiment_id, statuses=("queued", "running"))
+    return sum(cancel_job(store, j["id"], "experiment cancelled by user") for j in jobs)
+
+
+def reconcile(store: Store, children: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
+    """Mark running jobs whose worker process is gone as failed ("worker died").
+
+    Jobs whose worker is our own child are judged by its exit code; others (left by an
+    earlier scheduler) by whether their pid still runs.
+    """
+    children = children or {}
+    died = []
+    for job in store.list_jobs(statuses=("running",)):
+        child = children.get(job["id"])
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                continue
+            reason = f"worker died (exit code {code})" if code >= 0 else f"worker died (signal {-code})"
+        elif process_alive(job["pid"], job["pid_started_at"]):
+            continue
+        else:
+            code, reason = None, "worker died"
+        # A worker that finished cleanly has already moved its row; this only catches deaths.
+        if store.finish_job(job["id"], "failed", error=reason, exit_code=code):
+            store.add_event("error", "worker_died", reason, job_id=job["id"], run_id=job.get("run_id"))
+            died.append(job["id"])
+    return died
+
+
+def _propagate_failures(store: Store) -> None:
+    """Queued jobs whose dependency failed or was cancelled can never run: finish them."""
+    jobs = {j["id"]: j for j in store.list_jobs()}
+    for job in jobs.values():
+        if job["status"] != "queued":
+            continue
+        for dep in job["depends_on"]:
+            dep_job = jobs.get(dep)
+            if dep_job is None or dep_job["status"] in ("failed", "cancelled"):
+                state = "missing" if dep_job is None else dep_job["status"]
+                store.finish_job(job["id"], "cancelled", error=f"dependency {dep} {state}")
+                break
+
+
+def runnable_jobs(store: Store) -> list[dict[str, Any]]:
+    """Queued jobs whose dependencies all succeeded, oldest first."""
+    status = {j["id"]: j["status"] for j in store.list_jobs()}
+    queued = sorted(store.list_jobs(statuses=("queued",)), key=lambda j: (j["created_at"], j["id"]))
+    return [j for j in queued if all(status.get(d) == "succeeded" for d in j["depends_on"])]
+
+
+def schedule_once(store: Store, children: dict[str, subprocess.Popen[bytes]]) -> int:
+    """One scheduler tick: reap, reconcile, propagate failures, start what fits. Returns the
+    number of jobs started."""
+    for job_id, child in list(children.items()):
+        code = child.poll()
+        if code is not None:
+            job = store.get_job(job_id)
+            if job and job["status"] in TERMINAL and job["exit_code"] is None:
+                store.set_exit_code(job_id, code)
+    reconcile(store, children)
+    for job_id in [j for j, c in children.items() if c.poll() is not None]:
+        del children[job_id]
+    _propagate_failures(store)
+    running = len(store.list_jobs(statuses=("running",)))
+    started = 0
+    for job in runnable_jobs(store):
+        if running >= max_concurrency():
+            break
+        proc = spawn_worker(store, job)
+        if proc is not None:
+            children[job["id"]] = proc
+            running += 1
+            started += 1
+    return started
+
+
+# ------------------------------------------------------------------------- scheduler
+def _lock_path(store: Store) -> Path:
+    return store.home / "scheduler.lock"
+
+
+def scheduler_running(store: Store) -> bool:
+    """True if some process holds this workspace's scheduler lock."""
+    with open(_lock_path(store), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None = None) -> int:
+    """Run the scheduler loop until SIGTERM/SIGINT (or idle for ``idle_exit_s``).
+
+    Returns 0, or 3 if another scheduler already owns this workspace.
+    """
+    fh = open(_lock_path(store), "a+")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another scheduler is running for %s", store.home)
+        return 3
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    stop = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    died = reconcile(store)
+    if died:
+        log.warning("reconciled %d job(s) whose worker had died: %s", len(died), ", ".join(died))
+    idle_since = time.monotonic()
+    log.info("scheduler up for %s (max %d job(s) at once)", store.home, max_concurrency())
+    while not stop:
+        schedule_once(store, children)
+        if children or store.list_jobs(statuses=("queued",)):
+            idle_since = time.monotonic()
+        elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+            log.info("idle for %.0f s, exiting", idle_exit_s)
+            break
+        time.sleep(poll_s)
+    # Workers are detached sessions: they keep running and a later scheduler reconciles them.
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+    return 0
+
+
+def ensure_scheduler(store: Store, idle_exit_s: float = 900.0) -> bool:
+    """Start a detached scheduler for this workspace unless one runs. True if started."""
+    if scheduler_running(store):
+        return False
+    log_path = store.logs_dir / "scheduler.log"
+    with open(log_path, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "engine", "scheduler", "--home", str(store.home),
+             "--idle-exit", str(idle_exit_s)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=_worker_env(), cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    return True
+
+
+# ---------------------------------------------------------------------------- worker
+def _resolve(kind: str) -> Any:
+    target = REGISTRY.get(kind)
+    if target is None:
+        raise ValueError(f"unknown job kind {kind!r} (known: {', '.join(sorted(REGISTRY))})")
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run_worker(store: Store, job_id: str) -> int:
+    """Body of ``python -m engine worker <job_id>``: run the job and record how it ended."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout, force=True)
+    job = store.get_job(job_id)
+    if job is None:
+        print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
+        return 2
+    if job["status"] == "queued":  # started by hand (e.g. `python -m engine worker` while debugging)
+        store.mark_started(job_id, os.getpid(), _proc_start_time(os.getpid()))
+
+    def _on_term(*_: Any) -> None:
+        raise JobCancelled()
+
+    signal.signal(signal.SIGTERM, _on_term)
+    log.info("job %s (%s) starting, pid %d", job_id, job["kind"], os.getpid())
+    ctx = JobContext(store=store, job=job, spec=job["spec"], log=logging.getLogger(f"sensei.{job['kind']}"))
+    try:
+        _resolve(job["kind"])(ctx)
+    except JobCancelled:
+        store.finish_job(job_id, "cancelled", error="cancelled", exit_code=143)
+        log.info("job %s cancelled", job_id)
+        return 143
+    except BaseException as err:  # noqa: BLE001 - every failure must land in the store
+        tb = traceback.format_exc()
+        print(tb, flush=True)
+        reason = f"{type(err).__name__}: {err}"
+        store.finish_job(job_id, "failed", error=reason, exit_code=1)
+        store.add_event("error", "failed", reason, job_id=job_id, run_id=job.get("run_id"))
+        return 1
+    store.finish_job(job_id, "succeeded", exit_code=0, message="done")
+    log.info("job %s succeeded", job_id)
+    return 0
+
+
+def eta_seconds(job: dict[str, Any], now: float | None = None) -> float | None:
+    """Remaining time estimated from progress so far (None until there is some progress)."""
+    if job["status"] != "running" or not job["started_at"] or not job["progress"]:
+        return None
+    elapsed = (now or time.time()) - job["started_at"]
+    p = float(job["progress"])
+    if p <= 0.01 or elapsed <= 0:
+        return None
+    return max(0.0, elapsed * (1 - p) / p)
+
+
+def log_tail(job: dict[str, Any], lines: int = 40) -> str:
+    """The last lines of a job's log file ('' if there is none yet)."""
+    path = Path(job["log_path"] or "")
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 64_000))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

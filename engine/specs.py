@@ -1,0 +1,368 @@
+"""Typed specs for everything a user configures.
+
+Every spec is a pydantic model with ``extra="forbid"`` so that a misspelt YAML key is an
+error naming the field, not a silently ignored setting. The resolved spec is saved next to
+the results it produced (job rows, run folders), so a result always says how it was made.
+
+Secrets never live in a spec: a teacher's API key is given by the *name* of an environment
+variable (``api_key_env``), which is resolved only at call time, in the worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SPEC_VERSION = 1
+
+
+class Spec(BaseModel):
+    """Base of all specs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskSpec(Spec):
+    """What the student must learn: how a prompt is built and what an answer looks like."""
+
+    name: str = Field("task", min_length=1)
+    """Human-readable task name."""
+    system_prompt: str = ""
+    """Optional system message sent to the teacher before each prompt."""
+    prompt_template: str = "{input}"
+    """Python format string applied to each example's fields; ``{input}`` is the raw input."""
+    output_kind: Literal["text", "json", "label"] = "text"
+    """Answer type: free text, a JSON object, or one label out of ``labels``."""
+    labels: list[str] = Field(default_factory=list)
+    """Allowed labels when ``output_kind`` is ``label``."""
+    json_fields: list[str] = Field(default_factory=list)
+    """Fields expected in a JSON answer (used for field-level accuracy)."""
+
+    @model_validator(mode="after")
+    def _labels_for_label_tasks(self) -> TaskSpec:
+        if self.output_kind == "label" and not self.labels:
+            raise ValueError("labels: a label task needs at least one label")
+        return self
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_input(cls, value: str) -> str:
+        if "{input}" not in value:
+            raise ValueError("prompt_template must contain the {input} placeholder")
+        return value
+
+
+class TeacherSpec(Spec):
+    """The large model that answers the prompts (any OpenAI-compatible endpoint)."""
+
+    kind: Literal["openai", "demo"] = "openai"
+    """``openai``: any OpenAI-compatible endpoint at ``base_url``; ``demo``: the built-in
+    simulated teacher, started on 127.0.0.1 for the duration of the job."""
+    base_url: str | None = None
+    """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs)."""
+    model: str = "teacher"
+    """Model name sent in each request."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key (never the key itself)."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature."""
+    max_tokens: int = Field(256, ge=1, le=32768)
+    """Maximum tokens per answer."""
+    concurrency: int = Field(16, ge=1, le=1024)
+    """Requests in flight at once."""
+    max_retries: int = Field(5, ge=0, le=20)
+    """Retries on 429/5xx/timeouts (exponential backoff with jitter, honours Retry-After)."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-request timeout in seconds."""
+    price_input_per_m: float = Field(0.0, ge=0)
+    """Price in USD per 1M input tokens (for cost accounting)."""
+    price_output_per_m: float = Field(0.0, ge=0)
+    """Price in USD per 1M output tokens."""
+    demo_error_rate: float = Field(0.15, ge=0.0, le=1.0)
+    """Demo teacher only: fraction of answers that are deliberately wrong."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, value: str | None) -> str | None:
+        # Catch the classic mistake of pasting the key itself into the spec.
+        if value is not None and (not value.replace("_", "").isalnum() or value.startswith("sk-")):
+            raise ValueError("api_key_env must be the NAME of an environment variable, not a key")
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> TeacherSpec:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url: an openai-kind teacher needs a base_url")
+        return self
+
+
+class LoraSpec(Spec):
+    """Low-rank adapters (PEFT). Off by default for the tiny from-scratch student."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights."""
+    r: int = Field(8, ge=1, le=1024)
+    """Adapter rank."""
+    alpha: int = Field(16, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the adapter input."""
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"]
+    )
+    """Module names to adapt, or ``all-linear``."""
+
+
+class TinyModelSpec(Spec):
+    """A small Llama built from a config, with a BPE tokenizer trained on the task text."""
+
+    hidden_size: int = Field(128, ge=16, le=4096)
+    """Model width."""
+    num_layers: int = Field(2, ge=1, le=48)
+    """Transformer blocks."""
+    num_heads: int = Field(4, ge=1, le=64)
+    """Attention heads."""
+    vocab_size: int = Field(512, ge=128, le=65536)
+    """BPE vocabulary size (trained on the task's own text)."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyModelSpec:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("num_heads must divide hidden_size")
+        return self
+
+
+class StudentSpec(Spec):
+    """The small model to train and its SFT recipe."""
+
+    model: str = "tiny"
+    """``tiny`` (built from ``tiny``), a Hub id such as ``Qwen/Qwen2.5-0.5B``, or a local path."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for a Hub id."""
+    tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
+    """Architecture of the built-in tiny student (used when ``model`` is ``tiny``)."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """LoRA settings."""
+    learning_rate: float = Field(3e-3, gt=0, le=1.0)
+    """Peak learning rate."""
+    batch_size: int = Field(16, ge=1, le=4096)
+    """Per-device batch size."""
+    max_steps: int = Field(150, ge=1)
+    """Optimizer steps per run. Fixed across sizes so an ablation varies data, not compute."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Fraction of steps spent warming up the learning rate."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule."""
+    max_length: int = Field(128, ge=8, le=131072)
+    """Maximum tokens of prompt + completion."""
+    max_new_tokens: int = Field(64, ge=1, le=8192)
+    """Tokens generated per test prompt at evaluation."""
+    eval_batch_size: int = Field(32, ge=1, le=4096)
+    """Prompts generated at once at evaluation."""
+    logging_steps: int = Field(5, ge=1)
+    """Log loss every this many steps."""
+
+
+class DataSpec(Spec):
+    """Where prompts come from and how the test split is made."""
+
+    source: Literal["demo"] = "demo"
+    """``demo``: the built-in extraction task generator (more sources arrive with data import)."""
+    demo_examples: int = Field(1200, ge=10, le=1_000_000)
+    """Demo only: how many examples to generate (train pool + test)."""
+    test_size: int = Field(100, ge=1)
+    """Examples held out in the frozen test split."""
+    seed: int = 0
+    """Seed for generation and for the train-pool shuffle (sizes are nested subsets of it)."""
+    require_valid_output: bool = True
+    """Drop teacher answers that do not parse (invalid JSON, unknown label) before training."""
+
+
+class AblationSpec(Spec):
+    """The grid: one run per (train size, seed)."""
+
+    train_sizes: list[int] = Field(default_factory=lambda: [50, 200, 800])
+    """Training-set sizes; each is the first n examples of one shuffled pool."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Training seeds; each size is trained once per seed."""
+    metric: str | None = None
+    """Metric for the curve; default depends on the task (field_accuracy for JSON)."""
+
+    @field_validator("train_sizes")
+    @classmethod
+    def _sizes_positive_unique(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("at least one train size is needed")
+        if any(n < 1 for n in value):
+            raise ValueError("train sizes must be positive")
+        if len(set(value)) != len(value):
+            raise ValueError("train sizes must be unique")
+        return sorted(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("at least one seed is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be unique")
+        return value
+
+
+class ExperimentSpec(Spec):
+    """A whole data-size ablation: task + data + teacher + student recipe + grid."""
+
+    version: int = SPEC_VERSION
+    """Spec format version."""
+    name: str = Field("experiment", min_length=1, max_length=200)
+    """Experiment name shown in the dashboard."""
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    """The task."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """The data."""
+    teacher: TeacherSpec = Field(default_factory=lambda: TeacherSpec(kind="demo"))
+    """The teacher."""
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    """The student recipe."""
+    ablation: AblationSpec = Field(default_factory=AblationSpec)
+    """The grid."""
+
+    @model_validator(mode="after")
+    def _sizes_fit_pool(self) -> ExperimentSpec:
+        if self.data.source == "demo":
+            pool = self.data.demo_examples - self.data.test_size
+            if pool < 1:
+                raise ValueError("data.test_size must be smaller than data.demo_examples")
+            too_big = [n for n in self.ablation.train_sizes if n > pool]
+            if too_big:
+                raise ValueError(
+                    f"ablation.train_sizes: {too_big} exceed the train pool of {pool} examples "
+                    "(data.demo_examples - data.test_size)"
+                )
+        return self
+
+    def curve_metric(self) -> str:
+        """The metric the marginal-utility curve is drawn with."""
+        if self.ablation.metric:
+            return self.ablation.metric
+        return {"json": "field_accuracy", "label": "exact_match", "text": "fuzzy"}[
+            self.task.output_kind
+        ]
+
+    def to_yaml(self) -> str:
+        """Serialise to YAML (round-trips through :func:`load_spec`)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """Short content hash of the spec; identical specs give identical fingerprints."""
+        return spec_hash(self.model_dump(mode="json"))
+
+
+def spec_hash(obj: Any) -> str:
+    """A stable 16-hex-digit hash of any JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class SpecError(ValueError):
+    """A spec was refused; the message names every offending field."""
+
+
+def format_validation_error(err: ValidationError, source: str = "spec") -> str:
+    """Turn a pydantic error into lines like ``spec: student.learning_rate: ...``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
+    """Validate a mapping as an :class:`ExperimentSpec`, raising :class:`SpecError`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, source)) from None
+
+
+def load_spec(text_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load a spec from YAML text or a file, then apply dotted overrides (``a.b=value``).
+
+    Overrides are parsed as YAML scalars, so ``ablation.train_sizes=[10,20]`` gives a list.
+    """
+    source = "spec"
+    if isinstance(text_or_path, Path) or (
+        isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml"))
+    ):
+        path = Path(text_or_path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise SpecError(f"{source}: cannot read: {err.strerror}") from None
+    else:
+        text = str(text_or_path)
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{source}:{where}: invalid YAML: {problem}") from None
+    data = data if data is not None else {}
+    for item in overrides or []:
+        apply_override(data, item, source)
+    return parse_spec(data, source)
+
+
+def apply_override(data: dict[str, Any], item: str, source: str = "override") -> None:
+    """Set ``data[a][b] = value`` for an override ``a.b=value`` (value parsed as YAML)."""
+    if "=" not in item:
+        raise SpecError(f"{source}: override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"{source}: override {key}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def demo_spec(preset: str = "standard") -> ExperimentSpec:
+    """The built-in demo ablation: customer messages to JSON, simulated teacher, tiny student.
+
+    Presets: ``standard`` (the dashboard's and ``make demo``'s), ``fast`` (tests).
+    """
+    from engine.demo.task import DEMO_FIELDS, DEMO_SYSTEM_PROMPT, DEMO_TEMPLATE
+
+    task = TaskSpec(
+        name="support-ticket-extraction",
+        system_prompt=DEMO_SYSTEM_PROMPT,
+        prompt_template=DEMO_TEMPLATE,
+        output_kind="json",
+        json_fields=list(DEMO_FIELDS),
+    )
+    if preset == "fast":
+        return ExperimentSpec(
+            name="demo-fast",
+            task=task,
+            data=DataSpec(demo_examples=140, test_size=20),
+            teacher=TeacherSpec(kind="demo"),
+            student=StudentSpec(max_steps=12, batch_size=8, logging_steps=2, max_new_tokens=48),
+            ablation=AblationSpec(train_sizes=[16, 64]),
+        )
+    if preset != "standard":
+        raise SpecError(f"demo preset: unknown preset {preset!r} (standard, fast)")
+    return ExperimentSpec(name="demo", task=task)

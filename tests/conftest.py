@@ -1,0 +1,52 @@
+"""Shared fixtures: every test gets its own workspace and runs fully offline."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "workspace"
+    monkeypatch.setenv("SENSEI_HOME", str(home))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("SENSEI_NO_AUTOSTART", "1")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "workspace")
+
+
+def kill_workspace_processes(home: Path) -> None:
+    """Stop every scheduler/worker process started for ``home`` (tests must not leak them)."""
+    home_s = str(home)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if "engine" in cmd and home_s in cmd and proc.pid != os.getpid():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+
+
+@pytest.fixture
+def cleanup_processes(store: Store):
+    """Yield the store; kill its scheduler and workers afterwards."""
+    yield store
+    kill_workspace_processes(store.home)

@@ -1,0 +1,134 @@
+"""Scheduler and workers as real subprocesses (sleep jobs: no models involved)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import jobs
+from engine.store import TERMINAL, Store
+
+pytestmark = pytest.mark.usefixtures("cleanup_processes")
+
+
+def _wait_for(pred, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_scheduler(store: Store) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
+        cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _status(store: Store, job_id: str) -> str:
+    return store.get_job(job_id)["status"]
+
+
+def test_job_runs_to_success_with_progress_and_log(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 0.5})
+    sched = _start_scheduler(store)
+    _wait_for(lambda: _status(store, job_id) == "succeeded", what="success")
+    job = store.get_job(job_id)
+    assert job["progress"] == 1.0 and job["pid"] and job["started_at"] <= job["finished_at"]
+    _wait_for(lambda: store.get_job(job_id)["exit_code"] == 0, what="exit code")
+    assert "succeeded" in Path(job["log_path"]).read_text()
+    sched.terminate()
+    sched.wait(10)
+
+
+def test_failing_job_records_reason(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 0.1, "fail": True})
+    dependent = store.enqueue("sleep", {"seconds": 0.1}, depends_on=[job_id])
+    _start_scheduler(store)
+    _wait_for(lambda: _status(store, dependent) in TERMINAL, what="dependent finished")
+    assert _status(store, job_id) == "failed"
+    assert "asked to fail" in store.get_job(job_id)["error"]
+    assert _status(store, dependent) == "cancelled"
+    assert job_id in store.get_job(dependent)["error"]
+
+
+def test_sigkilled_worker_is_marked_failed_and_log_kept(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 60})
+    _start_scheduler(store)
+    _wait_for(lambda: store.get_job(job_id)["progress"] > 0, what="progress")
+    job = store.get_job(job_id)
+    os.kill(job["pid"], signal.SIGKILL)
+    _wait_for(lambda: _status(store, job_id) == "failed", what="failed")
+    job = store.get_job(job_id)
+    assert "worker died" in job["error"] and "signal 9" in job["error"]
+    assert "starting" in Path(job["log_path"]).read_text()  # the log survives the crash
+    assert any(e["kind"] == "worker_died" for e in store.list_events(job_id=job_id))
+
+
+def test_restarted_scheduler_reconciles_jobs_whose_worker_died(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 60})
+    sched = _start_scheduler(store)
+    _wait_for(lambda: store.get_job(job_id)["progress"] > 0, what="progress")
+    # The scheduler dies first (SIGKILL: no chance to clean up), then the worker.
+    os.killpg(sched.pid, signal.SIGKILL)
+    sched.wait(10)
+    os.killpg(store.get_job(job_id)["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    assert _status(store, job_id) == "running"  # nobody noticed yet
+    _start_scheduler(store)
+    _wait_for(lambda: _status(store, job_id) == "failed", what="reconciled")
+    assert store.get_job(job_id)["error"] == "worker died"
+
+
+def test_worker_survives_scheduler_exit(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 1.5})
+    sched = _start_scheduler(store)
+    _wait_for(lambda: _status(store, job_id) == "running", what="running")
+    sched.terminate()
+    sched.wait(10)
+    _wait_for(lambda: _status(store, job_id) == "succeeded", what="success without scheduler")
+
+
+def test_cancel_running_job_stops_its_process_group(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 60})
+    queued = store.enqueue("sleep", {"seconds": 60})
+    _start_scheduler(store)
+    _wait_for(lambda: store.get_job(job_id)["progress"] > 0, what="progress")
+    job = store.get_job(job_id)
+    assert jobs.cancel_job(store, job_id)
+    assert _status(store, job_id) == "cancelled"
+    assert not jobs.process_alive(job["pid"], job["pid_started_at"])
+    assert not jobs.cancel_job(store, job_id)  # already finished
+    assert jobs.cancel_job(store, queued)
+    assert _status(store, queued) == "cancelled"
+
+
+def test_only_one_scheduler_per_workspace(store: Store) -> None:
+    _start_scheduler(store)
+    _wait_for(lambda: jobs.scheduler_running(store), what="first scheduler")
+    second = _start_scheduler(store)
+    assert second.wait(20) == 3
+    assert not jobs.ensure_scheduler(store)
+
+
+def test_concurrency_limit(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSEI_MAX_JOBS", "2")
+    ids = [store.enqueue("sleep", {"seconds": 1.0}) for _ in range(3)]
+    _start_scheduler(store)
+    seen_running = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(_status(store, i) == "succeeded" for i in ids):
+        seen_running = max(seen_running, len(store.list_jobs(statuses=("running",))))
+        time.sleep(0.05)
+    assert all(_status(store, i) == "succeeded" for i in ids)
+    assert seen_running == 2
