@@ -47,7 +47,7 @@ def teacher_ceiling(store: Store, spec: ExperimentSpec, dataset_id: str | None) 
         return None
     from engine.evaluation.metrics import aggregate, score
 
-    answers = store.get_teacher_responses(dataset_id)
+    answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
     rows = []
     for ex in store.get_examples(dataset_id, "test"):
         ans = answers.get(ex["idx"])

@@ -254,6 +254,19 @@ class ExperimentSpec(Spec):
             self.task.output_kind
         ]
 
+    def teacher_key(self) -> str:
+        """Identity of the teacher's answers: endpoint, model, sampling and prompt, not the
+        operational knobs (concurrency, retries, prices) that do not change an answer."""
+        t = self.teacher
+        ident: dict[str, Any] = {
+            "kind": t.kind, "base_url": t.base_url, "model": t.model, "temperature": t.temperature,
+            "max_tokens": t.max_tokens, "system_prompt": self.task.system_prompt,
+            "prompt_template": self.task.prompt_template,
+        }
+        if t.kind == "demo":
+            ident.update(error_rate=t.demo_error_rate, seed=self.data.seed)
+        return spec_hash(ident)
+
     def to_yaml(self) -> str:
         """Serialise to YAML (round-trips through :func:`load_spec`)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -340,6 +353,10 @@ def apply_override(data: dict[str, Any], item: str, source: str = "override") ->
         node[parts[-1]] = raw
 
 
+# Nominal prices of a mid-size hosted model, so the demo's cost accounting shows real numbers.
+DEMO_TEACHER = TeacherSpec(kind="demo", price_input_per_m=0.60, price_output_per_m=2.40)
+
+
 def demo_spec(preset: str = "standard") -> ExperimentSpec:
     """The built-in demo ablation: customer messages to JSON, simulated teacher, tiny student.
 
@@ -359,10 +376,10 @@ def demo_spec(preset: str = "standard") -> ExperimentSpec:
             name="demo-fast",
             task=task,
             data=DataSpec(demo_examples=140, test_size=20),
-            teacher=TeacherSpec(kind="demo"),
+            teacher=DEMO_TEACHER,
             student=StudentSpec(max_steps=12, batch_size=8, logging_steps=2, max_new_tokens=48),
             ablation=AblationSpec(train_sizes=[16, 64]),
         )
     if preset != "standard":
         raise SpecError(f"demo preset: unknown preset {preset!r} (standard, fast)")
-    return ExperimentSpec(name="demo", task=task)
+    return ExperimentSpec(name="demo", task=task, teacher=DEMO_TEACHER)

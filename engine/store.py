@@ -49,10 +49,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (dataset_id, idx)
         );
         CREATE TABLE teacher_responses (
-            dataset_id TEXT NOT NULL, idx INTEGER NOT NULL, request_hash TEXT NOT NULL,
-            output TEXT, valid INTEGER, input_tokens INTEGER, output_tokens INTEGER,
-            latency_s REAL, cost_usd REAL, error TEXT, created_at REAL NOT NULL,
-            PRIMARY KEY (dataset_id, idx)
+            dataset_id TEXT NOT NULL, teacher_key TEXT NOT NULL, idx INTEGER NOT NULL,
+            request_hash TEXT NOT NULL, output TEXT, valid INTEGER, input_tokens INTEGER,
+            output_tokens INTEGER, latency_s REAL, cost_usd REAL, error TEXT, created_at REAL NOT NULL,
+            PRIMARY KEY (dataset_id, teacher_key, idx)
         );
         CREATE TABLE jobs (
             id TEXT PRIMARY KEY, experiment_id TEXT, run_id TEXT, kind TEXT NOT NULL,
@@ -278,27 +278,34 @@ class Store:
             return [_row(r) for r in rows]  # type: ignore[misc]
 
     # -------------------------------------------------------- teacher answers
-    def save_teacher_responses(self, dataset_id: str, responses: Iterable[dict[str, Any]]) -> None:
-        """Upsert teacher answers (one row per example): output, validity, tokens, cost."""
+    def save_teacher_responses(
+        self, dataset_id: str, teacher_key: str, responses: Iterable[dict[str, Any]]
+    ) -> None:
+        """Upsert one teacher's answers (one row per example): output, validity, tokens, cost.
+
+        ``teacher_key`` (``ExperimentSpec.teacher_key()``) keeps answers of different teachers
+        or prompts on the same dataset apart.
+        """
         now = time.time()
         with self.tx() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO teacher_responses(dataset_id, idx, request_hash, output,"
-                " valid, input_tokens, output_tokens, latency_s, cost_usd, error, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO teacher_responses(dataset_id, teacher_key, idx, request_hash,"
+                " output, valid, input_tokens, output_tokens, latency_s, cost_usd, error, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (dataset_id, r["idx"], r["request_hash"], r.get("output"), r.get("valid"),
+                    (dataset_id, teacher_key, r["idx"], r["request_hash"], r.get("output"), r.get("valid"),
                      r.get("input_tokens"), r.get("output_tokens"), r.get("latency_s"),
                      r.get("cost_usd"), r.get("error"), now)
                     for r in responses
                 ],
             )
 
-    def get_teacher_responses(self, dataset_id: str) -> dict[int, dict[str, Any]]:
-        """Teacher answers of a dataset, keyed by example index."""
+    def get_teacher_responses(self, dataset_id: str, teacher_key: str) -> dict[int, dict[str, Any]]:
+        """One teacher's answers on a dataset, keyed by example index."""
         with self.read() as conn:
             rows = conn.execute(
-                "SELECT * FROM teacher_responses WHERE dataset_id=? ORDER BY idx", (dataset_id,)
+                "SELECT * FROM teacher_responses WHERE dataset_id=? AND teacher_key=? ORDER BY idx",
+                (dataset_id, teacher_key),
             )
             return {r["idx"]: dict(r) for r in rows}
 

@@ -1,0 +1,309 @@
+"""OpenAI-compatible chat client for teachers (and judges): cached, concurrent, cost-accounted.
+
+One :class:`ChatClient` answers a batch of chat requests against any endpoint that speaks the
+chat-completions protocol (vLLM, TGI, Ollama, hosted APIs, ``transformers serve``, the demo
+teacher). What it adds to the ``openai`` SDK:
+
+* bounded concurrency (``TeacherSpec.concurrency`` requests in flight);
+* retries with exponential backoff and jitter that honour ``Retry-After`` — the SDK's own,
+  configured from ``max_retries`` and ``timeout_s``;
+* an on-disk SQLite cache keyed by a hash of the request, so re-running a batch costs nothing
+  and makes no HTTP call;
+* tokens, latency and cost per answer; a failed request becomes a :class:`ChatResult` with
+  ``error`` set instead of an exception that would sink the batch.
+
+The API key is read from the environment variable *named* by ``TeacherSpec.api_key_env`` only
+when a request actually has to be sent; it is never logged, cached or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from engine.data.prompts import render_prompt
+from engine.specs import TaskSpec, TeacherSpec
+
+Messages = list[dict[str, Any]]
+
+_CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY, content TEXT NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, latency_s REAL, finish_reason TEXT, created_at REAL NOT NULL
+)
+"""
+
+
+class MissingApiKeyError(RuntimeError):
+    """The environment variable named by ``api_key_env`` is not set in this process."""
+
+
+@dataclass
+class ChatResult:
+    """One answer, or why there is none.
+
+    Attributes:
+        content: the answer text, or None when the request failed.
+        error: why the request failed after all retries, or None.
+        input_tokens: prompt tokens (as reported by the endpoint; kept for cached answers).
+        output_tokens: completion tokens.
+        latency_s: wall time of this call, retries included (about 0 for a cache hit).
+        cost_usd: what this call cost (0 for a cache hit).
+        cached: True when the answer came from the on-disk cache.
+        request_hash: the cache key; identical requests share it.
+        finish_reason: ``stop``, ``length``, ... as reported by the endpoint.
+    """
+
+    content: str | None
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    cost_usd: float
+    cached: bool
+    request_hash: str
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.content is not None
+
+
+def build_messages(task: TaskSpec, input_text: str) -> Messages:
+    """The chat messages for one input: the task's system prompt (if any) and rendered prompt."""
+    messages: Messages = []
+    if task.system_prompt:
+        messages.append({"role": "system", "content": task.system_prompt})
+    messages.append({"role": "user", "content": render_prompt(task.prompt_template, input_text)})
+    return messages
+
+
+def resolve_api_key(spec: TeacherSpec) -> str:
+    """The API key from the environment variable named in ``spec``; ``"EMPTY"`` if none is named.
+
+    Raises:
+        MissingApiKeyError: the named variable is unset or empty (the message names it).
+    """
+    if not spec.api_key_env:
+        return "EMPTY"  # local servers (vLLM, demo teacher) accept any key
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise MissingApiKeyError(
+            f"teacher.api_key_env names the environment variable {spec.api_key_env}, which is not "
+            f"set in the worker's environment; export {spec.api_key_env}=... before starting Sensei"
+        )
+    return key
+
+
+def request_hash(scope: str, model: str, messages: Messages, temperature: float, max_tokens: int) -> str:
+    """Cache key of a request: sha256 of everything that determines the answer."""
+    blob = json.dumps(
+        {
+            "scope": scope,
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ChatClient:
+    """Answers batches of chat requests for one teacher (or judge) spec.
+
+    Args:
+        spec: endpoint, model, sampling, concurrency, retries, prices, key variable name.
+        cache_path: SQLite cache file (usually ``<store.home>/llm_cache.db``); None disables it.
+        base_url_override: endpoint to call instead of ``spec.base_url`` (e.g. the demo teacher's
+            port of the moment).
+        cache_scope: what identifies the endpoint in cache keys; defaults to the base URL. Pass a
+            stable name when the URL changes between runs but the answers do not.
+
+    Attributes:
+        stats: counters of this client's lifetime: ``http_requests`` (attempts, retries
+            included), ``cache_hits``, ``answered``, ``errors``.
+    """
+
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        cache_path: Path | None,
+        base_url_override: str | None = None,
+        cache_scope: str | None = None,
+    ):
+        self.spec = spec
+        self.base_url = base_url_override or spec.base_url
+        if not self.base_url:
+            raise ValueError(f"teacher of kind {spec.kind!r} has no base_url; pass base_url_override")
+        self.cache_scope = cache_scope or self.base_url.rstrip("/")
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.stats: Counter[str] = Counter()
+
+    def request_hash(self, messages: Messages) -> str:
+        """Cache key of one request to this client's endpoint and model."""
+        return request_hash(
+            self.cache_scope, self.spec.model, messages, self.spec.temperature, self.spec.max_tokens
+        )
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD price of a call with these token counts."""
+        return (
+            input_tokens * self.spec.price_input_per_m + output_tokens * self.spec.price_output_per_m
+        ) / 1e6
+
+    # ------------------------------------------------------------------ cache
+    def _open_cache(self) -> sqlite3.Connection | None:
+        if self.cache_path is None:
+            return None
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.cache_path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # One commit per answer: without this, each would wait for an fsync.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(_CACHE_SCHEMA)
+        return conn
+
+    @staticmethod
+    def _cache_get(conn: sqlite3.Connection | None, key: str) -> tuple[Any, ...] | None:
+        if conn is None:
+            return None
+        return conn.execute(
+            "SELECT content, input_tokens, output_tokens, finish_reason FROM responses WHERE key=?",
+            (key,),
+        ).fetchone()
+
+    @staticmethod
+    def _cache_put(conn: sqlite3.Connection | None, key: str, r: ChatResult) -> None:
+        if conn is not None and r.ok:
+            conn.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?)",
+                (key, r.content, r.input_tokens, r.output_tokens, r.latency_s, r.finish_reason, time.time()),
+            )
+
+    # --------------------------------------------------------------- requests
+    async def _send(self, client: openai.AsyncOpenAI, messages: Messages, key: str) -> ChatResult:
+        start = time.perf_counter()
+        try:
+            resp = await client.chat.completions.create(
+                model=self.spec.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=self.spec.temperature,
+                max_tokens=self.spec.max_tokens,
+            )
+        except openai.APIStatusError as err:
+            error = f"HTTP {err.status_code}: {err.message}"
+        except openai.APITimeoutError:
+            error = f"timed out after {self.spec.timeout_s:g} s ({self.spec.max_retries} retries)"
+        except openai.APIConnectionError as err:
+            error = f"cannot reach {self.base_url}: {err.__cause__ or err}"
+        except Exception as err:  # a malformed response must not sink the batch
+            error = f"{type(err).__name__}: {err}"
+        else:
+            choice = resp.choices[0] if resp.choices else None
+            n_in = resp.usage.prompt_tokens if resp.usage else 0
+            n_out = resp.usage.completion_tokens if resp.usage else 0
+            content = choice.message.content if choice else None
+            return ChatResult(
+                content=content,
+                error=None if content is not None else "empty response (no message content)",
+                input_tokens=n_in,
+                output_tokens=n_out,
+                latency_s=time.perf_counter() - start,
+                cost_usd=self.cost(n_in, n_out),  # a failed-but-billed answer still costs
+                cached=False,
+                request_hash=key,
+                finish_reason=choice.finish_reason if choice else None,
+            )
+        return ChatResult(None, error, 0, 0, time.perf_counter() - start, 0.0, False, key)
+
+    async def acomplete_many(
+        self,
+        requests: list[Messages],
+        on_result: Callable[[int, ChatResult], None] | None = None,
+    ) -> list[ChatResult]:
+        """Answer many requests; results come back in request order.
+
+        Args:
+            requests: one message list per request.
+            on_result: called as ``on_result(i, result)`` as each request finishes (cache hits
+                first), so callers can persist progress while the batch runs.
+
+        Raises:
+            MissingApiKeyError: some request is not cached and the key variable is not set.
+        """
+        results: list[ChatResult | None] = [None] * len(requests)
+
+        def deliver(i: int, result: ChatResult) -> None:
+            results[i] = result
+            self.stats["errors" if result.error else "answered"] += 1
+            if on_result is not None:
+                on_result(i, result)
+
+        cache = self._open_cache()
+        try:
+            # Identical requests in one batch are sent once; later copies count as cache hits.
+            todo: dict[str, list[int]] = {}
+            for i, messages in enumerate(requests):
+                key = self.request_hash(messages)
+                hit = self._cache_get(cache, key)
+                if hit is not None:
+                    self.stats["cache_hits"] += 1
+                    deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
+                else:
+                    todo.setdefault(key, []).append(i)
+            if not todo:
+                return results  # type: ignore[return-value]
+
+            api_key = resolve_api_key(self.spec)  # only now: cached batches need no key
+
+            async def count_attempt(_request: Any) -> None:
+                self.stats["http_requests"] += 1  # every attempt, retries included
+
+            http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_attempt]})
+            limit = asyncio.Semaphore(self.spec.concurrency)
+            async with openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=api_key,
+                http_client=http,
+                max_retries=self.spec.max_retries,
+                timeout=self.spec.timeout_s,
+            ) as client:
+
+                async def one(key: str, indices: list[int]) -> None:
+                    async with limit:
+                        result = await self._send(client, requests[indices[0]], key)
+                    self._cache_put(cache, key, result)
+                    deliver(indices[0], result)
+                    for i in indices[1:]:
+                        copy = ChatResult(**{**result.__dict__, "cached": result.ok, "cost_usd": 0.0})
+                        deliver(i, copy)
+
+                await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
+            return results  # type: ignore[return-value]
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def complete_many(
+        self,
+        requests: list[Messages],
+        on_result: Callable[[int, ChatResult], None] | None = None,
+    ) -> list[ChatResult]:
+        """Synchronous :meth:`acomplete_many` (runs its own event loop; not inside a running one)."""
+        return asyncio.run(self.acomplete_many(requests, on_result))

@@ -1,0 +1,205 @@
+"""Teacher job: build the experiment's dataset and have the teacher answer every prompt.
+
+Spec: ``{"experiment": <ExperimentSpec as a dict>}``; the job row names the experiment.
+Run by a worker (``python -m engine worker``), which calls :func:`main` with a
+:class:`~engine.context.JobContext`.
+
+The job is resumable: an example whose stored answer came from the same request (same
+request hash) is skipped, so a killed job re-run continues where it stopped, and a finished
+one re-run does nothing. Answers are saved in small batches as they arrive, and the request
+cache (``<home>/llm_cache.db``) means even lost batches are not paid for twice.
+
+For ``teacher.kind == "demo"`` the simulated teacher (:mod:`engine.demo.teacher_server`) is
+started on 127.0.0.1 for the duration of the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from engine.context import JobContext
+from engine.data.datasets import ensure_dataset
+from engine.data.validate import parse_output
+from engine.llm import ChatClient, ChatResult, build_messages, request_hash
+from engine.specs import ExperimentSpec, parse_spec
+
+FLUSH_EVERY = 16
+"""Save answers after this many results..."""
+FLUSH_SECONDS = 1.0
+"""...or after this many seconds, whichever comes first."""
+
+
+def cache_scope(spec: ExperimentSpec) -> str:
+    """What identifies the teacher endpoint in request hashes.
+
+    The demo teacher runs on a new port each time, so its identity is its behaviour (error
+    rate and seed), not its URL; a real endpoint is identified by its base URL.
+    """
+    t = spec.teacher
+    if t.kind == "demo":
+        return f"demo-teacher(error_rate={t.demo_error_rate:g},seed={spec.data.seed})"
+    return str(t.base_url).rstrip("/")
+
+
+@contextmanager
+def _demo_endpoint(exp_dir: Path, spec: ExperimentSpec, examples: list[dict[str, Any]]) -> Iterator[str]:
+    from engine.demo.teacher_server import start_demo_teacher  # only the demo needs FastAPI
+
+    data_path = exp_dir / "demo_teacher.jsonl"
+    with data_path.open("w", encoding="utf-8") as fh:
+        for ex in examples:
+            fh.write(json.dumps({"prompt": ex["prompt"], "reference": ex["reference"]}) + "\n")
+    with start_demo_teacher(data_path, error_rate=spec.teacher.demo_error_rate, seed=spec.data.seed) as url:
+        yield url
+
+
+def main(ctx: JobContext) -> None:
+    """Answer all prompts of the experiment's dataset (train and test) with its teacher.
+
+    Raises:
+        engine.specs.SpecError: the spec is invalid.
+        engine.llm.MissingApiKeyError: the teacher's key variable is not set.
+        RuntimeError: more than half of the requests failed after retries.
+    """
+    store, log = ctx.store, ctx.log
+    # The HTTP library logs one INFO line per request: thousands of lines in the job log.
+    # The SDK's own retry messages (logger "openai") stay visible.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    exp_id = ctx.job.get("experiment_id")
+    if not exp_id:
+        raise ValueError("a teacher job must belong to an experiment (job.experiment_id is empty)")
+    spec = parse_spec(ctx.spec.get("experiment"), source="teacher job spec: experiment")
+    task, teacher = spec.task, spec.teacher
+
+    dataset_id = ensure_dataset(store, spec)
+    store.set_experiment_dataset(exp_id, dataset_id)
+    examples = store.get_examples(dataset_id)
+    exp_dir = store.experiments_dir / exp_id
+    exp_dir.mkdir(parents=True, exist_ok=True)
+
+    scope = cache_scope(spec)
+    messages = [build_messages(task, ex["input"]) for ex in examples]
+    hashes = [
+        request_hash(scope, teacher.model, m, teacher.temperature, teacher.max_tokens) for m in messages
+    ]
+    stored = store.get_teacher_responses(dataset_id, spec.teacher_key())
+    # Re-ask an example when it has no answer, its last attempt failed, or the teacher changed.
+    todo = [
+        k
+        for k, ex in enumerate(examples)
+        if (r := stored.get(ex["idx"])) is None or r["error"] or r["request_hash"] != hashes[k]
+    ]
+    total = len(examples)
+    done = total - len(todo)
+    log.info(
+        "dataset %s: %d examples, %d already answered, %d to ask (teacher %s, model %s)",
+        dataset_id,
+        total,
+        done,
+        len(todo),
+        teacher.kind,
+        teacher.model,
+    )
+
+    tally = {
+        "requested": len(todo),
+        "answered": 0,
+        "errors": 0,
+        "invalid": 0,
+        "cached": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": 0.0,
+    }
+    first_error: list[str] = []
+    pending: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            store.save_teacher_responses(dataset_id, spec.teacher_key(), pending)
+            pending.clear()
+        last_flush = time.monotonic()
+
+    def on_result(i: int, res: ChatResult) -> None:
+        nonlocal done
+        ex = examples[todo[i]]
+        valid = parse_output(task, res.content)[0] if res.ok else None
+        pending.append(
+            {
+                "idx": ex["idx"],
+                "request_hash": res.request_hash,
+                "output": res.content,
+                "valid": None if valid is None else int(valid),
+                "input_tokens": res.input_tokens,
+                "output_tokens": res.output_tokens,
+                "latency_s": res.latency_s,
+                "cost_usd": res.cost_usd,
+                "error": res.error,
+            }
+        )
+        if res.error:
+            tally["errors"] += 1
+            if not first_error:
+                first_error.append(res.error)
+        else:
+            tally["answered"] += 1
+            tally["invalid"] += int(not valid)
+        tally["cached"] += int(res.cached)
+        tally["input_tokens"] += res.input_tokens
+        tally["output_tokens"] += res.output_tokens
+        tally["cost_usd"] += res.cost_usd
+        done += 1
+        if len(pending) >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_SECONDS:
+            flush()
+        ctx.progress(done / total, f"teacher {done}/{total} · ${tally['cost_usd']:.4f}")
+
+    http_requests = 0
+    if todo:
+        ctx.progress(done / total, f"teacher {done}/{total} · starting", force=True)
+        endpoint = _demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
+        with endpoint as url:
+            client = ChatClient(
+                teacher, store.home / "llm_cache.db", base_url_override=url, cache_scope=scope
+            )
+            try:
+                client.complete_many([messages[k] for k in todo], on_result)
+            finally:
+                flush()  # keep whatever arrived, even when cancelled or failing
+                http_requests = client.stats["http_requests"]
+
+    summary = {
+        **tally,
+        "dataset_id": dataset_id,
+        "total": total,
+        "http_requests": http_requests,
+        "cost_usd": round(tally["cost_usd"], 6),
+    }
+    (exp_dir / "teacher_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    log.info(
+        "teacher done: %d requested, %d answered (%d invalid, %d cached), %d errors, %d HTTP requests, "
+        "%d input + %d output tokens, $%.4f",
+        tally["requested"],
+        tally["answered"],
+        tally["invalid"],
+        tally["cached"],
+        tally["errors"],
+        http_requests,
+        tally["input_tokens"],
+        tally["output_tokens"],
+        tally["cost_usd"],
+    )
+    if todo and tally["errors"] * 2 > len(todo):
+        raise RuntimeError(
+            f"teacher: {tally['errors']} of {len(todo)} requests failed after retries; "
+            f"first error: {first_error[0]}"
+        )
+    ctx.progress(1.0, f"teacher {total}/{total} · ${tally['cost_usd']:.4f}", force=True)
