@@ -1,0 +1,69 @@
+"""Sensei dashboard entry point: ``streamlit run app.py``.
+
+Sidebar (workspace, who am I, scheduler) and the page registry. Pages live in ``pages/`` and
+only draw what ``engine.ui`` computes; the engine's scheduler runs the jobs in detached
+processes, so closing the browser never stops an experiment.
+
+The first run of each workspace starts that scheduler (``jobs.ensure_scheduler``, which is
+idempotent); launching an experiment also wakes it. Set ``SENSEI_NO_AUTOSTART=1`` to never
+start one from the app (the AppTest suite does, so tests leave no processes behind).
+"""
+
+from __future__ import annotations
+
+import getpass
+
+import streamlit as st
+
+from engine import jobs, ui
+from engine.store import Store
+
+st.set_page_config(page_title="Sensei", page_icon=":material/school:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _scheduler_started(home: str) -> bool:
+    """Start the workspace's scheduler once per server process and workspace."""
+    return ui.start_scheduler(Store(home))
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()  # $USER etc., else the password database
+    except (KeyError, OSError):
+        return ""
+
+
+store = Store()
+_scheduler_started(str(store.home))
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
+    st.Page("pages/ablation.py", title="Ablation", icon=":material/show_chart:"),
+]
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.session_state.setdefault("annotator", _whoami())
+    st.text_input("Who am I", key="annotator", help="Your name, recorded with labels you give.")
+    st.caption(f"Workspace: `{store.home}`")
+
+    @st.fragment(run_every=5)
+    def _scheduler_status() -> None:
+        if jobs.scheduler_running(store):
+            st.caption(":green[●] Scheduler running")
+            return
+        st.caption(":gray[●] Scheduler idle — it starts when you launch")
+        st.button(
+            "Start scheduler",
+            key="start_scheduler",
+            width="stretch",
+            on_click=jobs.ensure_scheduler,
+            args=(store,),
+        )
+
+    _scheduler_status()
+
+page.run()

@@ -1,0 +1,429 @@
+"""What the dashboard pages show, computed without Streamlit.
+
+Pages in ``pages/`` only draw: every table, figure and spec they need is built here, so it
+can be unit-tested without a browser (``tests/test_ui_helpers.py``). Nothing here writes to
+the store except :func:`launch` and :func:`start_scheduler`, which wrap the engine's own
+entry points.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from engine import ablation, jobs
+from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
+from engine.store import ACTIVE, TERMINAL, Store
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+# Form fields of the Launch page, by dotted spec path. Lists are edited as "1, 2, 3" text and
+# optional strings as "" (meaning None); everything else keeps its spec type.
+LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
+OPTIONAL_FIELDS = ("teacher.base_url", "teacher.api_key_env", "student.revision")
+FORM_FIELDS = (
+    "name",
+    "ablation.train_sizes",
+    "ablation.seeds",
+    "data.test_size",
+    "data.demo_examples",
+    "data.seed",
+    "teacher.kind",
+    "teacher.base_url",
+    "teacher.model",
+    "teacher.api_key_env",
+    "teacher.concurrency",
+    "teacher.temperature",
+    "teacher.max_tokens",
+    "teacher.price_input_per_m",
+    "teacher.price_output_per_m",
+    "teacher.demo_error_rate",
+    "student.model",
+    "student.revision",
+    "student.max_steps",
+    "student.batch_size",
+    "student.learning_rate",
+    "student.max_length",
+    "student.lora.enabled",
+    "student.lora.r",
+    "student.lora.alpha",
+)
+
+
+# ----------------------------------------------------------------------- scheduler
+def autostart_enabled() -> bool:
+    """False when ``SENSEI_NO_AUTOSTART`` is set (tests): the app then never spawns a scheduler."""
+    return os.environ.get("SENSEI_NO_AUTOSTART", "").strip().lower() in ("", "0", "false", "no")
+
+
+def start_scheduler(store: Store) -> bool:
+    """Make sure the workspace's scheduler runs (unless autostart is off). True if started."""
+    if not autostart_enabled():
+        return False
+    return jobs.ensure_scheduler(store)
+
+
+def launch(store: Store, spec: ExperimentSpec) -> str:
+    """Queue an experiment and wake the scheduler; returns the experiment id."""
+    exp_id = ablation.launch_experiment(store, spec)
+    start_scheduler(store)
+    return exp_id
+
+
+def demo_preset() -> str:
+    """The demo preset the Run-the-demo button uses: ``$SENSEI_DEMO_PRESET`` or ``standard``."""
+    return os.environ.get("SENSEI_DEMO_PRESET", "standard")
+
+
+# ---------------------------------------------------------------------- formatting
+def format_duration(seconds: float | None) -> str:
+    """``95`` -> ``"1m 35s"``; None -> ``""``."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def format_ago(ts: float | None, now: float | None = None) -> str:
+    """How long ago a timestamp was, e.g. ``"3 min ago"``."""
+    if not ts:
+        return ""
+    d = max(0.0, (now or time.time()) - ts)
+    if d < 60:
+        return "just now"
+    if d < 3600:
+        return f"{int(d // 60)} min ago"
+    if d < 86400:
+        return f"{int(d // 3600)} h ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def experiment_label(exp: Mapping[str, Any]) -> str:
+    """Selector label of an experiment: ``name · id · when``."""
+    return f"{exp['name']} · {exp['id']} · {format_ago(exp['created_at'])}"
+
+
+# ------------------------------------------------------------------- workspace/jobs
+def status_counts(job_rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Jobs per status, every status present (zero if none)."""
+    counts = dict.fromkeys(JOB_STATUSES, 0)
+    for j in job_rows:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    return counts
+
+
+def status_line(job_rows: list[dict[str, Any]]) -> str:
+    """One readable line such as ``1 running · 4 queued · 2 succeeded`` (zeros left out)."""
+    counts = status_counts(job_rows)
+    return " · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no jobs"
+
+
+def experiments_frame(store: Store, limit: int | None = None) -> pd.DataFrame:
+    """Recent experiments with status and how many jobs have finished."""
+    rows = []
+    for exp in store.list_experiments()[:limit]:
+        job_rows = store.list_jobs(experiment_id=exp["id"])
+        done = sum(j["status"] in TERMINAL for j in job_rows)
+        rows.append(
+            {
+                "experiment": exp["name"],
+                "id": exp["id"],
+                "created": format_ago(exp["created_at"]),
+                "status": ablation.experiment_status(store, exp["id"]),
+                "done": done / len(job_rows) if job_rows else 0.0,
+                "jobs": status_line(job_rows),
+            }
+        )
+    return pd.DataFrame(rows, columns=["experiment", "id", "created", "status", "done", "jobs"])
+
+
+def job_label(job: Mapping[str, Any], with_status: bool = True) -> str:
+    """``train n=200 seed 0 · running · job-…`` (teacher jobs have no size)."""
+    spec = job.get("spec") or {}
+    what = job["kind"]
+    if "train_size" in spec:
+        what += f" n={spec['train_size']} seed {spec.get('seed', 0)}"
+    return f"{what} · {job['status']} · {job['id']}" if with_status else f"{what} · {job['id']}"
+
+
+def focus_index(exp_ids: list[str], focus: str | None) -> int:
+    """Index of the experiment to preselect: the focused one (just launched or last viewed),
+    else 0 (the newest)."""
+    return exp_ids.index(focus) if focus in exp_ids else 0
+
+
+def jobs_frame(job_rows: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
+    """The Runs page's job table, oldest first (the order the scheduler runs them)."""
+    rows = []
+    for j in sorted(job_rows, key=lambda j: (j["created_at"], j["id"])):
+        spec = j.get("spec") or {}
+        rows.append(
+            {
+                "kind": j["kind"],
+                "train_size": _text(spec.get("train_size")),
+                "seed": _text(spec.get("seed")),
+                "status": j["status"],
+                "progress": float(j["progress"] or 0.0),
+                "eta": format_duration(jobs.eta_seconds(j, now)),
+                "message": j["error"] or j["message"] or "",
+                "job": j["id"],
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["kind", "train_size", "seed", "status", "progress", "eta", "message", "job"]
+    )
+
+
+def _text(value: Any) -> str:
+    # Text, not numbers, so a teacher job's missing size shows blank rather than "None".
+    return "" if value is None else str(value)
+
+
+def active_jobs(job_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Queued or running jobs, running first, then in queue order."""
+    act = [j for j in job_rows if j["status"] in ACTIVE]
+    return sorted(act, key=lambda j: (j["status"] != "running", j["created_at"], j["id"]))
+
+
+def default_log_job(job_rows: list[dict[str, Any]]) -> int:
+    """Index (in queue order) of the job whose log to show first: the running one, else the
+    last one that started, else the first."""
+    ordered = sorted(job_rows, key=lambda j: (j["created_at"], j["id"]))
+    for i, j in enumerate(ordered):
+        if j["status"] == "running":
+            return i
+    started = [i for i, j in enumerate(ordered) if j["started_at"]]
+    return started[-1] if started else 0
+
+
+def events_frame(store: Store, job_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Events (worker died, cancelled, failed, ...) of the given jobs, newest first."""
+    rows = []
+    for j in job_rows:
+        for e in store.list_events(job_id=j["id"]):
+            rows.append(
+                {
+                    "when": time.strftime("%H:%M:%S", time.localtime(e["ts"])),
+                    "ts": e["ts"],
+                    "level": e["level"],
+                    "event": e["kind"],
+                    "message": e["message"],
+                    "job": j["id"],
+                }
+            )
+    rows.sort(key=lambda r: r["ts"], reverse=True)
+    return pd.DataFrame(rows, columns=["when", "ts", "level", "event", "message", "job"]).drop(columns="ts")
+
+
+PRIMARY = "#2f6fde"  # .streamlit/config.toml primaryColor
+SIZE_COLORS = ("#2f6fde", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d35400")
+SEED_DASHES = ("solid", "dot", "dash", "dashdot", "longdash")
+
+
+def loss_figure(store: Store, experiment_id: str) -> go.Figure | None:
+    """Training loss vs step, one line per run (colour = train size, dash = seed); None until
+    some run logged a loss."""
+    runs = {r["id"]: r for r in store.list_runs(experiment_id)}
+    series = pd.DataFrame(store.metric_series(list(runs), "loss"))
+    if series.empty:
+        return None
+    sizes = sorted({r["train_size"] for r in runs.values()})
+    seeds = sorted({r["seed"] for r in runs.values()})
+    fig = go.Figure()
+    for run_id in sorted(set(series["run_id"]), key=lambda i: (runs[i]["train_size"], runs[i]["seed"])):
+        run, pts = runs[run_id], series[series["run_id"] == run_id]
+        color = SIZE_COLORS[sizes.index(run["train_size"]) % len(SIZE_COLORS)]
+        dash = SEED_DASHES[seeds.index(run["seed"]) % len(SEED_DASHES)]
+        fig.add_trace(
+            go.Scatter(
+                x=pts["step"],
+                y=pts["value"],
+                mode="lines",
+                name=f"n={run['train_size']} seed {run['seed']}",
+                line={"color": color, "dash": dash},
+            )
+        )
+    fig.update_layout(
+        xaxis_title="step",
+        yaxis_title="training loss",
+        legend_title="run",
+        margin={"t": 30, "b": 10},
+        height=340,
+    )
+    return fig
+
+
+def curve_figure(curve: ablation.Curve, extrapolate: float = 4.0) -> go.Figure:
+    """Metric vs train size (log x): seeds as dots, mean ± std over seeds, teacher ceiling
+    (dashed) and, when fitted, the power law (dotted) out to ``extrapolate`` x the largest size."""
+    fig = go.Figure()
+    if any(k > 1 for k in curve.n_seeds):  # single seeds only add information next to a mean
+        fig.add_trace(
+            go.Scatter(
+                x=[p["train_size"] for p in curve.points],
+                y=[p[curve.metric] for p in curve.points],
+                mode="markers",
+                name="single seed",
+                text=[f"seed {p['seed']}" for p in curve.points],
+                marker={"size": 7, "opacity": 0.5, "color": "#7f8c8d"},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=curve.sizes,
+            y=curve.mean,
+            mode="lines+markers",
+            name="mean over seeds (± std)",
+            error_y={"type": "data", "array": curve.std, "visible": True},
+            marker={"size": 10, "color": PRIMARY},
+            line={"color": PRIMARY},
+        )
+    )
+    ticks = list(curve.sizes)
+    if curve.fit and curve.sizes:
+        far = max(curve.sizes) * extrapolate
+        xs = np.geomspace(min(curve.sizes), far, 60)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[curve.predict(float(x)) for x in xs],
+                mode="lines",
+                name="power-law fit",
+                line={"dash": "dot", "color": "#e67e22", "width": 2},
+            )
+        )
+        ticks.append(int(far))
+    if curve.ceiling is not None:
+        fig.add_hline(
+            y=curve.ceiling,
+            line_dash="dash",
+            line_color="#c0392b",
+            annotation_text=f"teacher {curve.ceiling:.3f}",
+            annotation_position="top left",
+        )
+    # Ticks at the measured sizes (and the extrapolation's end) read better than log decades.
+    fig.update_xaxes(
+        type="log", tickvals=ticks, ticktext=[str(t) for t in ticks], title="training examples (log scale)"
+    )
+    fig.update_layout(
+        yaxis_title=curve.metric,
+        margin={"t": 30, "b": 10},
+        height=420,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def curve_frame(curve: ablation.Curve) -> pd.DataFrame:
+    """Per-size table: mean, std, seeds, marginal gain per extra 100 examples."""
+    return pd.DataFrame(curve.table(), columns=["train_size", curve.metric, "std", "seeds", "gain_per_100"])
+
+
+def fit_sentence(curve: ablation.Curve, extrapolate: float = 4.0) -> str | None:
+    """``fit: y ≈ c - a·n^-b, predicts v at n=N``; None without a fit."""
+    if not curve.fit or not curve.sizes:
+        return None
+    far = int(max(curve.sizes) * extrapolate)
+    f = curve.fit
+    return (
+        f"fit: {curve.metric} ≈ {f['c']:.3f} − {f['a']:.3f}·n^−{f['b']:.3f}"
+        f" (rmse {f['rmse']:.3f}); predicts {curve.predict(far):.3f} at n={far}"
+    )
+
+
+def outputs_page(store: Store, run_id: str, page: int, page_size: int = 20) -> tuple[pd.DataFrame, int]:
+    """One page (1-based) of a run's per-example test outputs, and the number of pages."""
+    rows = store.list_outputs(run_id)
+    pages = max(1, -(-len(rows) // page_size))
+    page = min(max(1, page), pages)
+    chunk = rows[(page - 1) * page_size : page * page_size]
+    table = [
+        {
+            "idx": r["idx"],
+            "output": r["output"],
+            "reference": r["reference"],
+            **{k: v for k, v in (r.get("scores") or {}).items()},
+            "prompt": r["prompt"],
+        }
+        for r in chunk
+    ]
+    return pd.DataFrame(table), pages
+
+
+# ---------------------------------------------------------------------- launch form
+def _get(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
+    """The Launch form's initial values (dotted key -> widget value) from a spec."""
+    data = (spec or demo_spec("standard")).model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in FORM_FIELDS:
+        value = _get(data, key)
+        if key in LIST_FIELDS:
+            value = ", ".join(str(v) for v in value)
+        elif key in OPTIONAL_FIELDS:
+            value = value or ""
+        out[key] = value
+    return out
+
+
+def parse_int_list(text: str, field: str) -> list[int]:
+    """``"50, 200 800"`` -> ``[50, 200, 800]``; a SpecError naming ``field`` otherwise."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise SpecError(f"form: {field}: expected whole numbers separated by commas, got {text!r}") from None
+
+
+def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
+    """Build and validate a spec from the Launch form (dotted key -> widget value).
+
+    Fields the form does not show (the task, the tiny architecture, ...) come from ``base``
+    (the standard demo spec by default). Raises SpecError naming every refused field.
+    """
+    data = (base or demo_spec("standard")).model_dump(mode="json")
+    for key, raw in values.items():
+        value = raw
+        if key in LIST_FIELDS:
+            value = parse_int_list(str(raw), key)
+        elif key in OPTIONAL_FIELDS:
+            value = str(raw).strip() or None
+        elif isinstance(raw, str):
+            value = raw.strip()
+        _set(data, key, value)
+    return parse_spec(data, source="form")
+
+
+def plan_sentence(spec: ExperimentSpec) -> str:
+    """What launching ``spec`` queues, e.g. ``1 teacher job + 3 sizes × 2 seeds = 6 runs``."""
+    sizes, seeds = spec.ablation.train_sizes, spec.ablation.seeds
+    n = len(sizes) * len(seeds)
+    return (
+        f"1 teacher job ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
+        f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
+        f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
+    )

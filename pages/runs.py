@@ -1,0 +1,112 @@
+"""Runs: live progress, loss curves, logs and cancel for one experiment's jobs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine import ablation, jobs, ui
+from engine.store import Store
+
+st.title("Runs")
+st.write(
+    "Watch an experiment's jobs live — progress, training loss, logs — and cancel what you no longer need."
+)
+
+JOB_COLUMNS = {
+    "train_size": st.column_config.TextColumn("train size", width=70),
+    "seed": st.column_config.TextColumn(width=45),
+    "status": st.column_config.TextColumn(width=85),
+    "progress": st.column_config.ProgressColumn("progress", format="percent", width=150),
+    "eta": st.column_config.TextColumn("ETA", width=65),
+    "message": st.column_config.TextColumn("message / error", width="medium"),
+}
+
+
+# Cancels run as button callbacks, i.e. before the fragment redraws, so the table and the
+# list of active jobs drawn right after already show the result.
+def _cancel_job(home: str) -> None:
+    job_id = st.session_state.get("cancel_pick")
+    if job_id:
+        ok = jobs.cancel_job(Store(home), job_id)
+        st.session_state["cancel_note"] = f"Job {job_id} {'cancelled' if ok else 'had already finished'}."
+
+
+def _cancel_experiment(home: str, exp_id: str) -> None:
+    n = jobs.cancel_experiment(Store(home), exp_id)
+    st.session_state["cancel_note"] = f"Experiment {exp_id}: {n} job(s) cancelled."
+
+
+def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:
+    active = ui.active_jobs(job_rows)
+    if not active:
+        return
+    pick, one, every = st.columns([4, 1, 1], vertical_alignment="bottom")
+    labels = {j["id"]: ui.job_label(j) for j in active}
+    pick.selectbox("Active job", list(labels), format_func=labels.__getitem__, key="cancel_pick")
+    home = str(store.home)
+    one.button("Cancel job", icon=":material/cancel:", width="stretch", on_click=_cancel_job, args=(home,))
+    every.button(
+        "Cancel experiment",
+        icon=":material/stop_circle:",
+        width="stretch",
+        on_click=_cancel_experiment,
+        args=(home, exp_id),
+    )
+
+
+def _log_view(store: Store, job_rows: list[dict]) -> None:
+    ordered = sorted(job_rows, key=lambda j: (j["created_at"], j["id"]))
+    names = {j["id"]: ui.job_label(j, with_status=False) for j in ordered}
+    log_id = st.selectbox("Job", list(names), index=ui.default_log_job(ordered), format_func=names.__getitem__)
+    job = store.get_job(log_id)
+    tail = jobs.log_tail(job, lines=40) if job else ""
+    if not tail:
+        status = job["status"] if job else ""
+        tail = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
+    st.code(tail, language=None, height=320, wrap_lines=True)
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    """Everything below redraws every 2 s from the store."""
+    store = Store()
+    exps = store.list_experiments()
+    if not exps:
+        st.info("No experiments yet. Click **Run the demo** on Overview, or configure one on Launch.")
+        st.page_link("pages/overview.py", label="Overview", icon=":material/home:")
+        st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+        return
+    ids = [e["id"] for e in exps]
+    labels = {e["id"]: ui.experiment_label(e) for e in exps}
+    focus = ui.focus_index(ids, st.session_state.get("focus_experiment"))
+    exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
+    st.session_state["focus_experiment"] = exp_id
+    job_rows = store.list_jobs(experiment_id=exp_id)
+    status = ablation.experiment_status(store, exp_id)
+    st.markdown(f"**Status: {status}** — {ui.status_line(job_rows)}")
+    if note := st.session_state.pop("cancel_note", None):
+        st.success(note)
+    _cancel_controls(store, exp_id, job_rows)
+    st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS)
+
+    chart, logs = st.columns([3, 2], gap="large")
+    with chart:
+        st.subheader("Training loss")
+        fig = ui.loss_figure(store, exp_id)
+        if fig is None:
+            st.caption("Loss curves appear here once a training job logs its first steps.")
+        else:
+            st.plotly_chart(fig, key="loss_chart")
+    with logs:
+        st.subheader("Log")
+        _log_view(store, job_rows)
+
+    events = ui.events_frame(store, job_rows)
+    with st.expander(f"Events ({len(events)})", expanded=bool(len(events))):
+        if events.empty:
+            st.caption("Nothing notable yet (worker deaths, cancels and failures show up here).")
+        else:
+            st.dataframe(events, hide_index=True)
+
+
+live()

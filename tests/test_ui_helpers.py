@@ -1,0 +1,180 @@
+"""engine.ui: the tables, figures and specs the pages draw, tested without Streamlit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine import ablation, ui
+from engine.specs import SpecError, demo_spec
+from engine.store import Store
+
+
+def test_format_duration_and_ago() -> None:
+    assert ui.format_duration(None) == ""
+    assert ui.format_duration(42.4) == "42s"
+    assert ui.format_duration(95) == "1m 35s"
+    assert ui.format_duration(3 * 3600 + 120) == "3h 02m"
+    now = time.time()
+    assert ui.format_ago(now - 5, now) == "just now"
+    assert ui.format_ago(now - 180, now) == "3 min ago"
+    assert ui.format_ago(None) == ""
+
+
+def test_form_defaults_round_trip_to_the_same_spec() -> None:
+    base = demo_spec("standard")
+    values = ui.form_defaults(base)
+    assert values["ablation.train_sizes"] == "50, 200, 800"
+    assert values["teacher.base_url"] == ""
+    assert ui.spec_from_form(values, base) == base
+
+
+def test_spec_from_form_applies_values() -> None:
+    values = ui.form_defaults() | {
+        "name": "  mine ",
+        "ablation.train_sizes": "400,100 200",
+        "ablation.seeds": "0, 1",
+        "teacher.kind": "openai",
+        "teacher.base_url": "http://127.0.0.1:9/v1",
+        "teacher.api_key_env": "MY_KEY",
+        "student.lora.enabled": True,
+        "student.lora.r": 4,
+    }
+    spec = ui.spec_from_form(values)
+    assert spec.name == "mine"
+    assert spec.ablation.train_sizes == [100, 200, 400]
+    assert spec.ablation.seeds == [0, 1]
+    assert spec.teacher.base_url == "http://127.0.0.1:9/v1"
+    assert spec.student.lora.enabled and spec.student.lora.r == 4
+    assert "3 size(s) × 2 seed(s) = 6 training run(s)" in ui.plan_sentence(spec)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"ablation.train_sizes": "50, lots"}, "ablation.train_sizes"),
+        ({"ablation.train_sizes": "5000"}, "ablation.train_sizes"),
+        ({"teacher.kind": "openai"}, "base_url"),
+        ({"teacher.api_key_env": "sk-abc123"}, "teacher.api_key_env"),
+        ({"student.learning_rate": -1.0}, "student.learning_rate"),
+        ({"name": "   "}, "name"),
+    ],
+)
+def test_spec_from_form_errors_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(SpecError, match=field):
+        ui.spec_from_form(ui.form_defaults() | change)
+
+
+def _job(i: int, status: str, **kw) -> dict:
+    row = {
+        "id": f"job-{i}",
+        "kind": "train",
+        "status": status,
+        "progress": 0.0,
+        "message": "",
+        "error": None,
+        "created_at": 100.0 + i,
+        "started_at": None,
+        "spec": {"train_size": 10 * i, "seed": 0},
+        "log_path": None,
+    }
+    return row | kw
+
+
+def test_jobs_frame_status_and_active_jobs() -> None:
+    rows = [
+        _job(3, "queued"),
+        _job(1, "succeeded", progress=1.0, message="done"),
+        _job(2, "running", progress=0.5, started_at=1000.0, message="step 5/10"),
+        _job(0, "failed", kind="teacher", spec={}, error="boom"),
+    ]
+    frame = ui.jobs_frame(rows, now=1060.0)
+    assert list(frame["job"]) == ["job-0", "job-1", "job-2", "job-3"]
+    assert frame.loc[2, "eta"] == "1m 00s"
+    assert frame.loc[0, "message"] == "boom"
+    assert frame.loc[0, "train_size"] == "" and frame.loc[3, "train_size"] == "30"
+    assert [j["id"] for j in ui.active_jobs(rows)] == ["job-2", "job-3"]
+    assert ui.status_line(rows) == "1 queued · 1 running · 1 succeeded · 1 failed"
+    assert ui.status_line([]) == "no jobs"
+    assert ui.default_log_job(rows) == 2
+    assert ui.job_label(rows[2]) == "train n=20 seed 0 · running · job-2"
+    assert ui.focus_index(["a", "b"], "b") == 1 and ui.focus_index(["a"], "zz") == 0
+
+
+def _curve(**kw) -> ablation.Curve:
+    base = dict(
+        metric="field_accuracy",
+        sizes=[16, 32, 64],
+        mean=[0.3, 0.5, 0.6],
+        std=[0.02, 0.01, 0.0],
+        n_seeds=[2, 2, 1],
+        points=[{"train_size": 16, "seed": 0, "field_accuracy": 0.29}],
+    )
+    return ablation.Curve(**(base | kw))
+
+
+def test_curve_figure_has_mean_seeds_ceiling_and_extrapolated_fit() -> None:
+    curve = _curve(ceiling=0.85)
+    curve.fit = ablation.fit_power_law(curve.sizes, curve.mean)
+    assert curve.fit is not None
+    fig = ui.curve_figure(curve)
+    names = [t.name for t in fig.data]
+    assert names == ["single seed", "mean over seeds (± std)", "power-law fit"]
+    assert fig.layout.xaxis.type == "log"
+    assert max(fig.data[2].x) == pytest.approx(64 * 4)
+    assert list(fig.data[1].error_y.array) == curve.std
+    assert fig.layout.shapes[0].y0 == 0.85 and fig.layout.shapes[0].line.dash == "dash"
+    assert "predicts" in ui.fit_sentence(curve)
+
+
+def test_curve_figure_without_fit_or_ceiling() -> None:
+    curve = _curve(sizes=[16], mean=[0.3], std=[0.0], n_seeds=[1])
+    fig = ui.curve_figure(curve)
+    assert [t.name for t in fig.data] == ["mean over seeds (± std)"] and not fig.layout.shapes
+    assert ui.fit_sentence(curve) is None
+    frame = ui.curve_frame(_curve())
+    assert list(frame.columns) == ["train_size", "field_accuracy", "std", "seeds", "gain_per_100"]
+    assert frame.loc[1, "gain_per_100"] == pytest.approx(100 * 0.2 / 16)
+
+
+def test_store_backed_frames(store: Store) -> None:
+    exp_id = ablation.launch_experiment(store, demo_spec("fast"))
+    assert ui.loss_figure(store, exp_id) is None
+    runs = store.list_runs(exp_id)
+    for step in (0, 2, 4):
+        store.log_metrics(runs[0]["id"], step, {"loss": 3.0 - step / 2})
+    fig = ui.loss_figure(store, exp_id)
+    assert fig is not None and fig.data[0].name == "n=16 seed 0" and list(fig.data[0].y) == [3.0, 2.0, 1.0]
+
+    frame = ui.experiments_frame(store)
+    assert list(frame["id"]) == [exp_id] and frame.loc[0, "status"] == "queued"
+
+    job_rows = store.list_jobs(experiment_id=exp_id)
+    store.add_event("error", "worker_died", "worker died", job_id=job_rows[0]["id"])
+    events = ui.events_frame(store, job_rows)
+    assert list(events["event"]) == ["worker_died"]
+
+    store.save_outputs(
+        runs[0]["id"],
+        [
+            {"idx": i, "prompt": f"p{i}", "output": "{}", "reference": "{}", "scores": {"exact_match": 1.0}}
+            for i in range(45)
+        ],
+    )
+    page, pages = ui.outputs_page(store, runs[0]["id"], page=3, page_size=20)
+    assert pages == 3 and list(page["idx"]) == list(range(40, 45))
+    assert "exact_match" in page.columns
+    assert ui.outputs_page(store, runs[1]["id"], 1)[0].empty
+
+
+def test_launch_respects_no_autostart(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSEI_NO_AUTOSTART", "1")
+    assert not ui.autostart_enabled()
+    exp_id = ui.launch(store, demo_spec("fast"))
+    assert len(store.list_jobs(experiment_id=exp_id)) == 3
+    assert not (store.logs_dir / "scheduler.log").exists()
+    monkeypatch.setenv("SENSEI_NO_AUTOSTART", "0")
+    assert ui.autostart_enabled()
+    monkeypatch.setenv("SENSEI_DEMO_PRESET", "fast")
+    assert ui.demo_preset() == "fast"
