@@ -33,14 +33,18 @@ def _print_curve(store: Store, exp_id: str) -> int:
     print(f"{'train_size':>10}  {curve.metric:>16}  {'std':>7}  {'seeds':>5}  {'gain/100 ex':>11}")
     for row in curve.table():
         gain = "" if row["gain_per_100"] is None else f"{row['gain_per_100']:+.4f}"
-        print(f"{row['train_size']:>10}  {row[curve.metric]:>16.4f}  {row['std']:>7.4f}"
-              f"  {row['seeds']:>5}  {gain:>11}")
+        print(
+            f"{row['train_size']:>10}  {row[curve.metric]:>16.4f}  {row['std']:>7.4f}"
+            f"  {row['seeds']:>5}  {gain:>11}"
+        )
     if curve.ceiling is not None:
         print(f"teacher ceiling: {curve.ceiling:.4f}")
     if curve.fit:
         far = curve.sizes[-1] * 4
-        print(f"fit: {curve.metric} ≈ {curve.fit['c']:.3f} - {curve.fit['a']:.3f}·n^-{curve.fit['b']:.3f}"
-              f"  (predicts {curve.predict(far):.4f} at n={far})")
+        print(
+            f"fit: {curve.metric} ≈ {curve.fit['c']:.3f} - {curve.fit['a']:.3f}·n^-{curve.fit['b']:.3f}"
+            f"  (predicts {curve.predict(far):.4f} at n={far})"
+        )
     print(curve.summary_line())
     return 0
 
@@ -55,8 +59,11 @@ def _wait(store: Store, exp_id: str) -> str:
             if seen.get(j["id"]) != state:
                 seen[j["id"]] = state
                 detail = j["error"] or j["message"] or ""
-                print(f"{time.strftime('%H:%M:%S')}  {j['id']}  {j['kind']:<8} {j['status']:<10}"
-                      f" {j['progress'] * 100:5.1f}%  {detail}", flush=True)
+                print(
+                    f"{time.strftime('%H:%M:%S')}  {j['id']}  {j['kind']:<8} {j['status']:<10}"
+                    f" {j['progress'] * 100:5.1f}%  {detail}",
+                    flush=True,
+                )
         if all(j["status"] in TERMINAL for j in job_rows):
             return ablation.experiment_status(store, exp_id)
         jobs.ensure_scheduler(store, idle_exit_s=60)
@@ -66,8 +73,11 @@ def _wait(store: Store, exp_id: str) -> str:
 def cmd_demo(args: argparse.Namespace, store: Store) -> int:
     spec = demo_spec(args.preset)
     exp_id = ablation.launch_experiment(store, spec)
-    print(f"experiment {exp_id} queued in {store.home} "
-          f"(sizes {spec.ablation.train_sizes}, seeds {spec.ablation.seeds})", flush=True)
+    print(
+        f"experiment {exp_id} queued in {store.home} "
+        f"(sizes {spec.ablation.train_sizes}, seeds {spec.ablation.seeds})",
+        flush=True,
+    )
     jobs.ensure_scheduler(store, idle_exit_s=60)
     status = _wait(store, exp_id)
     print(f"experiment {exp_id}: {status}")
@@ -98,8 +108,10 @@ def cmd_status(args: argparse.Namespace, store: Store) -> int:
         for j in sorted(store.list_jobs(experiment_id=exp["id"]), key=lambda j: j["created_at"]):
             eta = jobs.eta_seconds(j)
             extra = f" eta {eta:.0f}s" if eta is not None else ""
-            print(f"  {j['id']}  {j['kind']:<8} {j['status']:<10} {j['progress'] * 100:5.1f}%"
-                  f"{extra}  {j['error'] or j['message'] or ''}")
+            print(
+                f"  {j['id']}  {j['kind']:<8} {j['status']:<10} {j['progress'] * 100:5.1f}%"
+                f"{extra}  {j['error'] or j['message'] or ''}"
+            )
     print(f"scheduler: {'running' if jobs.scheduler_running(store) else 'not running'}")
     return 0
 

@@ -34,8 +34,12 @@ def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
             for seed in spec.ablation.seeds:
                 run_id = store.add_run(conn, exp_id, size, seed)
                 job_id = store.add_job(
-                    conn, "train", {"experiment": spec_dict, "train_size": size, "seed": seed},
-                    experiment_id=exp_id, depends_on=[teacher], run_id=run_id,
+                    conn,
+                    "train",
+                    {"experiment": spec_dict, "train_size": size, "seed": seed},
+                    experiment_id=exp_id,
+                    depends_on=[teacher],
+                    run_id=run_id,
                 )
                 store.link_run_job(conn, run_id, job_id)
     return exp_id
@@ -112,8 +116,12 @@ def fit_power_law(sizes: list[int], values: list[float]) -> dict[str, float] | N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             (a, b, c), _ = curve_fit(
-                f, x, y, p0=(max(y.max() - y.min(), 1e-3) * x.min() ** 0.5, 0.5, y.max()),
-                bounds=([0, 0.01, -np.inf], [np.inf, 3.0, np.inf]), maxfev=20000,
+                f,
+                x,
+                y,
+                p0=(max(y.max() - y.min(), 1e-3) * x.min() ** 0.5, 0.5, y.max()),
+                bounds=([0, 0.01, -np.inf], [np.inf, 3.0, np.inf]),
+                maxfev=20000,
             )
     except (RuntimeError, ValueError):
         return None
@@ -136,15 +144,27 @@ def experiment_curve(store: Store, experiment_id: str, metric: str | None = None
         metrics = run.get("metrics") or {}
         if run["status"] == "succeeded" and metric in metrics:
             by_size.setdefault(run["train_size"], []).append(float(metrics[metric]))
-            points.append({"run_id": run["id"], "train_size": run["train_size"], "seed": run["seed"],
-                           metric: float(metrics[metric])})
+            points.append(
+                {
+                    "run_id": run["id"],
+                    "train_size": run["train_size"],
+                    "seed": run["seed"],
+                    metric: float(metrics[metric]),
+                }
+            )
     sizes = sorted(by_size)
     mean = [float(np.mean(by_size[s])) for s in sizes]
     std = [float(np.std(by_size[s])) for s in sizes]
     ceiling = teacher_ceiling(store, spec, exp.get("dataset_id"))
     return Curve(
-        metric=metric, sizes=sizes, mean=mean, std=std, n_seeds=[len(by_size[s]) for s in sizes],
-        points=points, ceiling=(ceiling or {}).get(metric), fit=fit_power_law(sizes, mean),
+        metric=metric,
+        sizes=sizes,
+        mean=mean,
+        std=std,
+        n_seeds=[len(by_size[s]) for s in sizes],
+        points=points,
+        ceiling=(ceiling or {}).get(metric),
+        fit=fit_power_law(sizes, mean),
     )
 
 

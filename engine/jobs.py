@@ -14,6 +14,7 @@ reconcile racing each other can never overwrite one another.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import logging
@@ -95,8 +96,12 @@ def spawn_worker(store: Store, job: dict[str, Any]) -> subprocess.Popen[bytes] |
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "worker", job["id"], "--home", str(store.home)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=_worker_env(), cwd=str(Path(__file__).resolve().parent.parent),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_worker_env(),
+            cwd=str(Path(__file__).resolve().parent.parent),
         )
     if not store.mark_started(job["id"], proc.pid, _proc_start_time(proc.pid)):
         # Cancelled between our read and now: stop the worker we just started.
@@ -107,10 +112,8 @@ def spawn_worker(store: Store, job: dict[str, Any]) -> subprocess.Popen[bytes] |
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ------------------------------------------------------------------------ queue logic
@@ -278,10 +281,22 @@ def ensure_scheduler(store: Store, idle_exit_s: float = 900.0) -> bool:
     log_path = store.logs_dir / "scheduler.log"
     with open(log_path, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "engine", "scheduler", "--home", str(store.home),
-             "--idle-exit", str(idle_exit_s)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=_worker_env(), cwd=str(Path(__file__).resolve().parent.parent),
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "scheduler",
+                "--home",
+                str(store.home),
+                "--idle-exit",
+                str(idle_exit_s),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_worker_env(),
+            cwd=str(Path(__file__).resolve().parent.parent),
         )
     return True
 
@@ -297,8 +312,12 @@ def _resolve(kind: str) -> Any:
 
 def run_worker(store: Store, job_id: str) -> int:
     """Body of ``python -m engine worker <job_id>``: run the job and record how it ended."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
     job = store.get_job(job_id)
     if job is None:
         print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
@@ -318,7 +337,7 @@ def run_worker(store: Store, job_id: str) -> int:
         store.finish_job(job_id, "cancelled", error="cancelled", exit_code=143)
         log.info("job %s cancelled", job_id)
         return 143
-    except BaseException as err:  # noqa: BLE001 - every failure must land in the store
+    except BaseException as err:  # every failure must land in the store
         tb = traceback.format_exc()
         print(tb, flush=True)
         reason = f"{type(err).__name__}: {err}"

@@ -112,9 +112,7 @@ class LoraSpec(Spec):
     """LoRA scaling numerator (scale = alpha / r)."""
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """Dropout on the adapter input."""
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"]
-    )
+    target_modules: list[str] | Literal["all-linear"] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     """Module names to adapt, or ``all-linear``."""
 
 
@@ -250,17 +248,19 @@ class ExperimentSpec(Spec):
         """The metric the marginal-utility curve is drawn with."""
         if self.ablation.metric:
             return self.ablation.metric
-        return {"json": "field_accuracy", "label": "exact_match", "text": "fuzzy"}[
-            self.task.output_kind
-        ]
+        return {"json": "field_accuracy", "label": "exact_match", "text": "fuzzy"}[self.task.output_kind]
 
     def teacher_key(self) -> str:
         """Identity of the teacher's answers: endpoint, model, sampling and prompt, not the
         operational knobs (concurrency, retries, prices) that do not change an answer."""
         t = self.teacher
         ident: dict[str, Any] = {
-            "kind": t.kind, "base_url": t.base_url, "model": t.model, "temperature": t.temperature,
-            "max_tokens": t.max_tokens, "system_prompt": self.task.system_prompt,
+            "kind": t.kind,
+            "base_url": t.base_url,
+            "model": t.model,
+            "temperature": t.temperature,
+            "max_tokens": t.max_tokens,
+            "system_prompt": self.task.system_prompt,
             "prompt_template": self.task.prompt_template,
         }
         if t.kind == "demo":
@@ -312,9 +312,8 @@ def load_spec(text_or_path: str | Path, overrides: list[str] | None = None) -> E
     Overrides are parsed as YAML scalars, so ``ablation.train_sizes=[10,20]`` gives a list.
     """
     source = "spec"
-    if isinstance(text_or_path, Path) or (
-        isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml"))
-    ):
+    looks_like_path = isinstance(text_or_path, str) and "\n" not in text_or_path
+    if isinstance(text_or_path, Path) or (looks_like_path and str(text_or_path).endswith((".yaml", ".yml"))):
         path = Path(text_or_path)
         source = str(path)
         try:

@@ -235,9 +235,7 @@ class Store:
         """
         rows = list(examples)
         with self.tx() as conn:
-            found = conn.execute(
-                "SELECT id FROM datasets WHERE content_hash=?", (content_hash,)
-            ).fetchone()
+            found = conn.execute("SELECT id FROM datasets WHERE content_hash=?", (content_hash,)).fetchone()
             if found:
                 return str(found["id"])
             ds_id = dataset_id or new_id("ds")
@@ -251,8 +249,15 @@ class Store:
                 "INSERT INTO examples(dataset_id, idx, split, input, prompt, reference, meta_json)"
                 " VALUES (?,?,?,?,?,?,?)",
                 [
-                    (ds_id, r["idx"], r["split"], r["input"], r["prompt"], r.get("reference"),
-                     json.dumps(r.get("meta") or {}))
+                    (
+                        ds_id,
+                        r["idx"],
+                        r["split"],
+                        r["input"],
+                        r["prompt"],
+                        r.get("reference"),
+                        json.dumps(r.get("meta") or {}),
+                    )
                     for r in rows
                 ],
             )
@@ -293,9 +298,20 @@ class Store:
                 " output, valid, input_tokens, output_tokens, latency_s, cost_usd, error, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (dataset_id, teacher_key, r["idx"], r["request_hash"], r.get("output"), r.get("valid"),
-                     r.get("input_tokens"), r.get("output_tokens"), r.get("latency_s"),
-                     r.get("cost_usd"), r.get("error"), now)
+                    (
+                        dataset_id,
+                        teacher_key,
+                        r["idx"],
+                        r["request_hash"],
+                        r.get("output"),
+                        r.get("valid"),
+                        r.get("input_tokens"),
+                        r.get("output_tokens"),
+                        r.get("latency_s"),
+                        r.get("cost_usd"),
+                        r.get("error"),
+                        now,
+                    )
                     for r in responses
                 ],
             )
@@ -324,8 +340,17 @@ class Store:
         conn.execute(
             "INSERT INTO jobs(id, experiment_id, run_id, kind, spec_json, status, depends_on_json,"
             " created_at, log_path) VALUES (?,?,?,?,?,?,?,?,?)",
-            (job_id, experiment_id, run_id, kind, json.dumps(spec), "queued",
-             json.dumps(depends_on or []), time.time(), str(self.logs_dir / f"{job_id}.log")),
+            (
+                job_id,
+                experiment_id,
+                run_id,
+                kind,
+                json.dumps(spec),
+                "queued",
+                json.dumps(depends_on or []),
+                time.time(),
+                str(self.logs_dir / f"{job_id}.log"),
+            ),
         )
         return job_id
 
@@ -339,7 +364,9 @@ class Store:
             return _row(conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     def list_jobs(
-        self, experiment_id: str | None = None, statuses: Iterable[str] | None = None,
+        self,
+        experiment_id: str | None = None,
+        statuses: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs, newest first, optionally filtered by experiment and status."""
@@ -376,7 +403,11 @@ class Store:
             )
 
     def finish_job(
-        self, job_id: str, status: str, error: str | None = None, exit_code: int | None = None,
+        self,
+        job_id: str,
+        status: str,
+        error: str | None = None,
+        exit_code: int | None = None,
         message: str | None = None,
     ) -> bool:
         """Move a job to a terminal status unless it already is in one. True if it moved."""
@@ -397,8 +428,12 @@ class Store:
 
     # -------------------------------------------------------------------- runs
     def add_run(
-        self, conn: sqlite3.Connection, experiment_id: str | None, train_size: int | None,
-        seed: int | None, variant: str = "sft",
+        self,
+        conn: sqlite3.Connection,
+        experiment_id: str | None,
+        train_size: int | None,
+        seed: int | None,
+        variant: str = "sft",
     ) -> str:
         run_id = new_id("run")
         conn.execute(
@@ -465,8 +500,14 @@ class Store:
                 "INSERT OR REPLACE INTO outputs(run_id, idx, prompt, output, reference, scores_json)"
                 " VALUES (?,?,?,?,?,?)",
                 [
-                    (run_id, r["idx"], r["prompt"], r["output"], r.get("reference"),
-                     json.dumps(r.get("scores") or {}))
+                    (
+                        run_id,
+                        r["idx"],
+                        r["prompt"],
+                        r["output"],
+                        r.get("reference"),
+                        json.dumps(r.get("scores") or {}),
+                    )
                     for r in rows
                 ],
             )
@@ -490,8 +531,7 @@ class Store:
     def list_events(self, job_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         with self.read() as conn:
             rows = conn.execute(
-                "SELECT * FROM events WHERE (? IS NULL OR job_id=?) AND (? IS NULL OR run_id=?)"
-                " ORDER BY ts",
+                "SELECT * FROM events WHERE (? IS NULL OR job_id=?) AND (? IS NULL OR run_id=?) ORDER BY ts",
                 (job_id, job_id, run_id, run_id),
             )
             return [dict(r) for r in rows]

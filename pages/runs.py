@@ -57,7 +57,9 @@ def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:
 def _log_view(store: Store, job_rows: list[dict]) -> None:
     ordered = sorted(job_rows, key=lambda j: (j["created_at"], j["id"]))
     names = {j["id"]: ui.job_label(j, with_status=False) for j in ordered}
-    log_id = st.selectbox("Job", list(names), index=ui.default_log_job(ordered), format_func=names.__getitem__)
+    log_id = st.selectbox(
+        "Job", list(names), index=ui.default_log_job(ordered), format_func=names.__getitem__
+    )
     job = store.get_job(log_id)
     tail = jobs.log_tail(job, lines=40) if job else ""
     if not tail:

@@ -31,8 +31,13 @@ def test_marginal_gain_and_summary_line() -> None:
 
 
 def test_launch_queues_teacher_then_one_train_job_per_cell(store: Store) -> None:
-    spec = demo_spec("fast").model_copy(update={"ablation": ExperimentSpec().ablation.model_copy(
-        update={"train_sizes": [16, 64], "seeds": [0, 1]})})
+    spec = demo_spec("fast").model_copy(
+        update={
+            "ablation": ExperimentSpec().ablation.model_copy(
+                update={"train_sizes": [16, 64], "seeds": [0, 1]}
+            )
+        }
+    )
     exp_id = ablation.launch_experiment(store, spec)
     jobs = store.list_jobs(experiment_id=exp_id)
     teacher = [j for j in jobs if j["kind"] == "teacher"]

@@ -30,8 +30,10 @@ def _wait_for(pred, timeout: float = 30.0, what: str = "condition"):
 def _start_scheduler(store: Store) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
-        cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

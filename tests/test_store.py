@@ -54,8 +54,16 @@ def test_ids_sort_by_creation(store: Store) -> None:
 
 
 def test_dataset_is_deduplicated_by_content_hash(store: Store) -> None:
-    rows = [{"idx": i, "split": "test" if i == 0 else "train", "input": f"x{i}", "prompt": f"p{i}",
-             "reference": "r"} for i in range(3)]
+    rows = [
+        {
+            "idx": i,
+            "split": "test" if i == 0 else "train",
+            "input": f"x{i}",
+            "prompt": f"p{i}",
+            "reference": "r",
+        }
+        for i in range(3)
+    ]
     a = store.save_dataset("d", "hash1", {"name": "t"}, rows)
     b = store.save_dataset("d", "hash1", {"name": "t"}, rows)
     assert a == b
@@ -68,6 +76,7 @@ def test_metrics_and_outputs(store: Store) -> None:
     store.log_metrics("run-1", 1, {"loss": 2.0})
     store.log_metrics("run-1", 2, {"loss": 1.0})
     assert [p["value"] for p in store.metric_series(["run-1"], "loss")] == [2.0, 1.0]
-    store.save_outputs("run-1", [{"idx": 0, "prompt": "p", "output": "o", "reference": "r",
-                                  "scores": {"exact_match": 0.0}}])
+    store.save_outputs(
+        "run-1", [{"idx": 0, "prompt": "p", "output": "o", "reference": "r", "scores": {"exact_match": 0.0}}]
+    )
     assert store.list_outputs("run-1")[0]["scores"] == {"exact_match": 0.0}
