@@ -1,0 +1,220 @@
+"""File readers: bytes on disk to numbered rows, with problems of the file itself reported.
+
+One reader per format; each yields ``(number, value)`` rows where ``number`` is what a person
+would look up (a JSONL or CSV line, a JSON array item, a Parquet row) and records problems it
+can pin to a row as :class:`~engine.data.report.Issue` s. A problem that stops the whole file
+is raised as :class:`Fatal`. Nothing here knows about row shapes; see
+:mod:`engine.data.importers`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.data.report import Issue
+
+FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hf_disk")
+"""File formats :func:`open_sources` understands."""
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".jsonlines": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_BOM = b"\xef\xbb\xbf"
+
+
+class Fatal(Exception):
+    """A problem that stops the whole file; ``issue`` says what and where."""
+
+    def __init__(self, issue: Issue):
+        self.issue = issue
+
+
+@dataclass
+class Source:
+    """Rows of one file (or one split of a saved dataset) before shape parsing."""
+
+    name: str
+    unit: str
+    rows: Iterator[tuple[int, Any]]
+    columns: list[str] | None = None
+    types: dict[str, Any] = field(default_factory=dict)  # column -> pyarrow type
+
+
+def detect_format(path: Path) -> str | None:
+    """The file format of ``path`` from its extension, or its first bytes; None if unknown."""
+    if path.is_dir():
+        marks = ("dataset_info.json", "state.json", "dataset_dict.json")
+        return "hf_disk" if any((path / m).exists() for m in marks) else None
+    if path.suffix.lower() in _EXTENSIONS:
+        return _EXTENSIONS[path.suffix.lower()]
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    first = head.removeprefix(_BOM).lstrip()[:1]
+    return {b"{": "jsonl", b"[": "json"}.get(first)
+
+
+def fatal(name: str, kind: str, reason: str, line: int | None = None, fld: str | None = None) -> Fatal:
+    return Fatal(Issue(name, line, "line", fld, kind, reason, fatal=True))
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise fatal(name, "bad_encoding", "the file is UTF-16 encoded; save it as UTF-8")
+    data = data.removeprefix(_BOM)
+    if not data.strip():
+        raise fatal(name, "empty_file", "the file is empty (no rows)")
+    return data
+
+
+def _jsonl(path: Path, name: str, issues: list[Issue]) -> Iterator[tuple[int, Any]]:
+    for n, raw in enumerate(_read_bytes(path, name).split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            reason = (
+                f"undecodable bytes (not UTF-8): 0x{raw[err.start]:02x} at byte {err.start + 1} of the line"
+            )
+            issues.append(Issue(name, n, "line", None, "undecodable", reason))
+            continue
+        try:
+            yield n, json.loads(text)
+        except json.JSONDecodeError as err:
+            issues.append(
+                Issue(name, n, "line", None, "bad_json", f"invalid JSON: {err.msg} (column {err.colno})")
+            )
+
+
+def _json_array(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    text = _read_bytes(path, name).decode("utf-8", errors="surrogateescape")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise fatal(name, "bad_json", f"invalid JSON: {err.msg} (column {err.colno})", err.lineno) from None
+    if not isinstance(value, list):
+        raise fatal(name, "bad_json", "expected a JSON array of objects (or JSON Lines: one object per line)")
+    yield from enumerate(value, start=1)
+
+
+def _csv(path: Path, name: str, delimiter: str, issues: list[Issue]) -> Source:
+    text = _read_bytes(path, name).decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except (StopIteration, csv.Error) as err:
+        raise fatal(name, "unreadable", f"cannot read the header row: {err}", 1) from None
+    bad = [h for h in header if _SURROGATE.search(h)]
+    if bad:
+        raise fatal(name, "undecodable", "the header has undecodable bytes (not UTF-8)", 1)
+    dupes = sorted({h for h in header if header.count(h) > 1 or not h})
+    if dupes:
+        raise fatal(name, "bad_value", f"column names must be unique and non-empty: {dupes}", 1)
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        try:
+            for cells in reader:
+                line = reader.line_num
+                if not cells or cells == [""]:
+                    continue
+                if len(cells) != len(header):
+                    reason = f"{len(cells)} fields, but the header has {len(header)}"
+                    issues.append(Issue(name, line, "line", None, "ragged_row", reason))
+                    continue
+                broken = [h for h, c in zip(header, cells, strict=True) if _SURROGATE.search(c)]
+                if broken:
+                    reason = "undecodable bytes (not UTF-8)"
+                    issues.append(Issue(name, line, "line", broken[0], "undecodable", reason))
+                    continue
+                yield line, dict(zip(header, cells, strict=True))
+        except csv.Error as err:
+            reason = f"CSV syntax error, the rest of the file was not read: {err}"
+            issues.append(Issue(name, reader.line_num, "line", None, "unreadable", reason, fatal=True))
+
+    return Source(name, "line", rows(), columns=header)
+
+
+def _parquet(path: Path, name: str) -> Source:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:
+        raise fatal(name, "unreadable", f"not a readable Parquet file: {err}") from None
+    schema = pf.schema_arrow
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        n = 0
+        for batch in pf.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+
+    return Source(name, "row", rows(), columns=schema.names, types={f.name: f.type for f in schema})
+
+
+def _hf_disk(path: Path, name: str) -> list[Source]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise fatal(name, "unreadable", f"not a dataset saved with save_to_disk: {err}") from None
+    splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
+    out = []
+    for split, ds in splits.items():
+        schema = ds.features.arrow_schema
+
+        def rows(ds: Any = ds) -> Iterator[tuple[int, Any]]:
+            n = 0
+            for batch in ds.iter(batch_size=1024):
+                cols = list(batch)
+                for values in zip(*(batch[c] for c in cols), strict=True):
+                    n += 1
+                    yield n, dict(zip(cols, values, strict=True))
+
+        label = f"{name}[{split}]" if split else name
+        out.append(Source(label, "row", rows(), columns=schema.names, types={f.name: f.type for f in schema}))
+    return out
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).removeprefix(_BOM).lstrip()[:1] == b"["
+
+
+def open_sources(path: Path, fmt: str, issues: list[Issue]) -> list[Source]:
+    """The row sources of ``path`` read as ``fmt`` (one per split for a saved DatasetDict).
+
+    Row-level problems found while reading are appended to ``issues`` as rows are consumed.
+
+    Raises:
+        Fatal: the file cannot be read at all.
+    """
+    if fmt == "jsonl" or (fmt == "json" and not _starts_with_bracket(path)):
+        return [Source(path.name, "line", _jsonl(path, path.name, issues))]
+    if fmt == "json":
+        return [Source(path.name, "item", _json_array(path, path.name))]
+    if fmt in ("csv", "tsv"):
+        return [_csv(path, path.name, "," if fmt == "csv" else "\t", issues)]
+    if fmt == "parquet":
+        return [_parquet(path, path.name)]
+    return _hf_disk(path, path.name)

@@ -1,0 +1,220 @@
+"""Importing data: every malformed input is refused with a clear error and writes nothing;
+every supported format imports; strict and valid-only modes; content hashing and versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data.importers import read_records
+from engine.data.importing import dataset_versions, import_dataset, import_info
+from engine.data.report import ISSUE_KINDS
+from engine.specs import TaskSpec
+from engine.store import Store
+
+DATA = Path(__file__).parent / "data"
+BAD, GOOD = DATA / "bad", DATA / "good"
+MANIFEST: dict[str, dict] = json.loads((BAD / "MANIFEST.json").read_text())
+TASK = TaskSpec(name="qa", prompt_template="Q: {input}\nA:")
+QA_MAPPING = {"prompt": "question", "completion": "answer"}
+
+
+def assert_nothing_written(store: Store) -> None:
+    assert store.list_datasets() == []
+    with store.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM examples").fetchone()[0] == 0
+    assert not (store.home / "datasets").exists()
+
+
+def test_bad_corpus_is_complete() -> None:
+    files = {p.name for p in BAD.iterdir()} - {"MANIFEST.json"}
+    assert files == set(MANIFEST), "every file in tests/data/bad needs a MANIFEST.json entry"
+    assert len(files) >= 20
+    assert {m["kind"] for m in MANIFEST.values()} <= set(ISSUE_KINDS)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_bad_input_is_refused_with_its_own_error(store: Store, name: str) -> None:
+    expected = MANIFEST[name]
+    dataset_id, report = import_dataset(
+        store,
+        BAD / name,
+        task=TASK,
+        mapping=expected.get("mapping"),
+        shape=expected.get("shape"),
+        test_size=1,
+    )
+    assert dataset_id is None and not report.imported
+    assert report.message.startswith("Nothing was imported")
+    issue = report.issues[0]
+    assert (issue.kind, issue.line, issue.field) == (expected["kind"], expected["line"], expected["field"])
+    text = str(issue)
+    assert text.startswith(name)  # the file is named...
+    if issue.line is not None:  # ...and the line/item/row...
+        assert f"{issue.unit} {issue.line}" in text
+    if issue.field is not None:  # ...and the field
+        assert repr(issue.field) in text
+    assert len(issue.reason) > 10
+    assert_nothing_written(store)
+
+
+def test_each_bad_input_has_a_distinct_message() -> None:
+    messages = set()
+    for name, m in MANIFEST.items():
+        _, report = read_records(BAD / name, mapping=m.get("mapping"), shape=m.get("shape"))
+        messages.add(str(report.issues[0]))
+    assert len(messages) == len(MANIFEST)
+
+
+GOOD_CASES = [
+    ("alpaca.jsonl", "jsonl", "alpaca", None),
+    ("alpaca_array.json", "json", "alpaca", None),
+    ("chat.jsonl", "jsonl", "chat", None),
+    ("prompt_completion.jsonl", "jsonl", "prompt_completion", None),
+    ("prompts_only.jsonl", "jsonl", "prompt_completion", None),
+    ("logs.jsonl", "jsonl", "openai_log", None),
+    ("qa.csv", "csv", "prompt_completion", QA_MAPPING),
+    ("qa.tsv", "tsv", "prompt_completion", None),
+    ("qa.parquet", "parquet", "prompt_completion", QA_MAPPING),
+    ("hf_dataset", "hf_disk", "prompt_completion", None),
+]
+
+
+@pytest.mark.parametrize(("name", "fmt", "shape", "mapping"), GOOD_CASES)
+def test_every_format_imports(store: Store, name: str, fmt: str, shape: str, mapping: dict | None) -> None:
+    dataset_id, report = import_dataset(store, GOOD / name, task=TASK, mapping=mapping, test_size=2, seed=1)
+    assert report.ok and report.imported, report.error_text()
+    assert (report.fmt, report.shape, report.rows_read, report.rows_valid) == (fmt, shape, 6, 6)
+    assert dataset_id is not None
+    examples = store.get_examples(dataset_id)
+    assert [e["split"] for e in examples].count("test") == 2 == report.n_test
+    by_input = {e["input"].splitlines()[-1]: e for e in examples}
+    france = by_input["What is the capital of France?"]
+    assert france["prompt"].startswith("Q: ") and france["prompt"].endswith(
+        "What is the capital of France?\nA:"
+    )
+    assert france["reference"] == (None if name == "prompts_only.jsonl" else "Paris")
+    assert france["meta"]["source"]["file"].startswith(name)
+    assert import_info(store, dataset_id)["shape"] == shape
+
+
+def test_chat_and_log_sources_keep_system_prompt_and_history(tmp_path: Path) -> None:
+    records, _ = read_records(GOOD / "logs.jsonl")
+    assert records[0]["meta"]["system"] == "Answer briefly." and records[0]["meta"]["model"] == "big-model"
+    path = tmp_path / "multi.jsonl"
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": [{"type": "text", "text": "Capital of Peru?"}]},
+        {"role": "assistant", "content": "Lima"},
+    ]
+    path.write_text(json.dumps({"messages": turns, "id": 7}) + "\n")
+    [rec], report = read_records(path)
+    assert report.ok
+    assert rec["input"] == "User: Hi\n\nAssistant: Hello! How can I help?\n\nUser: Capital of Peru?"
+    assert rec["output"] == "Lima"
+    assert len(rec["meta"]["history"]) == 2 and rec["meta"]["extra"] == {"id": 7}
+
+
+def test_strict_refuses_mixed_file_and_valid_only_imports_good_rows(store: Store) -> None:
+    dataset_id, report = import_dataset(store, GOOD / "mixed.jsonl", task=TASK, test_size=2)
+    assert dataset_id is None
+    assert [(i.line, i.kind) for i in report.issues] == [(4, "bad_json"), (5, "empty_prompt")]
+    assert "2 bad rows" in report.message
+    assert_nothing_written(store)
+    frame = report.to_frame()
+    assert list(frame["line"]) == [4, 5] and set(frame.columns) >= {"file", "field", "kind", "reason"}
+
+    dataset_id, report = import_dataset(
+        store, GOOD / "mixed.jsonl", task=TASK, test_size=2, mode="valid_only"
+    )
+    assert dataset_id is not None and report.imported
+    assert (report.rows_read, report.rows_valid, report.n_train, report.n_test) == (8, 6, 4, 2)
+    assert "2 bad rows skipped" in report.message
+    lines = sorted(e["meta"]["source"]["line"] for e in store.get_examples(dataset_id))
+    assert lines == [1, 2, 3, 6, 7, 8]
+
+
+def test_fatal_problem_refuses_even_in_valid_only_mode(store: Store) -> None:
+    dataset_id, report = import_dataset(
+        store, BAD / "csv_missing_column.csv", task=TASK, mapping=QA_MAPPING, mode="valid_only"
+    )
+    assert dataset_id is None and report.fatal
+    assert_nothing_written(store)
+
+
+def test_answers_must_fit_a_json_task(store: Store, tmp_path: Path) -> None:
+    task = TaskSpec(name="extract", output_kind="json", json_fields=["city"])
+    path = tmp_path / "extract.jsonl"
+    places = ["the Eiffel Tower", "Big Ben", "the Colosseum", "the Acropolis", "Machu Picchu"]
+    rows = [{"prompt": f"Where is {p}?", "completion": {"city": f"C{i}"}} for i, p in enumerate(places)]
+    rows.append({"prompt": "Where is the Louvre?", "completion": "Paris, I think"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset_id, report = import_dataset(store, path, task=task, test_size=1)
+    assert dataset_id is None
+    [issue] = report.issues
+    assert (issue.kind, issue.line, issue.field) == ("bad_output", 6, "completion")
+    assert_nothing_written(store)
+    dataset_id, report = import_dataset(store, path, task=task, test_size=1, mode="valid_only")
+    assert report.rows_valid == 5
+    assert json.loads(store.get_examples(dataset_id)[0]["reference"]) == {"city": "C0"}
+
+
+def test_identical_content_is_one_dataset_and_changes_make_versions(store: Store, tmp_path: Path) -> None:
+    first, _ = import_dataset(store, GOOD / "prompt_completion.jsonl", task=TASK, name="qa", test_size=2)
+    again, report = import_dataset(store, GOOD / "prompt_completion.jsonl", task=TASK, name="qa", test_size=2)
+    assert again == first and report.reused and "Already imported" in report.message
+    renamed, report = import_dataset(
+        store, GOOD / "prompt_completion.jsonl", task=TASK, name="other", test_size=2
+    )
+    assert renamed == first and "Already imported as qa v1" in report.message
+    changed = tmp_path / "qa.jsonl"
+    changed.write_text((GOOD / "prompt_completion.jsonl").read_text() + '{"prompt": "Is it new?"}\n')
+    second, report = import_dataset(store, changed, task=TASK, test_size=2)
+    assert second != first and "qa v2" in report.message
+    assert [v["id"] for v in dataset_versions(store, "qa")] == [first, second]
+    # A different seed freezes a different split, hence a different dataset.
+    third, _ = import_dataset(
+        store, GOOD / "prompt_completion.jsonl", task=TASK, name="qa", test_size=2, seed=5
+    )
+    assert third not in (first, second)
+
+
+def test_cleaning_runs_before_the_split_and_is_reported(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "dirty.jsonl"
+    topics = [
+        "volcanoes",
+        "tax law",
+        "jazz piano",
+        "sourdough",
+        "satellites",
+        "chess endgames",
+        "moths",
+        "tides",
+    ]
+    rows = [
+        {"prompt": f"<p>Tell me about <b>{t}</b> &amp; why they matter.</p>", "completion": "A"}
+        for t in topics
+    ]
+    rows += [rows[0], {"prompt": "Short one", "completion": ""}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rules = ["strip_markup", "exact_dedup", {"rule": "min_output_tokens", "n": 1}]
+    dataset_id, report = import_dataset(store, path, task=TASK, rules=rules, test_size=2)
+    assert report.imported and report.n_train + report.n_test == 8
+    assert [c["dropped"] for c in report.cleaning] == [0, 1, 1]
+    assert report.cleaning[0]["changed"] == 9
+    assert {d["where"] for d in report.dropped} == {"line 9", "line 10"}
+    assert all("<" not in e["input"] for e in store.get_examples(dataset_id))
+    assert import_info(store, dataset_id)["dropped"][0]["reason"].startswith("exact duplicate of line 1")
+
+
+def test_bad_arguments_raise() -> None:
+    store = Store()
+    with pytest.raises(ValueError, match="test_size"):
+        import_dataset(store, GOOD / "qa.tsv", task=TASK, test_size=1.5)
+    with pytest.raises(ValueError, match="unknown cleaning rule"):
+        import_dataset(store, GOOD / "qa.tsv", task=TASK, rules=["polish"])
+    with pytest.raises(ValueError, match="format"):
+        read_records(GOOD / "qa.tsv", fmt="xlsx")
