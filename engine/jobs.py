@@ -38,6 +38,7 @@ log = logging.getLogger("sensei.jobs")
 REGISTRY: dict[str, str] = {
     "teacher": "engine.teacher_job:main",
     "train": "engine.training.job:main",
+    "small_judge": "engine.evaluation.small_judge_job:main",
     "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
 }
 
