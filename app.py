@@ -42,6 +42,8 @@ pages = [
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
     st.Page("pages/ablation.py", title="Ablation", icon=":material/show_chart:"),
+    st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
+    st.Page("pages/calibration.py", title="Judge calibration", icon=":material/balance:"),
 ]
 page = st.navigation(pages)
 

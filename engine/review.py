@@ -1,0 +1,310 @@
+"""Error review: one student answer at a time, next to everything known about it.
+
+A review item is one per-example output of a run (``run:<run_id>:<idx>``) joined with the
+teacher's answer to the same prompt, the base model's answer when the experiment has a
+``base`` run, the workspace's rules (``<home>/rules.yaml``), the judges' stored verdicts and
+the SMEs' current labels. Everything here reads the store; the only write is through
+:meth:`engine.store.Store.add_annotation`, which appends, so two people labelling at once
+never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.evaluation.label_functions import RuleError, RuleResult
+from engine.evaluation.rules import Rule, apply_rules, load_rules
+from engine.specs import ExperimentSpec
+from engine.store import Store
+
+RULES_FILE = "rules.yaml"
+"""The workspace's rules, ``<home>/rules.yaml``, applied to every answer under review."""
+BASE_VARIANT = "base"
+"""Runs with this variant hold the untrained base model's answers (shown when present)."""
+DIFF_LIMIT = 4000
+"""Characters compared by :func:`char_diff`; the character diff is quadratic in the worst case."""
+
+
+# ------------------------------------------------------------------------ item refs
+def run_ref(run_id: str, idx: int) -> str:
+    """The item ref of a student answer: ``run:<run_id>:<idx>``."""
+    return f"run:{run_id}:{idx}"
+
+
+def run_prefix(run_id: str) -> str:
+    """The prefix every item ref of one run starts with."""
+    return f"run:{run_id}:"
+
+
+def teacher_ref(dataset_id: str, teacher_key: str, idx: int) -> str:
+    """The item ref of a teacher answer: ``teacher:<dataset_id>:<teacher_key>:<idx>``."""
+    return f"teacher:{dataset_id}:{teacher_key}:{idx}"
+
+
+def parse_ref(ref: str) -> dict[str, Any] | None:
+    """``{"kind": "run", "run_id", "idx"}`` or ``{"kind": "teacher", ...}``; None if malformed."""
+    parts = ref.split(":")
+    try:
+        if parts[0] == "run" and len(parts) == 3:
+            return {"kind": "run", "run_id": parts[1], "idx": int(parts[2])}
+        if parts[0] == "teacher" and len(parts) == 4:
+            return {"kind": "teacher", "dataset_id": parts[1], "teacher_key": parts[2], "idx": int(parts[3])}
+    except ValueError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- items
+def sme_consensus(labels: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The SMEs' verdict on one item from each annotator's current label.
+
+    The majority label wins; a tie counts as ``reject``, because accepting a bad answer is the
+    costly mistake. The returned row is the latest label that agrees with the verdict (its
+    category and note explain it). None when nobody labelled the item.
+    """
+    if not labels:
+        return None
+    votes = Counter(a["label"] for a in labels)
+    verdict = "accept" if votes["accept"] > votes["reject"] else "reject"
+    return max((a for a in labels if a["label"] == verdict), key=lambda a: a["id"])
+
+
+@dataclass
+class ReviewItem:
+    """One student answer with everything the Review page shows about it."""
+
+    ref: str
+    run_id: str
+    idx: int
+    prompt: str
+    student: str
+    reference: str | None = None
+    teacher: str | None = None
+    base: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    rules: list[RuleResult] = field(default_factory=list)
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """judge name -> stored verdict row (``verdict``, ``reason``, ``raw``)."""
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    """Each annotator's current label (latest row per annotator)."""
+
+    @property
+    def rejected_rules(self) -> list[str]:
+        """Names of the rules that rejected the answer."""
+        return [r.rule for r in self.rules if not r.passed]
+
+    @property
+    def failed(self) -> bool:
+        """Not an exact match of the reference, or rejected by a rule."""
+        em = self.scores.get("exact_match")
+        return (em is not None and em < 1) or bool(self.rejected_rules)
+
+    def label_of(self, annotator: str) -> dict[str, Any] | None:
+        """``annotator``'s current label, if any."""
+        return next((a for a in self.labels if a["annotator"] == annotator), None)
+
+    @property
+    def sme(self) -> dict[str, Any] | None:
+        """The consensus SME label (see :func:`sme_consensus`)."""
+        return sme_consensus(self.labels)
+
+    def disagrees(self, judge: str | None = None) -> bool:
+        """SMEs and ``judge`` (any judge when None) differ on accept vs not accept."""
+        sme = self.sme
+        if sme is None:
+            return False
+        names = [judge] if judge else list(self.judges)
+        return any(
+            n in self.judges and (self.judges[n]["verdict"] == "accept") != (sme["label"] == "accept")
+            for n in names
+        )
+
+
+def load_workspace_rules(home: Path) -> tuple[list[Rule], str | None]:
+    """The rules of ``<home>/rules.yaml`` (none when absent) and an error message if refused."""
+    path = Path(home) / RULES_FILE
+    if not path.is_file():
+        return [], None
+    try:
+        return list(load_rules(path, workspace=Path(home))), None
+    except RuleError as err:
+        return [], str(err)
+
+
+def reviewable_runs(store: Store) -> list[dict[str, Any]]:
+    """Runs that saved per-example outputs, newest first, each with ``label`` and ``n_outputs``."""
+    with store.read() as conn:  # one grouped count instead of loading every run's outputs
+        counts = dict(conn.execute("SELECT run_id, COUNT(*) FROM outputs GROUP BY run_id").fetchall())
+    names = {e["id"]: e["name"] for e in store.list_experiments()}
+    runs = [r for r in store.list_runs() if counts.get(r["id"])]
+    runs.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    for r in runs:
+        exp = names.get(r["experiment_id"], "no experiment")
+        what = "base model" if r["variant"] == BASE_VARIANT else f"n={r['train_size']} seed {r['seed']}"
+        r["n_outputs"] = counts[r["id"]]
+        r["label"] = f"{exp} · {what} · {r['id']}"
+    return runs
+
+
+def _teacher_answers(store: Store, run: dict[str, Any]) -> dict[int, str | None]:
+    exp = store.get_experiment(run["experiment_id"]) if run.get("experiment_id") else None
+    if not exp or not exp.get("dataset_id"):
+        return {}
+    try:
+        key = ExperimentSpec.model_validate(exp["spec"]).teacher_key()
+    except ValidationError:  # a spec from an older Sensei: review works, without the teacher
+        return {}
+    return {i: r["output"] for i, r in store.get_teacher_responses(exp["dataset_id"], key).items()}
+
+
+def _base_answers(store: Store, run: dict[str, Any]) -> dict[int, str]:
+    if not run.get("experiment_id") or run["variant"] == BASE_VARIANT:
+        return {}
+    for other in store.list_runs(run["experiment_id"]):
+        if other["variant"] == BASE_VARIANT:
+            return {o["idx"]: o["output"] for o in store.list_outputs(other["id"])}
+    return {}
+
+
+def build_items(store: Store, run_id: str, rules: Sequence[Rule] = ()) -> list[ReviewItem]:
+    """Every output of ``run_id`` as a review item, in example order."""
+    run = store.get_run(run_id)
+    if run is None:
+        return []
+    teacher, base = _teacher_answers(store, run), _base_answers(store, run)
+    verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for v in store.list_judge_verdicts(prefix=run_prefix(run_id)):
+        verdicts[v["item_ref"]][v["judge_name"]] = v
+    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in store.annotations(prefix=run_prefix(run_id)):
+        labels[a["item_ref"]].append(a)
+    items = []
+    for o in store.list_outputs(run_id):
+        ref = run_ref(run_id, o["idx"])
+        items.append(
+            ReviewItem(
+                ref=ref,
+                run_id=run_id,
+                idx=o["idx"],
+                prompt=o["prompt"],
+                student=o["output"],
+                reference=o["reference"],
+                teacher=teacher.get(o["idx"]),
+                base=base.get(o["idx"]),
+                scores=dict(o.get("scores") or {}),
+                rules=apply_rules(rules, o["output"]),
+                judges=verdicts.get(ref, {}),
+                labels=labels.get(ref, []),
+            )
+        )
+    return items
+
+
+# ------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which items to show; every criterion set must hold (AND)."""
+
+    failed_only: bool = False
+    """Only answers that are not an exact match or that a rule rejected."""
+    rule: str | None = None
+    """Only answers this rule rejected."""
+    judge: str | None = None
+    """The judge ``verdict`` and ``disagreement`` look at (None: any judge)."""
+    verdict: str | None = None
+    """Only answers the judge gave this verdict (accept, reject, unparsable, error)."""
+    disagreement: bool = False
+    """Only answers where the SMEs' label and the judge's verdict differ."""
+    unlabelled_by: str | None = None
+    """Only answers this annotator has not labelled yet."""
+
+
+def filter_items(items: Iterable[ReviewItem], flt: ReviewFilter) -> list[ReviewItem]:
+    """The items that pass ``flt``, in their original order."""
+    out = []
+    for it in items:
+        judges = [flt.judge] if flt.judge else list(it.judges)
+        if flt.failed_only and not it.failed:
+            continue
+        if flt.rule and flt.rule not in it.rejected_rules:
+            continue
+        if flt.verdict and not any(it.judges.get(j, {}).get("verdict") == flt.verdict for j in judges):
+            continue
+        if flt.disagreement and not it.disagrees(flt.judge):
+            continue
+        if flt.unlabelled_by and it.label_of(flt.unlabelled_by):
+            continue
+        out.append(it)
+    return out
+
+
+# ---------------------------------------------------------------------------- diff
+def char_diff(old: str, new: str) -> list[tuple[str, str]]:
+    """Character diff as ``(op, text)`` segments, op in ``equal``, ``delete``, ``insert``.
+
+    ``delete`` text is in ``old`` only, ``insert`` text in ``new`` only. Texts longer than
+    :data:`DIFF_LIMIT` are compared on their first DIFF_LIMIT characters.
+    """
+    old, new = old[:DIFF_LIMIT], new[:DIFF_LIMIT]
+    segments: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            segments.append(("equal", old[i1:i2]))
+        if tag in ("delete", "replace"):
+            segments.append(("delete", old[i1:i2]))
+        if tag in ("insert", "replace"):
+            segments.append(("insert", new[j1:j2]))
+    return segments
+
+
+_DIFF_STYLE = {
+    "equal": "",
+    "delete": "background:#fde2e1;color:#a4262c;text-decoration:line-through",
+    "insert": "background:#dcf5e3;color:#1e6b3a;font-weight:600",
+}
+
+
+def diff_html(old: str, new: str) -> str:
+    """The character diff as one HTML block; all user text is escaped."""
+    spans = []
+    for op, text in char_diff(old, new):
+        body = html.escape(text)
+        spans.append(
+            f'<span class="diff-{op}" style="{_DIFF_STYLE[op]}">{body}</span>' if op != "equal" else body
+        )
+    return (
+        '<div class="sensei-diff" style="font-family:ui-monospace,monospace;font-size:0.9rem;'
+        "white-space:pre-wrap;word-break:break-word;padding:0.6rem 0.8rem;border-radius:0.5rem;"
+        f'background:#f3f5f9;line-height:1.5">{"".join(spans)}</div>'
+    )
+
+
+# -------------------------------------------------------------------------- export
+def annotations_jsonl(
+    store: Store, prefix: str | None = None, history: bool = False, items: Iterable[ReviewItem] = ()
+) -> str:
+    """SME labels as JSON Lines: one label per line (each annotator's current one, or all).
+
+    Lines carry the item ref, annotator, label, category, note and time; with ``items``, the
+    prompt, answer, reference and teacher answer of the item too. Nothing else (no specs, no
+    endpoints), so the file is safe to share.
+    """
+    by_ref = {it.ref: it for it in items}
+    lines = []
+    for a in store.annotations(prefix=prefix, current_only=not history):
+        row: dict[str, Any] = {k: a[k] for k in ("item_ref", "annotator", "label", "category", "note", "ts")}
+        row.update({k: v for k, v in (parse_ref(a["item_ref"]) or {}).items() if k != "kind"})
+        if it := by_ref.get(a["item_ref"]):
+            row.update(prompt=it.prompt, output=it.student, reference=it.reference, teacher=it.teacher)
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,102 @@
+"""Tables and lines the Review page draws, built from :class:`engine.review.ReviewItem`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from engine.review import ReviewItem
+from engine.ui import format_ago
+
+FIRST_COLUMNS = ["#", "you", "SMEs", "failed", "rules rejecting"]
+TEXT_CHARS = 120
+"""Answers are cut to this many characters in the table (the one-at-a-time view shows all)."""
+
+
+def _short(text: str | None, limit: int = TEXT_CHARS) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sme_summary(item: ReviewItem) -> str:
+    """``2 accept · 1 reject`` over the annotators' current labels, ``""`` when none."""
+    accept = sum(a["label"] == "accept" for a in item.labels)
+    reject = len(item.labels) - accept
+    return " · ".join(f"{n} {what}" for n, what in ((accept, "accept"), (reject, "reject")) if n)
+
+
+def metric_columns(items: Sequence[ReviewItem]) -> list[str]:
+    """Names of the metrics scored on any of ``items``, in first-seen order."""
+    return list(dict.fromkeys(k for it in items for k in it.scores))
+
+
+def items_frame(items: Sequence[ReviewItem], annotator: str = "") -> pd.DataFrame:
+    """One row per item: labels, failed, rejecting rules, judge verdicts, texts, metrics."""
+    judges = sorted({j for it in items for j in it.judges})
+    metrics = metric_columns(items)
+    rows = []
+    for it in items:
+        mine = it.label_of(annotator) if annotator else None
+        row: dict[str, Any] = {
+            "#": it.idx,
+            "you": mine["label"] if mine else "",
+            "SMEs": sme_summary(it),
+            "failed": it.failed,
+            "rules rejecting": ", ".join(it.rejected_rules),
+        }
+        row.update({f"judge: {j}": it.judges.get(j, {}).get("verdict", "") for j in judges})
+        row.update(student=_short(it.student), reference=_short(it.reference))
+        row.update({m: it.scores.get(m) for m in metrics})
+        rows.append(row)
+    columns = [*FIRST_COLUMNS, *(f"judge: {j}" for j in judges), "student", "reference", *metrics]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def checks_frame(item: ReviewItem) -> pd.DataFrame:
+    """Every metric, rule and judge verdict on one item, each with its reason."""
+    rows: list[dict[str, Any]] = [
+        {"check": "metric", "name": k, "result": f"{v:.3f}", "reason": ""} for k, v in item.scores.items()
+    ]
+    for r in item.rules:
+        result = "reject" if not r.passed else "accept" if r.accepted else "pass"
+        rows.append({"check": "rule", "name": r.rule, "result": result, "reason": r.reason})
+    for name, v in sorted(item.judges.items()):
+        rows.append({"check": "judge", "name": name, "result": v["verdict"], "reason": v["reason"]})
+    return pd.DataFrame(rows, columns=["check", "name", "result", "reason"])
+
+
+def label_line(label: dict[str, Any], now: float | None = None) -> str:
+    """Markdown line for one label: ``**ada** — reject · wrong field value — “note” · 3 min ago``."""
+    parts = [f"**{md_escape(label['annotator'])}** — {label['label']}"]
+    if label.get("category"):
+        parts[-1] += f" · {md_escape(label['category'])}"
+    if label.get("note"):
+        parts.append(f"“{md_escape(_short(label['note'], 200))}”")
+    parts.append(format_ago(label["ts"], now))
+    return " — ".join(parts)
+
+
+def history_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Every label an item ever got, newest first."""
+    out = [
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])),
+            "annotator": r["annotator"],
+            "label": r["label"],
+            "category": r["category"] or "",
+            "note": r["note"],
+        }
+        for r in sorted(rows, key=lambda r: r["id"], reverse=True)
+    ]
+    return pd.DataFrame(out, columns=["when", "annotator", "label", "category", "note"])
+
+
+_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~$"
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown so a name or note is shown as typed (never as links, HTML or math)."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text.replace("\n", " "))

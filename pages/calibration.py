@@ -1,0 +1,176 @@
+"""Judge calibration: how far an LLM judge agrees with the SMEs, and which of two judges to trust."""
+
+from __future__ import annotations
+
+from functools import partial
+from urllib.parse import quote
+
+import streamlit as st
+
+from engine import calibration_report as cr
+from engine import review
+from engine.evaluation.calibration import Calibration
+from engine.store import Store
+
+st.title("Judge calibration")
+st.write(
+    "Check how far to trust an LLM judge: its verdicts against the SMEs' labels on the same "
+    "answers, with bootstrap confidence intervals, and which answers they disagree on."
+)
+
+ALL_RUNS = "all"
+CONSENSUS = ""
+N_BOOT = 1000
+
+store = Store()
+judges = cr.pointwise_judges(store)
+labels = store.annotations()
+if not judges or not labels:
+    st.info(
+        "Calibration needs two things on the same answers: **SME labels** — give them on the "
+        "Review page — and **judge verdicts**, which a judge run saves to the workspace. "
+        f"So far: {len(labels)} SME label(s), {len(judges)} judge(s) with verdicts."
+    )
+    st.page_link("pages/review.py", label="Label answers on Review", icon=":material/rate_review:")
+    st.stop()
+
+
+def review_link(ref: str) -> str:
+    """Relative URL of the Review page opened on ``ref`` (the page reads ``?item=``)."""
+    return f"review?item={quote(ref, safe='')}"
+
+
+def _open_row(key: str, refs: list[str | None]) -> None:
+    """Remember the picked answer and start a fresh table, so coming back finds no selection."""
+    rows = st.session_state[key].selection.rows
+    if rows and refs[rows[0]]:
+        st.session_state["cal_open"] = refs[rows[0]]
+        st.session_state["cal_picks"] = st.session_state.get("cal_picks", 0) + 1
+
+
+def metric_row(cal: Calibration) -> None:
+    cols = st.columns(6)
+    cols[0].metric("Answers", cal.n, help="Labelled by the SMEs and judged by every judge shown.")
+    names = {
+        "agreement": "Agreement",
+        "kappa": "Cohen's κ",
+        "precision": "Precision (accept)",
+        "recall": "Recall (accept)",
+        "f1": "F1 (accept)",
+    }
+    for col, (metric, name) in zip(cols[1:], names.items(), strict=True):
+        value = getattr(cal, metric)
+        col.metric(name, "—" if value is None else f"{value:.2f}")
+        col.caption(f"95% CI {cr.format_ci(cal.ci.get(metric))}")
+    if cal.unparsable or cal.errors:
+        st.caption(
+            f"{cal.unparsable} unparsable and {cal.errors} failed judge replies count as *not accept*."
+        )
+
+
+runs = {r["id"]: r["label"] for r in review.reviewable_runs(store)}
+annotators = sorted({a["annotator"] for a in labels})
+c1, c2, c3, c4 = st.columns(4)
+judge = c1.selectbox("Judge", judges, key="cal_judge")
+other = c2.selectbox(
+    "Compare with",
+    [j for j in judges if j != judge],
+    index=None,
+    key="cal_other",
+    placeholder="another judge" if len(judges) > 1 else "only one judge so far",
+)
+scope = c3.selectbox(
+    "Answers",
+    [ALL_RUNS, *runs],
+    key="cal_scope",
+    format_func=lambda r: "all labelled answers" if r == ALL_RUNS else runs[r],
+)
+who = c4.selectbox(
+    "SME labels",
+    [CONSENSUS, *annotators],
+    key="cal_who",
+    format_func=lambda a: a or "majority of all annotators",
+    help="Several annotators on one answer: the majority label counts, a tie counts as reject.",
+)
+
+prefix = None if scope == ALL_RUNS else review.run_prefix(scope)
+cset = cr.calibration_set(store, [judge, *([other] if other else [])], prefix, who or None)
+cal = cr.judge_calibration(cset, judge, n_boot=N_BOOT)
+if cal is None:
+    both = f"both {judge} and {other}" if other else judge
+    st.info(
+        f"No answer here has both an SME label and a verdict from {both}. Label answers that "
+        "the judge has seen on the Review page (filter by judge there)."
+    )
+    st.page_link("pages/review.py", label="Review", icon=":material/rate_review:")
+    st.stop()
+
+st.subheader(judge)
+metric_row(cal)
+matrix, cats = st.columns([2, 3], gap="large")
+with matrix:
+    st.markdown("**Confusion matrix** (accept is the positive class)")
+    st.plotly_chart(cr.confusion_figure(cal), key="confusion")
+with cats:
+    st.markdown("**By SME error category**")
+    st.dataframe(
+        cr.category_frame(cal),
+        hide_index=True,
+        column_config={
+            "n": st.column_config.NumberColumn(width="small"),
+            "unparsable": st.column_config.NumberColumn(width="small"),
+            "agreement": st.column_config.NumberColumn(format="%.2f"),
+            "judge_accept_rate": st.column_config.NumberColumn("judge accepts", format="%.2f"),
+            "missed": st.column_config.NumberColumn(
+                width="small", help="SME rejected, judge accepted: the costly mistake."
+            ),
+            "false_rejects": st.column_config.NumberColumn("false rejects", width="small"),
+        },
+    )
+
+rows = cr.disagreements(cset, judge)
+st.subheader(f"Disagreements ({len(rows)})")
+if not rows:
+    st.caption("The judge agrees with the SMEs on every answer here.")
+else:
+    for r in rows:
+        r["open"] = review_link(r["item_ref"]) if r["run_id"] else None
+    key = f"cal_disagreements_{st.session_state.get('cal_picks', 0)}"
+    st.dataframe(
+        rows,
+        hide_index=True,
+        on_select=partial(_open_row, key, [r["item_ref"] if r["run_id"] else None for r in rows]),
+        selection_mode="single-row",
+        key=key,
+        column_order=["open", "idx", "sme", "category", "sme_note", "judge", "judge_reason", "item_ref"],
+        column_config={
+            "open": st.column_config.LinkColumn("new tab", display_text="Open ↗", width="small"),
+            "idx": st.column_config.NumberColumn("#", width="small"),
+            "sme": "SME",
+            "sme_note": "SME note",
+            "judge_reason": st.column_config.TextColumn("judge's reason", width="large"),
+        },
+    )
+    st.caption("Select a row to open that answer on Review.")
+    if ref := st.session_state.pop("cal_open", None):
+        st.switch_page("pages/review.py", query_params={"item": ref})
+
+if other:
+    cmp = cr.judge_comparison(cset, judge, other, n_boot=N_BOOT)
+    assert cmp is not None  # the set is the one calibrated above
+    st.subheader(f"{judge} vs {other} on the same {len(cset.refs)} answers")
+    st.dataframe(
+        cr.comparison_frame(cmp, judge, other),
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in (judge, other, f"{other} − {judge}")
+        },
+    )
+    kappa = "—" if cmp.judges_kappa is None else f"{cmp.judges_kappa:.2f}"
+    st.caption(
+        f"The two judges agree on {cmp.judges_agreement:.0%} of these answers (κ {kappa}). A "
+        "difference whose interval excludes 0 is more than resampling noise (paired bootstrap)."
+    )
+    left, right = st.columns(2)
+    left.plotly_chart(cr.confusion_figure(cmp.a, judge), key="confusion_a")
+    right.plotly_chart(cr.confusion_figure(cmp.b, other), key="confusion_b")
