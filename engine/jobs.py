@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from engine.context import JobCancelled, JobContext
+from engine.devices import assign, gpu_slots, job_gpus, worker_command
 from engine.store import TERMINAL, Store
 
 log = logging.getLogger("sensei.jobs")
@@ -44,18 +45,23 @@ REGISTRY: dict[str, str] = {
 
 
 def sleep_job(ctx: JobContext) -> None:
-    """Sleep ``spec['seconds']`` in small steps, reporting progress (tests, smoke checks)."""
+    """Sleep ``spec['seconds']`` in small steps, reporting progress (tests, smoke checks).
+
+    Its messages carry the GPUs it was given, so tests can see the scheduler's assignment.
+    """
     seconds = float(ctx.spec.get("seconds", 1.0))
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "-")
     steps = max(1, int(seconds / 0.1))
     for i in range(steps):
         time.sleep(seconds / steps)
-        ctx.progress((i + 1) / steps, f"slept {i + 1}/{steps}")
+        ctx.progress((i + 1) / steps, f"slept {i + 1}/{steps} on gpus [{gpus}]")
     if ctx.spec.get("fail"):
         raise RuntimeError("asked to fail")
 
 
 def max_concurrency() -> int:
-    """Jobs run at once: ``SENSEI_MAX_JOBS``, else 1 (one training job already uses all CPU cores)."""
+    """CPU jobs run at once: ``SENSEI_MAX_JOBS``, else 1 (one CPU training job already uses
+    every core). Jobs on GPUs are limited by free GPUs instead."""
     try:
         return max(1, int(os.environ.get("SENSEI_MAX_JOBS", "1")))
     except ValueError:
@@ -90,21 +96,27 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def spawn_worker(store: Store, job: dict[str, Any]) -> subprocess.Popen[bytes] | None:
-    """Start ``python -m engine worker <id>`` in its own session; mark the job running."""
+def spawn_worker(
+    store: Store, job: dict[str, Any], devices: list[str] | None = None
+) -> subprocess.Popen[bytes] | None:
+    """Start the job's worker in its own session on ``devices``; mark the job running."""
     log_path = Path(job["log_path"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = _worker_env()
+    if devices is not None:
+        # An empty list hides every GPU: a CPU job on a GPU machine must not grab one.
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices) if devices else ""
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "worker", job["id"], "--home", str(store.home)],
+            worker_command(job["id"], str(store.home), devices or []),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=_worker_env(),
+            env=env,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
-    if not store.mark_started(job["id"], proc.pid, _proc_start_time(proc.pid)):
+    if not store.mark_started(job["id"], proc.pid, _proc_start_time(proc.pid), devices):
         # Cancelled between our read and now: stop the worker we just started.
         _kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -203,15 +215,29 @@ def schedule_once(store: Store, children: dict[str, subprocess.Popen[bytes]]) ->
     for job_id in [j for j, c in children.items() if c.poll() is not None]:
         del children[job_id]
     _propagate_failures(store)
-    running = len(store.list_jobs(statuses=("running",)))
+    running = store.list_jobs(statuses=("running",))
+    slots = gpu_slots()
+    busy = {d for j in running for d in (j.get("devices") or [])}
+    cpu_running = sum(1 for j in running if not j.get("devices"))
     started = 0
     for job in runnable_jobs(store):
-        if running >= max_concurrency():
-            break
-        proc = spawn_worker(store, job)
+        need = job_gpus(job) if slots else 0
+        if need > len(slots):
+            store.finish_job(job["id"], "failed", error=f"needs {need} GPUs, this machine has {len(slots)}")
+            continue
+        if need == 0:
+            if cpu_running >= max_concurrency():
+                continue
+            devices: list[str] | None = [] if slots else None
+        else:
+            devices = assign(need, slots, busy)
+            if devices is None:
+                continue
+        proc = spawn_worker(store, job, devices)
         if proc is not None:
             children[job["id"]] = proc
-            running += 1
+            busy.update(devices or [])
+            cpu_running += 0 if devices else 1
             started += 1
     return started
 
@@ -323,6 +349,11 @@ def run_worker(store: Store, job_id: str) -> int:
     if job is None:
         print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under `accelerate launch` only rank 0 owns the job row; other ranks just compute.
+        ctx = JobContext(store=store, job=job, spec=job["spec"], log=logging.getLogger("sensei.rank"))
+        _resolve(job["kind"])(ctx)
+        return 0
     if job["status"] == "queued":  # started by hand (e.g. `python -m engine worker` while debugging)
         store.mark_started(job_id, os.getpid(), _proc_start_time(os.getpid()))
 

@@ -111,6 +111,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0003_job_devices",
+        "ALTER TABLE jobs ADD COLUMN devices_json TEXT",
+    ),
 ]
 ANNOTATION_LABELS = ("accept", "reject")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -410,13 +414,16 @@ class Store:
         with self.read() as conn:
             return [_row(r) for r in conn.execute(sql, args)]  # type: ignore[misc]
 
-    def mark_started(self, job_id: str, pid: int, pid_started_at: float | None) -> bool:
-        """queued -> running with the worker's pid. False if the job was no longer queued."""
+    def mark_started(
+        self, job_id: str, pid: int, pid_started_at: float | None, devices: list[str] | None = None
+    ) -> bool:
+        """queued -> running with the worker's pid and the GPUs it holds. False if the job was
+        no longer queued."""
         with self.tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status='running', pid=?, pid_started_at=?, started_at=?,"
-                " heartbeat_at=? WHERE id=? AND status='queued'",
-                (pid, pid_started_at, time.time(), time.time(), job_id),
+                " heartbeat_at=?, devices_json=? WHERE id=? AND status='queued'",
+                (pid, pid_started_at, time.time(), time.time(), json.dumps(devices or []), job_id),
             )
             return cur.rowcount == 1
 

@@ -134,3 +134,37 @@ def test_concurrency_limit(store: Store, monkeypatch: pytest.MonkeyPatch) -> Non
         time.sleep(0.05)
     assert all(_status(store, i) == "succeeded" for i in ids)
     assert seen_running == 2
+
+
+def test_gpu_slots_give_each_job_its_own_gpu(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSEI_GPUS", "0,1")
+    one = [store.enqueue("sleep", {"seconds": 1.5, "gpus": 1}) for _ in range(3)]
+    cpu = store.enqueue("sleep", {"seconds": 0.5, "gpus": 0})
+    too_big = store.enqueue("sleep", {"seconds": 0.1, "gpus": 3})
+    _start_scheduler(store)
+    seen: dict[str, str] = {}
+    max_gpu_jobs = 0
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and not all(_status(store, i) in TERMINAL for i in [*one, cpu]):
+        running = store.list_jobs(statuses=("running",))
+        max_gpu_jobs = max(max_gpu_jobs, sum(1 for j in running if j["devices"]))
+        assert len({d for j in running for d in j["devices"]}) == sum(len(j["devices"]) for j in running)
+        for j in running:
+            if "on gpus" in j["message"]:
+                seen[j["id"]] = j["message"].split("on gpus ")[1]
+        time.sleep(0.05)
+    assert all(_status(store, i) == "succeeded" for i in [*one, cpu])
+    assert max_gpu_jobs == 2  # two GPUs, never more than two one-GPU jobs at once
+    assert {seen[i] for i in one} <= {"[0]", "[1]"}
+    assert seen[cpu] == "[]"  # a CPU job on a GPU machine sees no GPU
+    failed = store.get_job(too_big)
+    assert failed["status"] == "failed" and "needs 3 GPUs" in failed["error"]
+
+
+def test_multi_gpu_jobs_launch_through_accelerate() -> None:
+    from engine.devices import worker_command
+
+    assert worker_command("job-1", "/ws", ["0"])[1:3] == ["-m", "engine"]
+    cmd = worker_command("job-1", "/ws", ["0", "1"])
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
+    assert cmd[-5:] == ["engine", "worker", "job-1", "--home", "/ws"]
