@@ -60,13 +60,17 @@ class TaskSpec(Spec):
 class TeacherSpec(Spec):
     """The large model that answers the prompts (any OpenAI-compatible endpoint)."""
 
-    kind: Literal["openai", "demo"] = "openai"
+    kind: Literal["openai", "demo", "local"] = "openai"
     """``openai``: any OpenAI-compatible endpoint at ``base_url``; ``demo``: the built-in
-    simulated teacher, started on 127.0.0.1 for the duration of the job."""
+    simulated teacher, started on 127.0.0.1 for the duration of the job; ``local``: a Hugging
+    Face causal LM (``model`` = Hub id or local folder) run in the worker with batched
+    ``generate`` — for users without an endpoint."""
     base_url: str | None = None
     """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs)."""
     model: str = "teacher"
-    """Model name sent in each request."""
+    """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder."""
+    revision: str | None = None
+    """Local teacher only: Hub revision (branch, tag or commit) of a Hub id."""
     api_key_env: str | None = None
     """Name of the environment variable that holds the API key (never the key itself)."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -74,7 +78,12 @@ class TeacherSpec(Spec):
     max_tokens: int = Field(256, ge=1, le=32768)
     """Maximum tokens per answer."""
     concurrency: int = Field(16, ge=1, le=1024)
-    """Requests in flight at once."""
+    """Requests in flight at once (for a ``local`` teacher: prompts generated per batch)."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """Optional cap on requests sent per minute (every attempt counts, retries included)."""
+    tokens_per_minute: int | None = Field(None, ge=1)
+    """Optional cap on tokens per minute (prompt + completion), estimated before each request
+    from the prompt length and ``max_tokens`` and corrected by the usage the endpoint reports."""
     max_retries: int = Field(5, ge=0, le=20)
     """Retries on 429/5xx/timeouts (exponential backoff with jitter, honours Retry-After)."""
     timeout_s: float = Field(60.0, gt=0)
@@ -98,6 +107,13 @@ class TeacherSpec(Spec):
     def _endpoint_for_openai(self) -> TeacherSpec:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("base_url: an openai-kind teacher needs a base_url")
+        return self
+
+    @model_validator(mode="after")
+    def _greedy_for_local(self) -> TeacherSpec:
+        # The local teacher decodes greedily; a temperature would be silently ignored.
+        if self.kind == "local" and self.temperature != 0.0:
+            raise ValueError("temperature: a local teacher decodes greedily; set temperature to 0")
         return self
 
 
@@ -146,11 +162,11 @@ class StudentSpec(Spec):
     """Architecture of the built-in tiny student (used when ``model`` is ``tiny``)."""
     lora: LoraSpec = Field(default_factory=LoraSpec)
     """LoRA settings."""
-    learning_rate: float = Field(3e-3, gt=0, le=1.0)
+    learning_rate: float = Field(1e-3, gt=0, le=1.0)
     """Peak learning rate."""
     batch_size: int = Field(16, ge=1, le=4096)
     """Per-device batch size."""
-    max_steps: int = Field(150, ge=1)
+    max_steps: int = Field(600, ge=1)
     """Optimizer steps per run. Fixed across sizes so an ablation varies data, not compute."""
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     """Fraction of steps spent warming up the learning rate."""
@@ -164,6 +180,9 @@ class StudentSpec(Spec):
     """Prompts generated at once at evaluation."""
     logging_steps: int = Field(5, ge=1)
     """Log loss every this many steps."""
+    gpus: int = Field(1, ge=0, le=64)
+    """GPUs per run when the machine has GPUs (more than 1 launches through ``accelerate``;
+    0 keeps the run on the CPU). Ignored on a CPU-only machine."""
 
 
 class DataSpec(Spec):
@@ -265,6 +284,8 @@ class ExperimentSpec(Spec):
         }
         if t.kind == "demo":
             ident.update(error_rate=t.demo_error_rate, seed=self.data.seed)
+        if t.kind == "local":
+            ident.update(revision=t.revision)
         return spec_hash(ident)
 
     def to_yaml(self) -> str:
@@ -376,7 +397,9 @@ def demo_spec(preset: str = "standard") -> ExperimentSpec:
             task=task,
             data=DataSpec(demo_examples=140, test_size=20),
             teacher=DEMO_TEACHER,
-            student=StudentSpec(max_steps=12, batch_size=8, logging_steps=2, max_new_tokens=48),
+            student=StudentSpec(
+                max_steps=12, batch_size=8, learning_rate=3e-3, logging_steps=2, max_new_tokens=48
+            ),
             ablation=AblationSpec(train_sizes=[16, 64]),
         )
     if preset != "standard":

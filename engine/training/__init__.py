@@ -1,0 +1,1 @@
+"""Student training: loading (hub id, local folder, tiny built-from-config), SFT, generation."""

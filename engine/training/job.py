@@ -1,0 +1,276 @@
+"""Train job: one SFT run of an ablation cell (train size x seed), then its evaluation.
+
+Run by a worker as ``main(ctx)`` with ``ctx.spec = {"experiment": <ExperimentSpec dict>,
+"train_size": int, "seed": int}`` and a job row carrying ``experiment_id`` and ``run_id``
+(the run row exists already). By hand: ``python -m engine worker`` picks it from the queue.
+
+Steps: pick the first ``train_size`` examples of the experiment's shuffled train pool
+(one pool order for every size and seed, so sizes are nested subsets and curves compare
+like with like) -> load the student (the experiment's shared tiny base, a Hub id, or a
+local folder) -> SFT on the teacher's answers -> save model, ``spec.json`` and
+``metadata.json`` into the run folder -> greedy answers on the frozen test split, scored
+against the references -> per-example outputs and aggregate metrics into the store.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.context import JobContext
+from engine.evaluation.metrics import aggregate, score
+from engine.specs import ExperimentSpec, TaskSpec, parse_spec
+from engine.store import Store
+from engine.training.generate import generate
+from engine.training.metadata import base_model_record, build_metadata, write_json
+from engine.training.sft import StoreCallback, train_sft
+from engine.training.student import ensure_tiny_base, load_student, save_student
+
+TRAIN_SPAN = (0.02, 0.85)
+"""Share of the job's progress bar filled by training; evaluation fills the rest."""
+
+
+def _is_valid(task: TaskSpec, response: dict[str, Any]) -> bool:
+    """Whether a teacher answer passed validation (re-checked when the teacher job did not say)."""
+    if response.get("valid") is not None:
+        return bool(response["valid"])
+    from engine.data import parse_output
+
+    return bool(parse_output(task, response["output"])[0])
+
+
+def training_pool(store: Store, dataset_id: str, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """The experiment's train pool in its one shuffled order, with the teacher's answers.
+
+    The order depends only on ``spec.data.seed``, so the first ``n`` rows are the same for
+    every run and a larger size always contains the smaller ones. Rows without a teacher
+    answer (or with an invalid one, when ``data.require_valid_output``) are dropped after the
+    shuffle, which keeps that nesting intact.
+
+    Returns:
+        ``{"idx", "prompt", "completion"}`` dicts.
+    """
+    examples = store.get_examples(dataset_id, "train")
+    random.Random(spec.data.seed).shuffle(examples)
+    answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
+    pool = []
+    for ex in examples:
+        response = answers.get(ex["idx"])
+        if not response or not (response.get("output") or "").strip():
+            continue
+        if spec.data.require_valid_output and not _is_valid(spec.task, response):
+            continue
+        pool.append({"idx": ex["idx"], "prompt": ex["prompt"], "completion": response["output"].strip()})
+    return pool
+
+
+def _event(ctx: JobContext, run_id: str, level: str, kind: str, message: str) -> None:
+    ctx.log.log(30 if level == "warning" else 20, message)
+    ctx.store.add_event(level, kind, message, job_id=ctx.job_id, run_id=run_id)
+
+
+def _quiet_progress_bars() -> None:
+    # Worker logs are for people: tqdm bars from datasets/transformers only add noise there.
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(ctx: JobContext) -> None:
+    """Train and evaluate one run; see the module docstring."""
+    _quiet_progress_bars()
+    store = ctx.store
+    spec = parse_spec(ctx.spec["experiment"], source="train job spec.experiment")
+    train_size, seed = int(ctx.spec["train_size"]), int(ctx.spec["seed"])
+    exp_id, run_id = str(ctx.job["experiment_id"]), str(ctx.job["run_id"])
+    run = store.get_run(run_id)
+    if run is None:
+        raise RuntimeError(f"run {run_id} does not exist")
+    run_dir = Path(run["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    experiment = store.get_experiment(exp_id)
+    dataset_id = experiment.get("dataset_id") if experiment else None
+    if not dataset_id:
+        raise RuntimeError(
+            f"experiment {exp_id} has no dataset yet: its teacher job must finish before training"
+        )
+    dataset = store.get_dataset(dataset_id) or {}
+
+    ctx.progress(0.0, "selecting training data", force=True)
+    pool = training_pool(store, dataset_id, spec)
+    if not pool:
+        raise RuntimeError(f"dataset {dataset_id}: no usable teacher answers to train on")
+    rows = pool[:train_size]
+    if len(rows) < train_size:
+        _event(
+            ctx,
+            run_id,
+            "warning",
+            "train_size_short",
+            f"asked for {train_size} training examples, only {len(rows)} usable teacher "
+            "answers exist: training on all of them",
+        )
+
+    student = spec.student
+    if student.model == "tiny":
+        ctx.progress(0.01, "building the tiny base model", force=True)
+        texts = [r["prompt"] for r in pool] + [r["completion"] for r in pool]
+        model_ref: str = str(ensure_tiny_base(store, exp_id, texts, student.tiny, seed=spec.data.seed))
+        base = {**base_model_record(model_ref, None), "tiny": student.tiny.model_dump()}
+    else:
+        model_ref = student.model
+        base = base_model_record(model_ref, student.revision)
+    model, tokenizer = load_student(model_ref, student.revision, device="cpu" if student.gpus == 0 else None)
+    if base["kind"] == "hub":
+        # The commit actually downloaded, so "main" today is reproducible tomorrow.
+        base["commit"] = getattr(model.config, "_commit_hash", None)
+    _warn_if_truncated(ctx, run_id, tokenizer, rows, student.max_length)
+
+    write_json(
+        run_dir / "spec.json",
+        {"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
+    )
+    from engine import tracking
+
+    report = tracking.report_to()
+    wandb_run = None
+    if report:
+        try:
+            wandb_run = tracking.start_run(
+                store.home,
+                name=run_id,
+                group=exp_id,
+                tags=[f"n={train_size}", f"seed={seed}"],
+                config={"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
+            )
+        except Exception as err:  # a broken tracker must never cost a training run
+            _event(ctx, run_id, "warning", "wandb", f"W&B unavailable, continuing without it: {err}")
+            report = []
+    failed = True
+    metrics: dict[str, float] = {}
+    try:
+        callback = StoreCallback(store, ctx, run_id, progress_span=TRAIN_SPAN)
+        scratch = run_dir / "trainer"
+        result = train_sft(
+            model,
+            tokenizer,
+            rows,
+            student,
+            scratch,
+            seed,
+            callbacks=[callback],
+            report_to=report,
+            run_name=run_id,
+        )
+        _remove_if_empty(scratch)  # nothing is checkpointed yet; keep the run folder tidy
+        ctx.progress(TRAIN_SPAN[1], "saving the model", force=True)
+        save_student(result.model, tokenizer, run_dir / "model")
+        train_info = {
+            "final_loss": result.final_loss,
+            "first_loss": result.first_loss,
+            "mean_loss": result.mean_loss,
+            "steps": result.steps,
+            "tokens_seen": result.tokens_seen,
+            "wall_time_s": round(result.wall_time_s, 3),
+            "tokens_per_s": round(result.tokens_per_s, 1),
+        }
+        write_json(
+            run_dir / "metadata.json",
+            build_metadata(
+                base=base,
+                lora=student.lora.model_dump(mode="json") if student.lora.enabled else None,
+                dataset_id=dataset_id,
+                dataset_hash=str(dataset.get("content_hash")),
+                teacher_key=spec.teacher_key(),
+                train_indices=[r["idx"] for r in rows],
+                train_size=train_size,
+                seed=seed,
+                train=train_info,
+                extra={"run_id": run_id, "experiment_id": exp_id, "data_seed": spec.data.seed},
+            ),
+        )
+
+        metrics = evaluate_run(ctx, run_id, spec, dataset_id, result.model, tokenizer)
+        metrics.update(
+            train_loss=result.final_loss,
+            train_time_s=result.wall_time_s,
+            tokens_per_s=result.tokens_per_s,
+            n_train=float(len(rows)),
+        )
+        store.set_run_metrics(run_id, metrics)
+        failed = False
+    finally:
+        tracking.finish_run(wandb_run, metrics, failed=failed)
+    ctx.progress(1.0, "done", force=True)
+
+
+def evaluate_run(
+    ctx: JobContext, run_id: str, spec: ExperimentSpec, dataset_id: str, model: Any, tokenizer: Any
+) -> dict[str, float]:
+    """Answer the test split greedily, score each answer, save the outputs; return the means.
+
+    The reference is the example's gold answer when the dataset has one, else the teacher's
+    answer (then the score measures agreement with the teacher, not correctness).
+    """
+    store = ctx.store
+    test = store.get_examples(dataset_id, "test")
+    answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
+    span = 1.0 - TRAIN_SPAN[1]
+
+    def on_batch(done: int, total: int) -> None:
+        ctx.progress(TRAIN_SPAN[1] + span * done / total, f"evaluating {done}/{total}")
+
+    start = time.perf_counter()
+    outputs = generate(
+        model,
+        tokenizer,
+        [ex["prompt"] for ex in test],
+        spec.student.max_new_tokens,
+        spec.student.eval_batch_size,
+        on_batch=on_batch,
+    )
+    rows, scores = [], []
+    for ex, output in zip(test, outputs, strict=True):
+        reference = ex.get("reference") or (answers.get(ex["idx"]) or {}).get("output")
+        row_scores = score(spec.task, output, reference) if reference is not None else {}
+        if row_scores:
+            scores.append(row_scores)
+        rows.append(
+            {
+                "idx": ex["idx"],
+                "prompt": ex["prompt"],
+                "output": output,
+                "reference": reference,
+                "scores": row_scores,
+            }
+        )
+    store.save_outputs(run_id, rows)
+    metrics = aggregate(scores)
+    metrics["eval_time_s"] = time.perf_counter() - start
+    return metrics
+
+
+def _warn_if_truncated(
+    ctx: JobContext, run_id: str, tokenizer: Any, rows: list[dict[str, Any]], max_length: int
+) -> None:
+    """Record an event when examples exceed ``max_length``: their answers would be cut short."""
+    lengths = [len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
+    over = sum(n > max_length for n in lengths)
+    if over:
+        _event(
+            ctx,
+            run_id,
+            "warning",
+            "truncated",
+            f"{over} of {len(rows)} training examples exceed student.max_length={max_length} tokens "
+            f"(longest {max(lengths)}) and lose the end of their answer; raise student.max_length",
+        )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

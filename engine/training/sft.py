@@ -1,0 +1,238 @@
+"""Supervised fine-tuning of a student on teacher answers, with TRL's ``SFTTrainer``.
+
+Rows are prompt/completion pairs. TRL then computes the loss on the completion only (its
+``completion_only_loss`` defaults to on for prompt/completion data) and appends the
+tokenizer's EOS to each completion, which is what teaches the student to stop.
+
+Training streams its loss curve into the store (:class:`StoreCallback`), so the dashboard
+draws it live from rows, not from scraped logs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from engine.context import JobContext
+from engine.specs import StudentSpec
+from engine.store import Store
+from engine.training.student import lora_config
+
+# Keys of the trainer's log dict mirrored into the store's metric stream.
+LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy")
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped because the loss (or gradient norm) became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What one SFT run produced.
+
+    Attributes:
+        model: The trained model (a ``PeftModel`` when LoRA was used).
+        final_loss: Last logged training loss.
+        first_loss: First logged training loss (to see that it fell).
+        mean_loss: Loss averaged over all steps (the trainer's ``training_loss``).
+        steps: Optimizer steps taken.
+        tokens_seen: Non-padding tokens fed to the model.
+        wall_time_s: Seconds spent in ``trainer.train()``.
+        tokens_per_s: ``tokens_seen / wall_time_s``.
+        losses: ``(step, loss)`` of every logged point.
+    """
+
+    model: Any
+    final_loss: float
+    first_loss: float
+    mean_loss: float
+    steps: int
+    tokens_seen: int
+    wall_time_s: float
+    tokens_per_s: float
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+class StoreCallback(TrainerCallback):
+    """Mirrors training logs into the store, reports progress, and stops on a NaN/inf loss.
+
+    Args:
+        store: The workspace (``None``: keep the curve in memory only).
+        ctx: The job context for progress reports (``None`` outside a job).
+        run_id: The run whose metric stream receives the points.
+        progress_span: The share of the job's progress bar that training fills.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        ctx: JobContext | None,
+        run_id: str | None,
+        progress_span: tuple[float, float] = (0.0, 1.0),
+    ):
+        self.store, self.ctx, self.run_id = store, ctx, run_id
+        self.lo, self.hi = progress_span
+        self.losses: list[tuple[int, float]] = []
+        self.failure: str | None = None
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        values = {k: float(logs[k]) for k in LOGGED_KEYS if logs and isinstance(logs.get(k), int | float)}
+        if not values:
+            return  # e.g. the end-of-training summary (train_runtime, train_loss, ...)
+        step = int(state.global_step)
+        bad = [k for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])]
+        if bad:
+            self.failure = (
+                f"{' and '.join(bad)} became {values[bad[0]]} at step {step}: training stopped. "
+                "Try a lower student.learning_rate or check the data for empty completions."
+            )
+            control.should_training_stop = True
+            if self.store is not None:
+                self.store.add_event(
+                    "error",
+                    "diverged",
+                    self.failure,
+                    job_id=self.ctx.job_id if self.ctx else None,
+                    run_id=self.run_id,
+                )
+            values = {k: v for k, v in values.items() if math.isfinite(v)}
+        if "loss" in values:
+            self.losses.append((step, values["loss"]))
+        if self.store is not None and self.run_id is not None and values:
+            self.store.log_metrics(self.run_id, step, values)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.ctx is None or not state.max_steps:
+            return
+        done = state.global_step / state.max_steps
+        loss = f" · loss {self.losses[-1][1]:.3f}" if self.losses else ""
+        self.ctx.progress(
+            self.lo + (self.hi - self.lo) * done, f"step {state.global_step}/{state.max_steps}{loss}"
+        )
+
+
+def sft_config(
+    spec: StudentSpec, out_dir: Path, seed: int, report_to: list[str], run_name: str | None = None
+) -> SFTConfig:
+    """The ``SFTConfig`` for a student recipe (names checked against transformers 5 / TRL 1)."""
+    # ``gpus=0`` asks for the CPU even on a GPU machine (e.g. to leave the GPU to a teacher).
+    cuda = torch.cuda.is_available() and spec.gpus > 0
+    return SFTConfig(
+        output_dir=str(out_dir),
+        run_name=run_name or out_dir.name,
+        use_cpu=not cuda,
+        # TRL turns bf16 on by default; on CPU that is autocast emulation, slower and noisier.
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        # TRL defaults to activation checkpointing; small students do not need the memory back.
+        activation_checkpointing=False,
+        max_length=spec.max_length,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=spec.max_steps,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
+        warmup_steps=spec.warmup_ratio,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=spec.logging_steps,
+        # The default filter hides NaN/inf losses from logs; we want to see them and stop.
+        logging_nan_inf_filter=False,
+        include_num_input_tokens_seen="non_padding",
+        seed=seed,
+        data_seed=seed,
+        report_to=report_to,
+        save_strategy="no",
+        eval_strategy="no",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        completion_only_loss=True,
+    )
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_rows: list[dict[str, str]],
+    spec: StudentSpec,
+    out_dir: Path,
+    seed: int,
+    callbacks: list[TrainerCallback] | None = None,
+    report_to: list[str] | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` on prompt/completion rows for ``spec.max_steps`` optimizer steps.
+
+    Args:
+        model: The student (full fine-tune, or LoRA when ``spec.lora.enabled``).
+        tokenizer: Its tokenizer; must have an EOS token.
+        train_rows: ``{"prompt", "completion"}`` dicts; the loss covers the completion only.
+        spec: The SFT recipe.
+        out_dir: Trainer scratch folder (nothing is checkpointed there for now).
+        seed: Seed for data order, dropout and adapter initialisation.
+        callbacks: Extra trainer callbacks; a :class:`StoreCallback` among them is used for
+            the loss record and divergence check, else a private one is added.
+        report_to: Trainer integrations (``[]`` for none; ``None``: :func:`engine.tracking.report_to`).
+        run_name: Name shown by the integrations (default: the name of ``out_dir``).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        TrainingDiverged: The loss or gradient norm became NaN or infinite.
+    """
+    if not train_rows:
+        raise ValueError("train_sft: no training rows")
+    if tokenizer.eos_token is None:
+        raise ValueError("train_sft: the tokenizer has no EOS token, so the student could not learn to stop")
+    if report_to is None:
+        from engine.tracking import report_to as default_report_to
+
+        report_to = default_report_to()
+    callbacks = list(callbacks or [])
+    recorder = next((c for c in callbacks if isinstance(c, StoreCallback)), None)
+    if recorder is None:
+        recorder = StoreCallback(None, None, None)
+        callbacks.append(recorder)
+
+    # Seed before PEFT wraps the model: the adapter's random init must be reproducible too.
+    set_seed(seed)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(spec, Path(out_dir), seed, report_to, run_name),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(spec.lora) if spec.lora.enabled else None,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    wall = time.perf_counter() - start
+    if recorder.failure:
+        raise TrainingDiverged(recorder.failure)
+
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    losses = recorder.losses
+    return TrainResult(
+        model=trainer.model,
+        final_loss=losses[-1][1] if losses else float(output.training_loss),
+        first_loss=losses[0][1] if losses else float(output.training_loss),
+        mean_loss=float(output.training_loss),
+        steps=int(trainer.state.global_step),
+        tokens_seen=tokens,
+        wall_time_s=wall,
+        tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        losses=list(losses),
+    )
