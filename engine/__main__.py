@@ -5,6 +5,7 @@ Commands:
     launch SPEC.yaml [-o k=v ...]   queue an experiment from a YAML spec (+ dotted overrides)
     status [EXPERIMENT_ID]          experiments and jobs with their state
     cancel ID                       cancel a job, or every unfinished job of an experiment
+    resume ID                       continue a failed/cancelled train job (or run) from its checkpoint
     curve EXPERIMENT_ID             print an experiment's curve table
     scheduler [--idle-exit S]       run the scheduler in the foreground
     worker JOB_ID                   run one job (the scheduler starts these)
@@ -50,12 +51,13 @@ def _print_curve(store: Store, exp_id: str) -> int:
 
 
 def _wait(store: Store, exp_id: str) -> str:
-    """Follow an experiment's jobs, printing each change, until all are finished."""
-    seen: dict[str, tuple[str, str]] = {}
+    """Follow an experiment's jobs until all are finished, printing a line when a job
+    changes status or passes another tenth of its work."""
+    seen: dict[str, tuple[str, int]] = {}
     while True:
         job_rows = sorted(store.list_jobs(experiment_id=exp_id), key=lambda j: j["created_at"])
         for j in job_rows:
-            state = (j["status"], j["message"] if j["status"] == "running" else "")
+            state = (j["status"], int(j["progress"] * 10) if j["status"] == "running" else 0)
             if seen.get(j["id"]) != state:
                 seen[j["id"]] = state
                 detail = j["error"] or j["message"] or ""
@@ -130,6 +132,19 @@ def cmd_cancel(args: argparse.Namespace, store: Store) -> int:
     return 0 if ok else 1
 
 
+def cmd_resume(args: argparse.Namespace, store: Store) -> int:
+    from engine.resume import ResumeError, resume_job
+
+    try:
+        new_id = resume_job(store, args.id)
+    except ResumeError as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    jobs.ensure_scheduler(store)
+    print(new_id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Sensei engine")
     parser.add_argument("--home", help="workspace folder (default: $SENSEI_HOME or ./workspace)")
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", nargs="?")
     p = sub.add_parser("cancel", help="cancel a job or an experiment")
     p.add_argument("id")
+    p = sub.add_parser("resume", help="continue a failed or cancelled train job from its last checkpoint")
+    p.add_argument("id", help="the train job's id, or its run's id")
     p = sub.add_parser("curve", help="print an experiment's curve")
     p.add_argument("experiment")
     p = sub.add_parser("scheduler", help="run the scheduler in the foreground")
@@ -161,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         return jobs.run_worker(store, args.job_id)
     if args.cmd == "curve":
         return _print_curve(store, args.experiment)
-    return {"demo": cmd_demo, "launch": cmd_launch, "status": cmd_status, "cancel": cmd_cancel}[args.cmd](
-        args, store
-    )
+    commands = {
+        "demo": cmd_demo,
+        "launch": cmd_launch,
+        "status": cmd_status,
+        "cancel": cmd_cancel,
+        "resume": cmd_resume,
+    }
+    return commands[args.cmd](args, store)
 
 
 if __name__ == "__main__":
