@@ -4,7 +4,8 @@ One :class:`ChatClient` answers a batch of chat requests against any endpoint th
 chat-completions protocol (vLLM, TGI, Ollama, hosted APIs, ``transformers serve``, the demo
 teacher). What it adds to the ``openai`` SDK:
 
-* bounded concurrency (``TeacherSpec.concurrency`` requests in flight);
+* bounded concurrency (``TeacherSpec.concurrency`` requests in flight) and optional
+  requests/tokens-per-minute limits (:mod:`engine.ratelimit`), checked before every attempt;
 * retries with exponential backoff and jitter that honour ``Retry-After`` — the SDK's own,
   configured from ``max_retries`` and ``timeout_s``;
 * an on-disk SQLite cache keyed by a hash of the request, so re-running a batch costs nothing
@@ -13,12 +14,15 @@ teacher). What it adds to the ``openai`` SDK:
   ``error`` set instead of an exception that would sink the batch.
 
 The API key is read from the environment variable *named* by ``TeacherSpec.api_key_env`` only
-when a request actually has to be sent; it is never logged, cached or stored.
+when a request actually has to be sent (or handed in by the caller, e.g. from Streamlit
+secrets for a playground call); it is never logged, cached or stored, and is scrubbed from
+error messages in case an endpoint echoes request headers back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import os
@@ -33,16 +37,15 @@ from typing import Any
 import openai
 
 from engine.data.prompts import render_prompt
+from engine.llm_cache import cache_get, cache_put, open_cache
+from engine.ratelimit import RateLimiter, estimate_tokens
 from engine.specs import TaskSpec, TeacherSpec
 
 Messages = list[dict[str, Any]]
 
-_CACHE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY, content TEXT NOT NULL, input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL, latency_s REAL, finish_reason TEXT, created_at REAL NOT NULL
-)
-"""
+# Token estimate of the request being sent by the current task, read by the HTTP request hook
+# (which runs in the same task, before every attempt, retries included).
+_ESTIMATE: contextvars.ContextVar[int] = contextvars.ContextVar("sensei_token_estimate", default=0)
 
 
 class MissingApiKeyError(RuntimeError):
@@ -78,6 +81,12 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.content is not None
+
+
+def cache_result(conn: sqlite3.Connection | None, key: str, r: ChatResult) -> None:
+    """Store a successful answer in the cache (failures are not cached: they are asked again)."""
+    if r.ok:
+        cache_put(conn, key, r.content or "", r.input_tokens, r.output_tokens, r.latency_s, r.finish_reason)
 
 
 def build_messages(task: TaskSpec, input_text: str) -> Messages:
@@ -123,6 +132,25 @@ def request_hash(scope: str, model: str, messages: Messages, temperature: float,
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def message_chars(messages: Messages) -> int:
+    """Characters of all message contents (text parts of multi-part contents included)."""
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return total
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***`` (for error messages)."""
+    if not secret or secret == "EMPTY":
+        return text
+    return text.replace(secret, "***")
+
+
 def _first_choice(resp: Any) -> dict[str, Any]:
     """The first choice of a chat-completions response body (``{}`` when there is none).
 
@@ -146,10 +174,13 @@ class ChatClient:
             port of the moment).
         cache_scope: what identifies the endpoint in cache keys; defaults to the base URL. Pass a
             stable name when the URL changes between runs but the answers do not.
+        api_key: the key itself, for callers that hold it (a playground call with a Streamlit
+            secret); kept in memory only. Default: read ``spec.api_key_env`` when needed.
 
     Attributes:
         stats: counters of this client's lifetime: ``http_requests`` (attempts, retries
             included), ``cache_hits``, ``answered``, ``errors``.
+        throttled_s: seconds requests waited for the rate limits (0 without limits).
     """
 
     def __init__(
@@ -158,8 +189,11 @@ class ChatClient:
         cache_path: Path | None,
         base_url_override: str | None = None,
         cache_scope: str | None = None,
+        api_key: str | None = None,
     ):
         self.spec = spec
+        self._api_key = api_key
+        self.throttled_s = 0.0
         self.base_url = base_url_override or spec.base_url
         if not self.base_url:
             raise ValueError(f"teacher of kind {spec.kind!r} has no base_url; pass base_url_override")
@@ -179,39 +213,13 @@ class ChatClient:
             input_tokens * self.spec.price_input_per_m + output_tokens * self.spec.price_output_per_m
         ) / 1e6
 
-    # ------------------------------------------------------------------ cache
-    def _open_cache(self) -> sqlite3.Connection | None:
-        if self.cache_path is None:
-            return None
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.cache_path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # One commit per answer: without this, each would wait for an fsync.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute(_CACHE_SCHEMA)
-        return conn
-
-    @staticmethod
-    def _cache_get(conn: sqlite3.Connection | None, key: str) -> tuple[Any, ...] | None:
-        if conn is None:
-            return None
-        return conn.execute(
-            "SELECT content, input_tokens, output_tokens, finish_reason FROM responses WHERE key=?",
-            (key,),
-        ).fetchone()
-
-    @staticmethod
-    def _cache_put(conn: sqlite3.Connection | None, key: str, r: ChatResult) -> None:
-        if conn is not None and r.ok:
-            conn.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?)",
-                (key, r.content, r.input_tokens, r.output_tokens, r.latency_s, r.finish_reason, time.time()),
-            )
-
     # --------------------------------------------------------------- requests
-    async def _send(self, client: openai.AsyncOpenAI, messages: Messages, key: str) -> ChatResult:
+    async def _send(
+        self, client: openai.AsyncOpenAI, messages: Messages, key: str, limiter: RateLimiter, api_key: str
+    ) -> ChatResult:
         start = time.perf_counter()
+        estimate = estimate_tokens(message_chars(messages), self.spec.max_tokens)
+        _ESTIMATE.set(estimate)
         body = {
             "model": self.spec.model,
             "messages": messages,
@@ -227,6 +235,7 @@ class ChatClient:
             resp: Any = await client.post("/chat/completions", body=body, cast_to=dict)
             choice, usage = _first_choice(resp), resp.get("usage") or {}
             n_in, n_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            limiter.correct(estimate, n_in + n_out)
         except openai.APIStatusError as err:
             error = f"HTTP {err.status_code}: {err.message}"
         except openai.APITimeoutError:
@@ -250,6 +259,8 @@ class ChatClient:
                 request_hash=key,
                 finish_reason=choice.get("finish_reason"),
             )
+        # An endpoint may echo request headers in its error body; the key must not reach the store.
+        error = redact(error, api_key)
         return ChatResult(None, error, 0, 0, time.perf_counter() - start, 0.0, False, key)
 
     async def acomplete_many(
@@ -275,13 +286,13 @@ class ChatClient:
             if on_result is not None:
                 on_result(i, result)
 
-        cache = self._open_cache()
+        cache = open_cache(self.cache_path)
         try:
             # Identical requests in one batch are sent once; later copies count as cache hits.
             todo: dict[str, list[int]] = {}
             for i, messages in enumerate(requests):
                 key = self.request_hash(messages)
-                hit = self._cache_get(cache, key)
+                hit = cache_get(cache, key)
                 if hit is not None:
                     self.stats["cache_hits"] += 1
                     deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
@@ -290,12 +301,16 @@ class ChatClient:
             if not todo:
                 return results  # type: ignore[return-value]
 
-            api_key = resolve_api_key(self.spec)  # only now: cached batches need no key
+            # Only now: cached batches need no key.
+            api_key = self._api_key or resolve_api_key(self.spec)
+            limiter = RateLimiter(self.spec.requests_per_minute, self.spec.tokens_per_minute)
 
-            async def count_attempt(_request: Any) -> None:
-                self.stats["http_requests"] += 1  # every attempt, retries included
+            async def before_attempt(_request: Any) -> None:
+                # Runs before every attempt, the SDK's retries included, so retries are throttled too.
+                await limiter.acquire(_ESTIMATE.get())
+                self.stats["http_requests"] += 1
 
-            http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_attempt]})
+            http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [before_attempt]})
             limit = asyncio.Semaphore(self.spec.concurrency)
             async with openai.AsyncOpenAI(
                 base_url=self.base_url,
@@ -307,14 +322,17 @@ class ChatClient:
 
                 async def one(key: str, indices: list[int]) -> None:
                     async with limit:
-                        result = await self._send(client, requests[indices[0]], key)
-                    self._cache_put(cache, key, result)
+                        result = await self._send(client, requests[indices[0]], key, limiter, api_key)
+                    cache_result(cache, key, result)
                     deliver(indices[0], result)
                     for i in indices[1:]:
                         copy = ChatResult(**{**result.__dict__, "cached": result.ok, "cost_usd": 0.0})
                         deliver(i, copy)
 
-                await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
+                try:
+                    await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
+                finally:
+                    self.throttled_s += limiter.waited_s
             return results  # type: ignore[return-value]
         finally:
             if cache is not None:

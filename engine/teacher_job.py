@@ -10,7 +10,8 @@ one re-run does nothing. Answers are saved in small batches as they arrive, and 
 cache (``<home>/llm_cache.db``) means even lost batches are not paid for twice.
 
 For ``teacher.kind == "demo"`` the simulated teacher (:mod:`engine.demo.teacher_server`) is
-started on 127.0.0.1 for the duration of the job.
+started on 127.0.0.1 for the duration of the job; for ``"local"`` a Hugging Face model answers
+in this process (:mod:`engine.teacher_local`); ``"openai"`` calls the configured endpoint.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
 from engine.data.validate import parse_output
 from engine.llm import ChatClient, ChatResult, build_messages, request_hash
-from engine.specs import ExperimentSpec, parse_spec
+from engine.specs import ExperimentSpec, TeacherSpec, parse_spec
+
+if TYPE_CHECKING:
+    from engine.teacher_local import LocalTeacher
 
 FLUSH_EVERY = 16
 """Save answers after this many results..."""
@@ -39,24 +43,60 @@ def cache_scope(spec: ExperimentSpec) -> str:
     """What identifies the teacher endpoint in request hashes.
 
     The demo teacher runs on a new port each time, so its identity is its behaviour (error
-    rate and seed), not its URL; a real endpoint is identified by its base URL.
+    rate and seed), not its URL; a local model is identified by its folder (and a fingerprint
+    of its files) or Hub id and revision; a real endpoint by its base URL.
     """
     t = spec.teacher
     if t.kind == "demo":
         return f"demo-teacher(error_rate={t.demo_error_rate:g},seed={spec.data.seed})"
+    if t.kind == "local":
+        from engine.teacher_local import local_scope
+
+        return local_scope(t)
     return str(t.base_url).rstrip("/")
 
 
 @contextmanager
-def _demo_endpoint(exp_dir: Path, spec: ExperimentSpec, examples: list[dict[str, Any]]) -> Iterator[str]:
+def demo_endpoint(folder: Path, spec: ExperimentSpec, rows: list[dict[str, Any]]) -> Iterator[str]:
+    """Run the simulated teacher on 127.0.0.1, answering ``rows`` (``prompt``, ``reference``).
+
+    Yields:
+        Its base URL (``http://127.0.0.1:<port>/v1``).
+    """
     from engine.demo.teacher_server import start_demo_teacher  # only the demo needs FastAPI
 
-    data_path = exp_dir / "demo_teacher.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path = folder / "demo_teacher.jsonl"
     with data_path.open("w", encoding="utf-8") as fh:
-        for ex in examples:
-            fh.write(json.dumps({"prompt": ex["prompt"], "reference": ex["reference"]}) + "\n")
+        for ex in rows:
+            if ex.get("reference") is not None:  # others get the demo teacher's generic answer
+                fh.write(json.dumps({"prompt": ex["prompt"], "reference": ex["reference"]}) + "\n")
     with start_demo_teacher(data_path, error_rate=spec.teacher.demo_error_rate, seed=spec.data.seed) as url:
         yield url
+
+
+def teacher_client(
+    teacher: TeacherSpec,
+    cache_path: Path | None,
+    scope: str,
+    url: str | None = None,
+    api_key: str | None = None,
+) -> ChatClient | LocalTeacher:
+    """The client that answers for ``teacher``: a local model or an HTTP endpoint.
+
+    Args:
+        teacher: the teacher spec.
+        cache_path: the answer cache (usually ``<home>/llm_cache.db``).
+        scope: the cache scope (:func:`cache_scope`).
+        url: endpoint to call instead of ``teacher.base_url`` (the demo teacher's port).
+        api_key: the key itself (playground calls with a Streamlit secret); default: the
+            environment variable named by ``teacher.api_key_env``.
+    """
+    if teacher.kind == "local":
+        from engine.teacher_local import LocalTeacher
+
+        return LocalTeacher(teacher, cache_path, cache_scope=scope)
+    return ChatClient(teacher, cache_path, base_url_override=url, cache_scope=scope, api_key=api_key)
 
 
 def main(ctx: JobContext) -> None:
@@ -65,7 +105,8 @@ def main(ctx: JobContext) -> None:
     Raises:
         engine.specs.SpecError: the spec is invalid.
         engine.llm.MissingApiKeyError: the teacher's key variable is not set.
-        RuntimeError: more than half of the requests failed after retries.
+        RuntimeError: more than half of the requests failed after retries, or a local
+            teacher's model cannot be loaded.
     """
     store, log = ctx.store, ctx.log
     # The HTTP library logs one INFO line per request: thousands of lines in the job log.
@@ -162,25 +203,24 @@ def main(ctx: JobContext) -> None:
             flush()
         ctx.progress(done / total, f"teacher {done}/{total} · ${tally['cost_usd']:.4f}")
 
-    http_requests = 0
+    http_requests, throttled_s = 0, 0.0
     if todo:
         ctx.progress(done / total, f"teacher {done}/{total} · starting", force=True)
-        endpoint = _demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
+        endpoint = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
         with endpoint as url:
-            client = ChatClient(
-                teacher, store.home / "llm_cache.db", base_url_override=url, cache_scope=scope
-            )
+            client = teacher_client(teacher, store.home / "llm_cache.db", scope, url)
             try:
                 client.complete_many([messages[k] for k in todo], on_result)
             finally:
                 flush()  # keep whatever arrived, even when cancelled or failing
-                http_requests = client.stats["http_requests"]
+                http_requests, throttled_s = client.stats["http_requests"], client.throttled_s
 
     summary = {
         **tally,
         "dataset_id": dataset_id,
         "total": total,
         "http_requests": http_requests,
+        "throttled_s": round(throttled_s, 3),
         "cost_usd": round(tally["cost_usd"], 6),
     }
     (exp_dir / "teacher_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

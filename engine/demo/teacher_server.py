@@ -5,7 +5,12 @@ and cost accounting have real work. This server looks up the last user message i
 ``prompt -> reference`` answers and, for a deterministic fraction of prompts
 (``--error-rate``), returns a flawed answer instead: a wrong field value, prose around the
 JSON, a missing field, or truncated JSON. ``--fail-rate`` injects 429 (with ``Retry-After``)
-and 500 responses so clients must retry; ``--latency`` simulates a slow model.
+and 500 responses so clients must retry; ``--hang-rate`` makes some attempts hang for
+``--hang-s`` seconds (past a client's timeout) before answering 504; ``--latency`` simulates
+a slow model (an answer whose client has gone meanwhile counts as ``abandoned``). Faults
+are deterministic per (prompt, attempt), and at most ``_MAX_FAULTS_PER_PROMPT`` in a row
+hit one prompt. ``/stats`` counts requests, faults and, per prompt (:func:`prompt_key`),
+the successful answers served.
 
 Run it by hand::
 
@@ -49,7 +54,15 @@ from engine.demo.task import (
     render_prompt,
 )
 
-__all__ = ["corrupt", "create_app", "load_answers", "main", "start_demo_teacher", "teacher_answer"]
+__all__ = [
+    "corrupt",
+    "create_app",
+    "load_answers",
+    "main",
+    "prompt_key",
+    "start_demo_teacher",
+    "teacher_answer",
+]
 
 _VALUES = {"intent": INTENTS, "product": PRODUCTS, "urgency": URGENCIES}
 # Consecutive injected failures per prompt are capped so a client with a few retries succeeds.
@@ -60,6 +73,11 @@ def _unit(*parts: object) -> float:
     """A deterministic number in [0, 1) from its arguments (stable across processes)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def prompt_key(prompt: str) -> str:
+    """Short id of a prompt in ``/stats``' ``answers_per_prompt``."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
 def approx_tokens(text: str) -> int:
@@ -144,19 +162,22 @@ def create_app(
     fail_rate: float = 0.0,
     retry_after: float = 0.05,
     model: str = "demo-teacher",
+    hang_rate: float = 0.0,
+    hang_s: float = 5.0,
 ) -> FastAPI:
     """The FastAPI app of the simulated teacher (see the module docstring for behaviour)."""
     app = FastAPI(title="Sensei demo teacher", docs_url=None, redoc_url=None)
     stats: Counter[str] = Counter()
     attempts: Counter[str] = Counter()
+    answered: Counter[str] = Counter()  # successful answers served, per prompt_key
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "prompts": len(answers)}
 
     @app.get("/stats")
-    async def get_stats() -> dict[str, int]:
-        return dict(stats)
+    async def get_stats() -> dict[str, Any]:
+        return {**stats, "answers_per_prompt": dict(answered)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -178,6 +199,10 @@ def create_app(
         # Deterministic faults: attempt k of a prompt fails iff its hash says so (k is capped).
         attempt = attempts[prompt]
         attempts[prompt] += 1
+        if attempt < _MAX_FAULTS_PER_PROMPT and _unit(seed, "hang", prompt, attempt) < hang_rate:
+            stats["faults_timeout"] += 1
+            await asyncio.sleep(hang_s)  # the client gives up first; its retry is a new attempt
+            return _error(504, "gateway timeout (injected hang)")
         if attempt < _MAX_FAULTS_PER_PROMPT and _unit(seed, "fail", prompt, attempt) < fail_rate:
             if _unit(seed, "fail-kind", prompt, attempt) < 0.5:
                 stats["faults_429"] += 1
@@ -191,8 +216,12 @@ def create_app(
 
         if latency > 0:
             await asyncio.sleep(latency)
+            if await request.is_disconnected():  # e.g. the client was killed while we "thought"
+                stats["abandoned"] += 1
+                return _error(499, "client closed the request")
         content, corrupted = teacher_answer(prompt, answers, error_rate, seed)
         stats["answered"] += 1
+        answered[prompt_key(prompt)] += 1
         stats["corrupted"] += int(corrupted)
         stats["unknown_prompts"] += int(prompt not in answers)
         finish = "stop"
@@ -250,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     add("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     add("--fail-rate", type=float, default=0.0, help="fraction of attempts answered 429/500")
     add("--retry-after", type=float, default=0.05, help="seconds advertised in 429 responses")
+    add("--hang-rate", type=float, default=0.0, help="fraction of attempts that hang, then 504")
+    add("--hang-s", type=float, default=5.0, help="seconds a hanging attempt waits")
     add("--model", default="demo-teacher", help="model name listed by /v1/models")
     args = parser.parse_args(argv)
 
@@ -269,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         fail_rate=args.fail_rate,
         retry_after=args.retry_after,
         model=args.model,
+        hang_rate=args.hang_rate,
+        hang_s=args.hang_s,
     )
 
     if args.fd is not None:
@@ -298,6 +331,8 @@ def start_demo_teacher(
     fail_rate: float = 0.0,
     retry_after: float = 0.05,
     startup_timeout: float = 20.0,
+    hang_rate: float = 0.0,
+    hang_s: float = 5.0,
 ) -> Iterator[str]:
     """Run the demo teacher in a subprocess for the duration of a ``with`` block.
 
@@ -312,6 +347,8 @@ def start_demo_teacher(
         fail_rate: fraction of attempts answered with an injected 429/500.
         retry_after: seconds advertised in the injected 429 responses.
         startup_timeout: seconds to wait for ``/health`` before giving up.
+        hang_rate: fraction of attempts that hang for ``hang_s`` seconds, then answer 504.
+        hang_s: how long a hanging attempt waits (set it above the client's timeout).
 
     Yields:
         The base URL for an OpenAI client, e.g. ``http://127.0.0.1:40123/v1``.
@@ -339,6 +376,10 @@ def start_demo_teacher(
         str(fail_rate),
         "--retry-after",
         str(retry_after),
+        "--hang-rate",
+        str(hang_rate),
+        "--hang-s",
+        str(hang_s),
         "--parent-pid",
         str(os.getpid()),
     ]

@@ -1,0 +1,190 @@
+"""A local Hugging Face model as the teacher, for users without an endpoint.
+
+:class:`LocalTeacher` answers the same batches as :class:`engine.llm.ChatClient` and returns the
+same :class:`~engine.llm.ChatResult`\\ s, through the same on-disk cache, so the teacher job does
+not care which one it has. The model (``TeacherSpec.model``: a Hub id or a local folder) is
+loaded once per process, only when some request is not cached, and answers greedily in
+batches of ``TeacherSpec.concurrency`` prompts with left padding
+(:func:`engine.training.generate.generate`).
+
+Chat messages become the prompt through the tokenizer's chat template when it has one;
+otherwise (e.g. the tiny demo student) the message contents are joined by blank lines.
+Tokens are counted with the model's own tokenizer; cost is 0; each answer's latency is the
+wall time of the batch it was generated in.
+
+Cache keys are scoped by what determines the answers: the resolved folder plus a fingerprint
+of its files (so retraining a model in place re-asks), or the Hub id plus revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.llm import ChatResult, Messages, cache_result, request_hash
+from engine.llm_cache import cache_get, open_cache
+from engine.specs import TeacherSpec
+
+# One loaded model per process: a worker answers with one teacher, and the playground usually
+# tries the same one several times.
+_LOADED: dict[tuple[str, str | None], tuple[Any, Any]] = {}
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of a model folder's file names, sizes and modification times (cheap, no reading)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def local_scope(spec: TeacherSpec) -> str:
+    """What identifies a local teacher in request hashes (see the module docstring)."""
+    folder = Path(spec.model).expanduser()
+    if folder.is_dir():
+        return f"local:{folder.resolve()}#{folder_fingerprint(folder)}"
+    return f"hf:{spec.model}@{spec.revision or 'main'}"
+
+
+def load_teacher_model(model: str, revision: str | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a local teacher, loaded once per process (the last one kept).
+
+    Raises:
+        RuntimeError: the model cannot be loaded (the message names it).
+    """
+    key = (model, revision)
+    if key not in _LOADED:
+        from engine.training.student import load_student  # torch: only when a model is needed
+
+        try:
+            loaded = load_student(model, revision)
+        except (OSError, ValueError) as err:
+            raise RuntimeError(f"local teacher: cannot load model {model!r}: {err}") from err
+        _LOADED.clear()
+        _LOADED[key] = loaded
+    return _LOADED[key]
+
+
+def render_messages(tokenizer: Any, messages: Messages) -> str:
+    """The prompt text of a chat: the chat template when the tokenizer has one, else the
+    message contents joined by blank lines."""
+    if getattr(tokenizer, "chat_template", None):
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        bos = tokenizer.bos_token
+        # generate() tokenizes with special tokens; a template's own BOS would then be doubled.
+        adds_bos = bos and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+    return "\n\n".join(str(m.get("content") or "") for m in messages)
+
+
+class LocalTeacher:
+    """Answers batches of chat requests with a local model (same interface as ``ChatClient``).
+
+    Args:
+        spec: a ``local``-kind teacher spec (model, revision, max_tokens, batch size).
+        cache_path: the SQLite answer cache; None disables it.
+        cache_scope: scope of request hashes; default :func:`local_scope`.
+
+    Attributes:
+        stats: ``generated`` (prompts run through the model), ``cache_hits``, ``answered``,
+            ``errors``, ``http_requests`` (always 0).
+        throttled_s: always 0 (rate limits apply to endpoints only).
+    """
+
+    def __init__(self, spec: TeacherSpec, cache_path: Path | None, cache_scope: str | None = None):
+        self.spec = spec
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.cache_scope = cache_scope or local_scope(spec)
+        self.stats: Counter[str] = Counter()
+        self.throttled_s = 0.0
+
+    def request_hash(self, messages: Messages) -> str:
+        """Cache key of one request to this model."""
+        return request_hash(
+            self.cache_scope, self.spec.model, messages, self.spec.temperature, self.spec.max_tokens
+        )
+
+    def complete_many(
+        self,
+        requests: list[Messages],
+        on_result: Callable[[int, ChatResult], None] | None = None,
+    ) -> list[ChatResult]:
+        """Answer many requests; results come back in request order.
+
+        Args:
+            requests: one message list per request.
+            on_result: called as ``on_result(i, result)`` as each answer is ready (cache hits
+                first, then batch by batch).
+
+        Raises:
+            RuntimeError: the model cannot be loaded.
+        """
+        results: list[ChatResult | None] = [None] * len(requests)
+
+        def deliver(i: int, result: ChatResult) -> None:
+            results[i] = result
+            self.stats["errors" if result.error else "answered"] += 1
+            if on_result is not None:
+                on_result(i, result)
+
+        cache = open_cache(self.cache_path)
+        try:
+            todo: dict[str, list[int]] = {}
+            for i, messages in enumerate(requests):
+                key = self.request_hash(messages)
+                if (hit := cache_get(cache, key)) is not None:
+                    self.stats["cache_hits"] += 1
+                    deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
+                else:
+                    todo.setdefault(key, []).append(i)
+            if not todo:
+                return results  # type: ignore[return-value]
+            model, tokenizer = load_teacher_model(self.spec.model, self.spec.revision)
+            keys = list(todo)
+            for start in range(0, len(keys), self.spec.concurrency):
+                batch = keys[start : start + self.spec.concurrency]
+                for key, result in zip(
+                    batch, self._generate(model, tokenizer, batch, requests, todo), strict=True
+                ):
+                    cache_result(cache, key, result)
+                    deliver(todo[key][0], result)
+                    for i in todo[key][1:]:
+                        deliver(i, ChatResult(**{**result.__dict__, "cached": result.ok}))
+            return results  # type: ignore[return-value]
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def _generate(
+        self,
+        model: Any,
+        tokenizer: Any,
+        keys: list[str],
+        requests: list[Messages],
+        todo: dict[str, list[int]],
+    ) -> list[ChatResult]:
+        from engine.training.generate import generate
+
+        prompts = [render_messages(tokenizer, requests[todo[k][0]]) for k in keys]
+        start = time.perf_counter()
+        try:
+            texts = generate(model, tokenizer, prompts, self.spec.max_tokens, batch_size=len(prompts))
+        except (RuntimeError, ValueError) as err:  # e.g. out of memory: fail this batch only
+            took = time.perf_counter() - start
+            return [
+                ChatResult(None, f"local generate failed: {err}", 0, 0, took, 0.0, False, k) for k in keys
+            ]
+        took = time.perf_counter() - start
+        self.stats["generated"] += len(prompts)
+        out = []
+        for key, prompt, text in zip(keys, prompts, texts, strict=True):
+            n_in = len(tokenizer(prompt).input_ids)
+            n_out = len(tokenizer(text, add_special_tokens=False).input_ids)
+            finish = "length" if n_out >= self.spec.max_tokens else "stop"
+            out.append(ChatResult(text, None, n_in, n_out, took, 0.0, False, key, finish))
+        return out

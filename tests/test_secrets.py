@@ -1,0 +1,129 @@
+"""A planted API key never lands on disk: not in the store, logs, cache, W&B files or exports.
+
+The key is put in the environment variable that the teacher spec *names*; teacher jobs run
+in real worker subprocesses (one against the demo teacher, one against an endpoint that
+echoes the key back in its error message), a W&B offline run records the spec, and then
+every file under the test's folder is searched, byte by byte, for the key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import jobs
+from engine.data.datasets import ensure_dataset
+from engine.demo.teacher_server import start_demo_teacher
+from engine.llm import ChatClient
+from engine.review import annotations_jsonl
+from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
+from engine.store import Store
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk-test-PLANTED-0123456789"
+KEY_ENV = "SENSEI_TEST_KEY_VAR"
+
+
+class _EchoKey(BaseHTTPRequestHandler):
+    """An endpoint that refuses every request and quotes the Authorization header back."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.dumps({"error": {"message": f"Incorrect API key: {self.headers.get('authorization')}"}})
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoKey)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def small_spec(base_url: str) -> ExperimentSpec:
+    teacher = TeacherSpec(base_url=base_url, model="demo-teacher", api_key_env=KEY_ENV, max_retries=1)
+    return demo_spec("fast").model_copy(
+        update={
+            "data": DataSpec(demo_examples=30, test_size=5),
+            "ablation": AblationSpec(train_sizes=[16]),
+            "teacher": teacher,
+        }
+    )
+
+
+def run_teacher_worker(store: Store, spec: ExperimentSpec) -> dict[str, Any]:
+    spec_dict = spec.model_dump(mode="json")
+    with store.tx() as conn:
+        exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())
+        job_id = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
+    job = store.get_job(job_id)
+    assert job is not None
+    proc = jobs.spawn_worker(store, job)
+    assert proc is not None
+    proc.wait(timeout=120)
+    done = store.get_job(job_id)
+    assert done is not None
+    return done
+
+
+def files_containing(root: Path, secret: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_a_planted_key_appears_in_no_file(
+    cleanup_processes: Store, tmp_path: Path, echo_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = cleanup_processes
+    monkeypatch.setenv(KEY_ENV, KEY)  # the workers inherit it, as from the user's shell
+    monkeypatch.setenv("WANDB_DIR", str(store.home / "wandb"))
+
+    # 1. A successful job through a worker, against the demo teacher (an openai-kind endpoint).
+    ds = ensure_dataset(store, small_spec("http://placeholder/v1"))
+    data = tmp_path / "answers.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": e["prompt"], "reference": e["reference"]}) + "\n"
+            for e in store.get_examples(ds)
+        )
+    )
+    with start_demo_teacher(data, error_rate=0.0) as url:
+        ok = run_teacher_worker(store, small_spec(url))
+    assert ok["status"] == "succeeded", ok
+
+    # 2. A failing job against an endpoint that quotes the key in its error: scrubbed everywhere.
+    bad_spec = small_spec(echo_server)
+    bad = run_teacher_worker(store, bad_spec)
+    assert bad["status"] == "failed" and "Incorrect API key: Bearer ***" in bad["error"], bad["error"]
+    (result,) = ChatClient(bad_spec.teacher, None).complete_many([[{"role": "user", "content": "hi"}]])
+    assert result.error and KEY not in result.error and "***" in result.error
+
+    # 3. A W&B offline run with the experiment's spec as its config, as a training run makes.
+    from engine import tracking
+
+    run = tracking.start_run(store.home, "secret-check", "exp", bad_spec.model_dump(mode="json"))
+    tracking.finish_run(run, {"field_accuracy": 0.5})
+    assert run is None or any((store.home / "wandb").rglob("*.wandb"))
+
+    # 4. The export that exists today (SME labels as JSONL), written into the workspace.
+    (store.home / "labels.jsonl").write_text(annotations_jsonl(store), encoding="utf-8")
+
+    assert (store.home / "llm_cache.db").exists() and any(store.logs_dir.iterdir())
+    assert files_containing(tmp_path, KEY.encode()) == []
+    assert files_containing(tmp_path, b"PLANTED-01") == []  # not even a fragment
