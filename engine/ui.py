@@ -18,42 +18,20 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine import ablation, jobs
-from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
+from engine.launch_form import (  # noqa: F401  (the Launch form's public helpers)
+    FORM_FIELDS,
+    LIST_FIELDS,
+    OPTIONAL_FIELDS,
+    form_defaults,
+    parse_int_list,
+    spec_from_form,
+)
+from engine.specs import ExperimentSpec
 from engine.store import ACTIVE, TERMINAL, Store
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
-# Form fields of the Launch page, by dotted spec path. Lists are edited as "1, 2, 3" text and
-# optional strings as "" (meaning None); everything else keeps its spec type.
-LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
-OPTIONAL_FIELDS = ("teacher.base_url", "teacher.api_key_env", "student.revision")
-FORM_FIELDS = (
-    "name",
-    "ablation.train_sizes",
-    "ablation.seeds",
-    "data.test_size",
-    "data.demo_examples",
-    "data.seed",
-    "teacher.kind",
-    "teacher.base_url",
-    "teacher.model",
-    "teacher.api_key_env",
-    "teacher.concurrency",
-    "teacher.temperature",
-    "teacher.max_tokens",
-    "teacher.price_input_per_m",
-    "teacher.price_output_per_m",
-    "teacher.demo_error_rate",
-    "student.model",
-    "student.revision",
-    "student.max_steps",
-    "student.batch_size",
-    "student.learning_rate",
-    "student.max_length",
-    "student.lora.enabled",
-    "student.lora.r",
-    "student.lora.alpha",
-)
+# The Launch form (fields, defaults, parsing) lives in engine.launch_form; re-exported here.
 
 
 # ----------------------------------------------------------------------- scheduler
@@ -361,63 +339,6 @@ def outputs_page(store: Store, run_id: str, page: int, page_size: int = 20) -> t
 
 
 # ---------------------------------------------------------------------- launch form
-def _get(data: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
-    """The Launch form's initial values (dotted key -> widget value) from a spec."""
-    data = (spec or demo_spec("standard")).model_dump(mode="json")
-    out: dict[str, Any] = {}
-    for key in FORM_FIELDS:
-        value = _get(data, key)
-        if key in LIST_FIELDS:
-            value = ", ".join(str(v) for v in value)
-        elif key in OPTIONAL_FIELDS:
-            value = value or ""
-        out[key] = value
-    return out
-
-
-def parse_int_list(text: str, field: str) -> list[int]:
-    """``"50, 200 800"`` -> ``[50, 200, 800]``; a SpecError naming ``field`` otherwise."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise SpecError(f"form: {field}: expected whole numbers separated by commas, got {text!r}") from None
-
-
-def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
-    """Build and validate a spec from the Launch form (dotted key -> widget value).
-
-    Fields the form does not show (the task, the tiny architecture, ...) come from ``base``
-    (the standard demo spec by default). Raises SpecError naming every refused field.
-    """
-    data = (base or demo_spec("standard")).model_dump(mode="json")
-    for key, raw in values.items():
-        value = raw
-        if key in LIST_FIELDS:
-            value = parse_int_list(str(raw), key)
-        elif key in OPTIONAL_FIELDS:
-            value = str(raw).strip() or None
-        elif isinstance(raw, str):
-            value = raw.strip()
-        _set(data, key, value)
-    return parse_spec(data, source="form")
-
-
 def plan_sentence(spec: ExperimentSpec) -> str:
     """What launching ``spec`` queues, e.g. ``1 teacher job + 3 sizes × 2 seeds = 6 runs``."""
     sizes, seeds = spec.ablation.train_sizes, spec.ablation.seeds

@@ -14,7 +14,16 @@ from engine.store import Store
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _restore_environ():
+    """Code under test may set variables in-process (e.g. W&B's WANDB_DIR): undo it."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _restore_environ: None) -> None:
     home = tmp_path / "workspace"
     monkeypatch.setenv("SENSEI_HOME", str(home))
     monkeypatch.setenv("WANDB_MODE", "offline")

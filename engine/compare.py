@@ -1,0 +1,214 @@
+"""Ask base model, student and teacher the same prompt, side by side (the Compare page).
+
+Students and base models were trained on the task's *rendered prompt* as plain text (no chat
+template: the tiny student has none), so they are asked through ``/v1/completions`` with
+that text, exactly as evaluation prompts them. The teacher is asked as in the teacher job:
+chat messages with the task's system prompt. Calls run in parallel, uncached (this is an
+interactive playground), and a failure becomes that column's error, never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+
+from engine import serving
+from engine.data.prompts import render_prompt
+from engine.llm import build_messages, resolve_api_key
+from engine.specs import ExperimentSpec, TaskSpec
+from engine.store import Store
+
+
+@dataclass
+class Target:
+    """One model to ask.
+
+    Attributes:
+        label: Column title (``base``, ``student``, ``teacher``).
+        base_url: OpenAI-compatible endpoint root; None when the answer is fixed (``note``).
+        model: Model name sent with the request.
+        mode: ``completion`` (raw rendered prompt) or ``chat`` (system + user messages).
+        api_key: The key itself (resolved from the spec's variable name at call time).
+        note: Why this target is not asked live, or where its fixed answer comes from.
+        fixed_answer: An answer known without a call (the demo teacher's recorded answer).
+    """
+
+    label: str
+    base_url: str | None
+    model: str
+    mode: Literal["completion", "chat"] = "completion"
+    api_key: str = "EMPTY"
+    note: str = ""
+    fixed_answer: str | None = None
+
+
+@dataclass
+class Answer:
+    """What one target said, how fast, and at what length (or why it said nothing)."""
+
+    label: str
+    answer: str | None
+    latency_s: float | None
+    tokens: int | None
+    error: str | None = None
+    note: str = ""
+
+
+def ask(
+    target: Target, input_text: str, task: TaskSpec, max_tokens: int = 64, timeout_s: float = 120.0
+) -> Answer:
+    """Ask one target; errors are returned in :attr:`Answer.error`."""
+    if target.base_url is None:
+        return Answer(
+            target.label,
+            target.fixed_answer,
+            None,
+            None,
+            None if target.fixed_answer else target.note,
+            target.note,
+        )
+    client = openai.OpenAI(base_url=target.base_url, api_key=target.api_key, timeout=timeout_s, max_retries=0)
+    start = time.perf_counter()
+    try:
+        if target.mode == "chat":
+            chat = client.chat.completions.create(
+                model=target.model,
+                messages=build_messages(task, input_text),  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+            text = chat.choices[0].message.content or ""
+            usage = chat.usage
+        else:
+            done = client.completions.create(
+                model=target.model,
+                prompt=render_prompt(task.prompt_template, input_text),
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+            text = done.choices[0].text
+            usage = done.usage
+    except (openai.OpenAIError, ValueError) as err:
+        return Answer(target.label, None, time.perf_counter() - start, None, str(err), target.note)
+    tokens = usage.completion_tokens if usage else None
+    return Answer(target.label, text.strip(), time.perf_counter() - start, tokens, None, target.note)
+
+
+def compare(
+    input_text: str, targets: list[Target], task: TaskSpec | None = None, max_tokens: int = 64
+) -> list[Answer]:
+    """Ask every target the same input at once; answers in the order of ``targets``.
+
+    Args:
+        input_text: The user's input (rendered with the task's template for each target).
+        targets: Who to ask.
+        task: The experiment's task (prompt template, system prompt); plain ``{input}`` if None.
+        max_tokens: Upper bound on each answer's length.
+    """
+    task = task or TaskSpec()
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        return list(pool.map(lambda t: ask(t, input_text, task, max_tokens), targets))
+
+
+def teacher_target(store: Store, spec: ExperimentSpec, dataset_id: str | None, input_text: str) -> Target:
+    """How to get the teacher's answer for ``input_text`` without running a teacher job.
+
+    * ``openai``: its endpoint, with the key from the environment variable the spec names.
+    * ``demo``: the simulated teacher only knows the demo prompts, so its *recorded* answer is
+      shown when the input is one of the dataset's; otherwise a note says why there is none.
+    * ``local``: the teacher model served through ``transformers serve`` like a student.
+    """
+    t = spec.teacher
+    if t.kind == "openai":
+        try:
+            key = resolve_api_key(t)
+        except RuntimeError as err:
+            return Target("teacher", None, t.model, note=str(err))
+        return Target("teacher", t.base_url, t.model, mode="chat", api_key=key)
+    if t.kind == "local":
+        info = serving.ensure_model_server(store, f"teacher-{spec.fingerprint()}", t.model)  # type: ignore[arg-type]
+        return Target("teacher", info.base_url, info.model, mode="chat")
+    prompt = render_prompt(spec.task.prompt_template, input_text)
+    if dataset_id:
+        answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
+        for ex in store.get_examples(dataset_id):
+            if ex["prompt"] == prompt and ex["idx"] in answers:
+                return Target(
+                    "teacher",
+                    None,
+                    "demo",
+                    fixed_answer=answers[ex["idx"]]["output"],
+                    note="recorded answer of the simulated teacher",
+                )
+    return Target(
+        "teacher",
+        None,
+        "demo",
+        note="the simulated demo teacher only answers the demo dataset's prompts; pick a test example",
+    )
+
+
+def base_model_dir(store: Store, experiment_id: str, spec: ExperimentSpec) -> str:
+    """What the experiment's runs started from: the shared tiny base, or the student model."""
+    if spec.student.model == "tiny":
+        return str(store.experiments_dir / experiment_id / "base_model")
+    return spec.student.model
+
+
+def experiment_spec(store: Store, experiment_id: str) -> ExperimentSpec:
+    """The experiment's saved spec.
+
+    Raises:
+        serving.ServeError: the experiment does not exist.
+    """
+    exp = store.get_experiment(experiment_id)
+    if exp is None:
+        raise serving.ServeError(f"experiment {experiment_id} does not exist")
+    return ExperimentSpec.model_validate(exp["spec"])
+
+
+def targets_for(store: Store, experiment_id: str, run_id: str, input_text: str) -> list[Target]:
+    """Base, student and teacher targets of one run, starting model servers as needed.
+
+    Raises:
+        serving.ServeError: a model server could not be started.
+    """
+    exp = store.get_experiment(experiment_id) or {}
+    spec = experiment_spec(store, experiment_id)
+    base = serving.ensure_model_server(
+        store, f"base-{experiment_id}", base_model_dir(store, experiment_id, spec)
+    )
+    student = serving.ensure_model_server(store, run_id, serving.run_model_dir(store, run_id))
+    return [
+        Target("base", base.base_url, base.model),
+        Target("student", student.base_url, student.model),
+        teacher_target(store, spec, exp.get("dataset_id"), input_text),
+    ]
+
+
+def example_inputs(store: Store, experiment_id: str, limit: int = 20) -> list[str]:
+    """Inputs of the experiment's frozen test split (prompts to try), at most ``limit``."""
+    exp = store.get_experiment(experiment_id)
+    if not exp or not exp.get("dataset_id"):
+        return []
+    return [ex["input"] for ex in store.get_examples(exp["dataset_id"], "test")[:limit]]
+
+
+def servable_runs(store: Store, experiment_id: str) -> list[dict[str, Any]]:
+    """Runs of the experiment that saved a model (full or adapter), smallest size first."""
+    runs = [
+        r
+        for r in store.list_runs(experiment_id)
+        if any((Path(r["run_dir"]) / "model" / f).exists() for f in ("config.json", "adapter_config.json"))
+    ]
+    return sorted(runs, key=lambda r: (r["train_size"] or 0, r["seed"] or 0, r["id"]))
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """``n=200 seed 0 · run-…`` for a run selector."""
+    return f"n={run['train_size']} seed {run['seed']} · {run['id']}"

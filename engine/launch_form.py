@@ -1,0 +1,204 @@
+"""The Launch page's form, described as data: groups of fields, each a dotted spec path.
+
+The page draws one widget per :class:`FormField` (its kind picks the widget) in one tab per
+group; :func:`form_defaults` turns a spec into widget values and :func:`spec_from_form` turns
+them back into a validated spec. Fields are listed only when the spec has them, so the form
+follows :mod:`engine.specs` as it grows instead of breaking.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
+
+LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
+"""Edited as ``"1, 2, 3"`` text."""
+OPTIONAL_FIELDS = ("teacher.base_url", "teacher.api_key_env", "student.revision", "teacher.revision")
+"""Optional strings: ``""`` means None."""
+MODULES_FIELD = "student.lora.target_modules"
+"""Edited as ``"q_proj, v_proj"`` or ``"all-linear"``."""
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One widget of the form.
+
+    Attributes:
+        key: Dotted spec path (also the widget key, prefixed with ``f.``).
+        label: Widget label.
+        kind: ``text``, ``int``, ``float``, ``bool`` or ``select`` (chosen from the spec's type).
+        options: Choices of a ``select`` (the spec's ``Literal`` values).
+        help: Tooltip.
+    """
+
+    key: str
+    label: str
+    kind: str
+    options: tuple[str, ...] = field(default_factory=tuple)
+    help: str | None = None
+
+
+# (dotted key, label, help) per group; fields the spec lacks are left out at import time.
+_GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
+    "Basics": [
+        ("name", "Name", None),
+        ("ablation.train_sizes", "Train sizes", "Comma-separated; each is the first n examples of one pool."),
+        ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
+        ("data.demo_examples", "Demo examples", "Generated examples (train pool + test)."),
+        ("data.test_size", "Test size", "Held-out examples every run is scored on."),
+        ("data.seed", "Data seed", None),
+        (
+            "student.model",
+            "Student model",
+            "`tiny` (built offline), a Hub id such as Qwen/Qwen2.5-0.5B, or a path.",
+        ),
+        ("student.revision", "Student revision", "Hub branch, tag or commit (Hub ids only)."),
+    ],
+    "Teacher": [
+        ("teacher.kind", "Kind", "demo: simulated; openai: any OpenAI-compatible endpoint; local: HF model."),
+        ("teacher.base_url", "Base URL", "e.g. http://localhost:8000/v1"),
+        ("teacher.model", "Model", None),
+        ("teacher.api_key_env", "API key variable", "The NAME of an environment variable — never the key."),
+        ("teacher.concurrency", "Concurrency", None),
+        ("teacher.max_tokens", "Max tokens", None),
+        ("teacher.temperature", "Temperature", None),
+        ("teacher.demo_error_rate", "Demo error rate", "Demo teacher only."),
+        ("teacher.price_input_per_m", "$ / 1M input tokens", None),
+        ("teacher.price_output_per_m", "$ / 1M output tokens", None),
+    ],
+    "LoRA": [
+        ("student.lora.enabled", "Train LoRA adapters", "Off: all weights are trained."),
+        ("student.lora.r", "Rank r", None),
+        ("student.lora.alpha", "Alpha", "Scale = alpha / r."),
+        ("student.lora.dropout", "Dropout", None),
+        (MODULES_FIELD, "Target modules", "Comma-separated module names, or all-linear."),
+    ],
+    "Optimisation": [
+        ("student.learning_rate", "Learning rate", None),
+        ("student.batch_size", "Batch size", "Per device."),
+        ("student.gradient_accumulation_steps", "Gradient accumulation", "Effective batch = batch x this."),
+        ("student.max_steps", "Max steps", "Fixed across sizes: the ablation varies data, not compute."),
+        ("student.warmup_ratio", "Warmup ratio", None),
+        ("student.lr_scheduler", "LR schedule", None),
+        ("student.precision", "Precision", None),
+        ("student.quantization", "Quantization", "4bit/8bit: QLoRA (needs LoRA and a CUDA GPU)."),
+        ("student.gradient_checkpointing", "Gradient checkpointing", "Less memory, about 30% slower."),
+        ("student.packing", "Packing", "Several examples per max_length row."),
+    ],
+    "Advanced": [
+        ("student.max_length", "Max length (tokens)", "Prompt + completion."),
+        ("student.max_new_tokens", "Max new tokens", "Per test answer at evaluation."),
+        ("student.eval_batch_size", "Eval batch size", None),
+        ("student.logging_steps", "Logging steps", None),
+        ("student.gpus", "GPUs per run", "0 keeps runs on the CPU."),
+        ("student.tiny.hidden_size", "Tiny: hidden size", "Only for the `tiny` student."),
+        ("student.tiny.num_layers", "Tiny: layers", None),
+        ("student.tiny.num_heads", "Tiny: heads", None),
+        ("student.tiny.vocab_size", "Tiny: vocabulary", None),
+    ],
+}
+
+
+def _annotation(dotted: str) -> Any | None:
+    """The spec's type annotation at ``dotted`` (None when the spec has no such field)."""
+    model: type[BaseModel] = ExperimentSpec
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        if i == len(parts) - 1:
+            return info.annotation
+        sub = info.annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    return None
+
+
+def _field(key: str, label: str, help_text: str | None) -> FormField | None:
+    ann = _annotation(key)
+    if ann is None:
+        return None
+    if key in LIST_FIELDS or key in OPTIONAL_FIELDS or key == MODULES_FIELD:
+        return FormField(key, label, "text", help=help_text)
+    if typing.get_origin(ann) is typing.Literal:
+        return FormField(key, label, "select", tuple(str(a) for a in typing.get_args(ann)), help_text)
+    kind = {bool: "bool", int: "int", float: "float"}.get(ann, "text")
+    return FormField(key, label, kind, help=help_text)
+
+
+FORM_GROUPS: dict[str, list[FormField]] = {
+    group: [f for f in (_field(*row) for row in rows) if f is not None] for group, rows in _GROUPS.items()
+}
+"""Group name -> the fields of that tab, in order."""
+FORM_FIELDS: tuple[str, ...] = tuple(f.key for fields in FORM_GROUPS.values() for f in fields)
+"""Every dotted key the form edits."""
+
+
+def _get(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
+    """The form's values (dotted key -> widget value) for ``spec`` (the standard demo if None)."""
+    data = (spec or demo_spec("standard")).model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in FORM_FIELDS:
+        value = _get(data, key)
+        if key in LIST_FIELDS or (key == MODULES_FIELD and isinstance(value, list)):
+            value = ", ".join(str(v) for v in value)
+        elif key in OPTIONAL_FIELDS:
+            value = value or ""
+        out[key] = value
+    return out
+
+
+def parse_int_list(text: str, field_name: str) -> list[int]:
+    """``"50, 200 800"`` -> ``[50, 200, 800]``; a SpecError naming ``field_name`` otherwise."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise SpecError(
+            f"form: {field_name}: expected whole numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
+    """Build and validate a spec from form values (dotted key -> widget value).
+
+    Fields the form does not show (the task, ...) come from ``base`` (the standard demo spec
+    by default). Raises SpecError naming every refused field.
+    """
+    data = (base or demo_spec("standard")).model_dump(mode="json")
+    for key, raw in values.items():
+        value = raw
+        if key in LIST_FIELDS:
+            value = parse_int_list(str(raw), key)
+        elif key in OPTIONAL_FIELDS:
+            value = str(raw).strip() or None
+        elif key == MODULES_FIELD:
+            text = str(raw).strip()
+            value = text if text == "all-linear" else [m for m in text.replace(",", " ").split() if m]
+        elif isinstance(raw, str):
+            value = raw.strip()
+        _set(data, key, value)
+    return parse_spec(data, source="form")

@@ -1,0 +1,60 @@
+"""Launch presets are valid specs with the settings they promise."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import launch_form, presets
+from engine.specs import ExperimentSpec, StudentSpec
+from engine.store import Store
+
+
+@pytest.mark.parametrize("label", list(presets.PRESETS))
+def test_every_preset_validates_and_round_trips_through_the_form(label: str) -> None:
+    spec = presets.preset(label)
+    assert isinstance(spec, ExperimentSpec)
+    assert ExperimentSpec.model_validate(spec.model_dump(mode="json")) == spec
+    assert launch_form.spec_from_form(launch_form.form_defaults(spec), spec) == spec
+
+
+def test_tiny_preset_is_the_cpu_demo() -> None:
+    s = presets.preset("Tiny student on CPU (demo)").student
+    assert s.model == "tiny" and not s.lora.enabled
+
+
+def test_gpu_preset_is_qlora_on_a_7b_instruct_model() -> None:
+    s = presets.preset("7-8B student on one 24 GB GPU").student
+    assert s.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert s.lora.enabled and s.lora.r == 16 and s.lora.alpha == 32 and s.lora.target_modules == "all-linear"
+    assert s.learning_rate == 2e-4 and s.batch_size == 4 and s.max_length == 1024
+    fields = StudentSpec.model_fields
+    if "gradient_accumulation_steps" in fields:
+        assert s.gradient_accumulation_steps == 4
+    if "quantization" in fields:
+        assert s.quantization == "4bit"
+    if "precision" in fields:
+        assert s.precision == "bf16"
+
+
+def test_launch_page_switches_preset_and_shows_the_diff(store: Store) -> None:
+    from tests.test_pages import app, queued_experiment
+
+    at = app("pages/launch.py")
+    assert "first experiment" in at.info[0].value
+    queued_experiment(store)  # demo-fast: the newest experiment to compare with
+    at.run()
+    line = at.info[0].value
+    assert line.startswith("changes ") and "vs demo-fast" in line and "student.max_steps" in line
+
+    at.selectbox(key="preset").set_value("7-8B student on one 24 GB GPU").run()
+    assert at.text_input(key="f.student.model").value == "Qwen/Qwen2.5-7B-Instruct"
+    assert at.checkbox(key="f.student.lora.enabled").value is True
+    assert at.text_input(key="f.student.lora.target_modules").value == "all-linear"
+    assert "student.lora.r" in at.info[0].value and "Qwen" in at.text_area(key="spec_yaml").value
+
+    at.number_input(key="f.student.lora.r").set_value(32).run()
+    at.button(key="form_launch").click().run()
+    assert not at.error, [e.value for e in at.error]
+    spec = store.list_experiments()[0]["spec"]
+    assert spec["student"]["lora"]["r"] == 32 and spec["student"]["model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert at.info[0].value == "same parameters vs qwen7b-qlora."
