@@ -1,0 +1,285 @@
+"""What the Data page shows about a file before import, and about stored datasets.
+
+The page only draws: saving an upload, previewing a source, guessing a column mapping, a dry
+run of the import (validation and cleaning, nothing written) and the tables of its report
+are computed here, without Streamlit. The import itself is
+:func:`engine.data.importing.import_dataset`, which writes all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.data.cleaning import RuleSpec, apply_rules
+from engine.data.importers import read_records
+from engine.data.importing import _check_outputs, import_info
+from engine.data.readers import Fatal, detect_format, open_sources
+from engine.data.report import ImportReport, Issue, Record
+from engine.data.shapes import detect_shape
+from engine.specs import TaskSpec
+from engine.store import Store
+
+UPLOAD_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet"]
+"""File extensions the uploader accepts (a saved Hugging Face dataset is given as a path)."""
+TABULAR = ("csv", "tsv", "parquet", "hf_disk")
+"""Formats whose columns are mapped to fields by the user."""
+_PROMPT_NAMES = ("prompt", "question", "input", "text", "query", "message", "instruction")
+_ANSWER_NAMES = ("completion", "answer", "output", "response", "label", "target", "reference")
+
+
+def save_upload(store: Store, filename: str, data: bytes) -> Path:
+    """Save uploaded bytes under ``<home>/uploads/<content hash>/<filename>``; returns the path.
+
+    Content-addressed, so re-running the page does not write the same upload twice, and
+    written through a temporary file, so a half-written upload is never read.
+    """
+    name = re.sub(r"[^\w.\-]+", "_", Path(filename).name).strip("._") or "upload"
+    folder = store.home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
+    path = folder / name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class SourcePreview:
+    """The first rows of a source as read, before any shape or mapping.
+
+    Attributes:
+        fmt: the detected format, or None.
+        columns: column names of a tabular source (CSV, TSV, Parquet, saved dataset), else None.
+        rows: the first rows (one column per key; nested values as text).
+        error: why the source cannot be read at all, or None.
+    """
+
+    fmt: str | None
+    columns: list[str] | None = None
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    error: str | None = None
+
+    @property
+    def needs_mapping(self) -> bool:
+        """Whether the user should say which columns hold the prompt and the answer."""
+        return self.fmt in TABULAR and self.columns is not None
+
+
+def preview_source(path: str | Path, fmt: str | None = None, n: int = 5) -> SourcePreview:
+    """Format, columns and the first ``n`` rows of a file or saved-dataset folder."""
+    p = Path(path)
+    if not p.exists():
+        return SourcePreview(None, error=f"{p}: no such file or folder")
+    fmt = fmt or detect_format(p)
+    if fmt is None:
+        return SourcePreview(None, error=f"{p.name}: cannot tell the format (use .jsonl, .json, .csv, ...)")
+    try:
+        sources = open_sources(p, fmt, [])
+        rows = [row for _, row in itertools.islice(sources[0].rows, n)]
+    except Fatal as err:
+        return SourcePreview(fmt, error=str(err.issue))
+    except (OSError, ValueError) as err:
+        return SourcePreview(fmt, error=f"{p.name}: {err}")
+    flat = [r if isinstance(r, dict) else {"value": r} for r in rows]
+    frame = pd.DataFrame(flat).map(lambda v: v if isinstance(v, str | int | float | type(None)) else str(v))
+    return SourcePreview(fmt, sources[0].columns, frame)
+
+
+def guess_columns(columns: list[str]) -> dict[str, str | None]:
+    """A first guess at the ``prompt`` and ``answer`` columns, from their names."""
+
+    def pick(names: tuple[str, ...], taken: str | None = None) -> str | None:
+        lower = {c.lower(): c for c in columns if c != taken}
+        return next((lower[n] for n in names if n in lower), None)
+
+    prompt = pick(_PROMPT_NAMES) or (columns[0] if columns else None)
+    return {"prompt": prompt, "answer": pick(_ANSWER_NAMES, prompt)}
+
+
+def column_mapping(prompt: str | None, answer: str | None, instruction: str | None = None) -> dict[str, str]:
+    """The ``mapping`` for :func:`~engine.data.importers.read_records` from the chosen columns.
+
+    With an instruction column the rows read as instruction/input/output (the prompt column
+    is then the input); otherwise as prompt/completion. Empty when nothing is chosen
+    (column names decide).
+    """
+    if instruction:
+        mapping = {"instruction": instruction, "input": prompt, "output": answer}
+    else:
+        mapping = {"prompt": prompt, "completion": answer}
+    return {k: v for k, v in mapping.items() if v}
+
+
+def auto_mapping_ok(columns: list[str] | None) -> bool:
+    """Whether the column names alone say which is the prompt (``prompt``, ``input``, ...)."""
+    return bool(columns) and detect_shape(columns or []) is not None
+
+
+def make_task(
+    name: str, kind: str, labels: str = "", fields: str = "", template: str = "{input}"
+) -> TaskSpec:
+    """A task from the page's inputs; ``labels`` and ``fields`` are comma-separated.
+
+    Raises:
+        pydantic.ValidationError: e.g. a label task without labels.
+    """
+    spec = {
+        "name": name or "task",
+        "output_kind": kind,
+        "labels": [s.strip() for s in labels.split(",") if s.strip()],
+        "json_fields": [s.strip() for s in fields.split(",") if s.strip()],
+        "prompt_template": template,
+    }
+    return TaskSpec.model_validate(spec)
+
+
+@dataclass
+class ImportCheck:
+    """A dry run of an import: what it would read, refuse and clean. Nothing is written.
+
+    Attributes:
+        report: issues, per-rule cleaning counts and dropped rows (as the import would report).
+        records: the rows that would be imported (valid and kept by cleaning).
+    """
+
+    report: ImportReport
+    records: list[Record]
+
+    def preview(self, n: int = 20) -> pd.DataFrame:
+        """The first ``n`` rows that would be imported: ``where, input, output``."""
+        rows = [(_where(r), r["input"], r["output"]) for r in self.records[:n]]
+        return pd.DataFrame(rows, columns=["where", "input", "output"])
+
+
+def _where(rec: Record) -> str:
+    src = rec["meta"].get("source") or {}
+    unit = next((u for u in ("line", "item", "row") if u in src), None)
+    return f"{src.get('file', '')} {unit} {src[unit]}" if unit else str(src.get("file", ""))
+
+
+def check_import(
+    path: str | Path,
+    *,
+    task: TaskSpec,
+    fmt: str | None = None,
+    mapping: dict[str, str] | None = None,
+    rules: Sequence[RuleSpec] = (),
+    check_outputs: bool = True,
+) -> ImportCheck:
+    """Validate and clean a source exactly as :func:`~engine.data.importing.import_dataset`
+    would, without writing anything; ``report.message`` says what importing would do.
+
+    Raises:
+        ValueError: invalid rules or parameters.
+    """
+    records, report = read_records(path, fmt=fmt, mapping=mapping or None)
+    if check_outputs and not report.fatal:
+        records = _check_outputs(task, records, report.shape, report)
+    if report.fatal:
+        report.message = "The file cannot be read as a whole: fix it and validate again."
+        return ImportCheck(report, [])
+    if rules and records:
+        records, report.dropped, report.cleaning = apply_rules(records, rules)
+    cleaned = f", {len(records)} left after cleaning" if rules else ""
+    if report.issues:
+        report.message = (
+            f"{_plural(report.bad_rows, 'bad row')}, {report.rows_valid} valid{cleaned}: import the valid "
+            "rows, or fix the file (a strict import refuses it)."
+        )
+    else:
+        report.message = f"All {_plural(report.rows_valid, 'row')} are valid{cleaned}."
+    return ImportCheck(report, records)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def test_count(share: float, n: int) -> int:
+    """Test examples for a test ``share`` of ``n`` rows: at least 1, leaving at least 1 to train."""
+    return max(1, min(n - 1, round(share * n)))
+
+
+def issues_frame(report: ImportReport) -> pd.DataFrame:
+    """Every problem: ``file, line, field, kind, reason`` (``line`` counts lines, items or rows)."""
+    return pd.DataFrame(
+        [(i.file, _line(i), i.field or "", i.kind, i.reason) for i in report.issues],
+        columns=["file", "line", "field", "kind", "reason"],
+    )
+
+
+def _line(issue: Issue) -> str:
+    return (
+        ""
+        if issue.line is None
+        else (str(issue.line) if issue.unit == "line" else f"{issue.unit} {issue.line}")
+    )
+
+
+def cleaning_frame(report: ImportReport | dict[str, Any]) -> pd.DataFrame:
+    """Per rule, in order: ``rule, params, before, after, dropped, changed``."""
+    counts = report.cleaning if isinstance(report, ImportReport) else report.get("cleaning") or []
+    rows = [
+        {**c, "params": ", ".join(f"{k}={v}" for k, v in c["params"].items() if v is not None)}
+        for c in counts
+    ]
+    return pd.DataFrame(rows, columns=["rule", "params", "before", "after", "dropped", "changed"])
+
+
+def dropped_frame(report: ImportReport | dict[str, Any]) -> pd.DataFrame:
+    """Every row cleaning dropped: ``where, rule, reason, input``."""
+    dropped = report.dropped if isinstance(report, ImportReport) else report.get("dropped") or []
+    rows = [(d.get("where", ""), d["rule"], d["reason"], d.get("input", "")) for d in dropped]
+    return pd.DataFrame(rows, columns=["where", "rule", "reason", "input"])
+
+
+def datasets_frame(store: Store) -> pd.DataFrame:
+    """Every dataset, newest first: ``name, version, id, kind, train, test, source, created``."""
+    datasets = store.list_datasets()
+    version: dict[str, int] = {}
+    for name in {d["name"] for d in datasets}:
+        same = sorted((d for d in datasets if d["name"] == name), key=lambda d: (d["created_at"], d["id"]))
+        version.update({d["id"]: v for v, d in enumerate(same, start=1)})
+    rows = []
+    for d in datasets:
+        info = import_info(store, d["id"]) or {}
+        rows.append(
+            {
+                "name": d["name"],
+                "version": version[d["id"]],
+                "id": d["id"],
+                "kind": d["task"].get("output_kind", "text"),
+                "train": d["n_train"],
+                "test": d["n_test"],
+                "source": Path(info["source"]).name if info.get("source") else "built in",
+                "created": pd.Timestamp(d["created_at"], unit="s").strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    cols = ["name", "version", "id", "kind", "train", "test", "source", "created"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def dataset_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """Selector label per dataset id (from :func:`datasets_frame`): ``name vN · id · sizes``."""
+    return {
+        r.id: f"{r.name} v{r.version} · {r.id} · {r.train} train / {r.test} test" for r in frame.itertuples()
+    }
+
+
+def import_summary(info: dict[str, Any]) -> str:
+    """One sentence from a dataset's ``import.json``: source, format, mode, rows kept."""
+    return (
+        f"From `{info['source']}` ({info['fmt']}, {info['shape']}), mode {info['mode']}: "
+        f"{info['rows_valid']} of {info['rows_read']} rows valid, {len(info.get('dropped') or [])} dropped "
+        "by cleaning."
+    )

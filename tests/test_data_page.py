@@ -1,0 +1,163 @@
+"""The Data page through AppTest: empty state, validate and import via the path input, bad
+rows named by line with nothing imported on refusal, and a populated Datasets tab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Button
+
+from engine.data import embeddings as emb
+from engine.data.importing import import_dataset
+from engine.demo.task import generate_examples
+from engine.specs import TaskSpec
+from engine.store import Store
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DATA = Path(__file__).parent / "data"
+PAGE = "views/data.py"
+
+
+def fake_encoder(texts: list[str]) -> np.ndarray:
+    """Cheap stand-in for MiniLM: one direction per intent word, plus a little noise."""
+    words = ("refund", "cancel", "deliver", "unhappy", "upgrade")
+    rng = np.random.default_rng(0)
+    return np.array([[float(w in t.lower()) for w in words] + list(rng.normal(0, 0.1, 3)) for t in texts])
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.info, *at.warning, *at.success, *at.error]
+    return "\n".join(str(p.value) for p in parts)
+
+
+def button(at: AppTest, label: str) -> Button:
+    return next(b for b in at.button if b.label == label)
+
+
+def validate(at: AppTest, path: Path) -> AppTest:
+    at.text_input(key="upload_path").set_value(str(path)).run()
+    button(at, "Validate").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def tickets(store: Store, tmp_path: Path) -> str:
+    src = tmp_path / "tickets.jsonl"
+    with src.open("w") as fh:
+        for e in generate_examples(80, seed=5):
+            fh.write(json.dumps({"prompt": e["input"], "completion": e["reference"]}) + "\n")
+    task = TaskSpec(name="tickets", output_kind="json", json_fields=["intent", "product", "order_id"])
+    ds_id, report = import_dataset(store, src, task=task, test_size=10)
+    assert ds_id, report.message
+    return ds_id
+
+
+def test_empty_state_says_what_to_upload(store: Store) -> None:
+    at = open_page()
+    text = texts(at)
+    assert "Upload a file or give a local path" in text and "No datasets yet" in text
+    for fmt in ("JSONL", "CSV / TSV / Parquet", "Hugging Face"):
+        assert fmt in text
+    assert not at.dataframe and not at.get("plotly_chart")
+    assert not [b for b in at.button if b.label == "Validate"]
+
+
+def test_csv_is_mapped_validated_and_imported(store: Store) -> None:
+    at = validate(open_page(), DATA / "good" / "qa.csv")
+    assert at.selectbox[0].label == "Prompt column" and at.selectbox[0].value == "question"
+    assert at.selectbox[1].value == "answer"
+    assert "All 6 rows are valid" in texts(at)
+    assert store.list_datasets() == []  # validating writes nothing
+    assert not button(at, "Import (strict)").disabled
+    button(at, "Import (strict)").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (ds,) = store.list_datasets()
+    assert (ds["name"], ds["n_train"], ds["n_test"]) == ("qa", 5, 1)
+    assert "Imported as qa v1" in texts(at)
+    assert store.get_examples(ds["id"])[0]["reference"] == "Paris"
+    assert at.get("plotly_chart")  # the Datasets tab now draws the new dataset
+
+
+def test_bad_rows_are_named_by_line_and_a_refused_import_writes_nothing(store: Store) -> None:
+    at = validate(open_page(), DATA / "bad" / "bad_json_line.jsonl")
+    issues = at.dataframe[1].value
+    assert list(issues["line"]) == ["2"] and "invalid JSON" in issues["reason"][0]
+    assert "1 bad row, 2 valid" in texts(at)
+    assert button(at, "Import (strict)").disabled and not button(at, "Import valid rows").disabled
+    # The two valid rows are the same prompt: no test split is possible, so the import refuses.
+    button(at, "Import valid rows").click().run()
+    assert "Nothing was imported" in texts(at)
+    assert store.list_datasets() == []
+    assert not (store.home / "datasets").exists()
+
+
+def test_unreadable_file_cannot_be_imported(store: Store) -> None:
+    at = validate(open_page(), DATA / "bad" / "csv_bad_quote.csv")
+    assert "cannot be read as a whole" in texts(at)
+    assert button(at, "Import (strict)").disabled and button(at, "Import valid rows").disabled
+
+
+def test_cleaning_rules_show_counts_and_dropped_rows(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "dups.jsonl"
+    rows = ["What is 2+2?", "what is 2 + 2", "Name a colour.", "Name a fruit.", "Name a tree."]
+    src.write_text("".join(json.dumps({"prompt": p, "completion": "x"}) + "\n" for p in rows))
+    at = open_page()
+    at.text_input(key="upload_path").set_value(str(src)).run()
+    at.multiselect(key="rules").set_value(["exact_dedup"]).run()
+    button(at, "Validate").click().run()
+    counts = at.dataframe[1].value
+    assert counts.loc[0, ["rule", "before", "after", "dropped"]].tolist() == ["exact_dedup", 5, 4, 1]
+    dropped = at.dataframe[2].value
+    assert dropped.loc[0, "where"] == "line 2" and "exact duplicate of line 1" in dropped.loc[0, "reason"]
+    button(at, "Import valid rows").click().run()
+    (ds,) = store.list_datasets()
+    assert ds["n_train"] + ds["n_test"] == 4
+
+
+def test_datasets_tab_shows_lengths_fields_duplicates_and_map(store: Store, tickets: str) -> None:
+    emb.dataset_embeddings(store, tickets, fake_encoder)
+    at = open_page()
+    table = at.dataframe[0].value
+    assert table.loc[0, "name"] == "tickets" and table.loc[0, "test"] == 10
+    charts = at.get("plotly_chart")
+    # lengths + intent + product + urgency (a key every answer has) + the embedding map
+    assert len(charts) == 5
+    assert "`order_id`: " in texts(at) and "not charted" in texts(at)
+    assert "Balanced training sample" in [s.value for s in at.subheader]
+    cluster_table = next(d.value for d in at.dataframe if "representative" in d.value.columns)
+    assert cluster_table["size"].sum() == 80
+    at.selectbox(key=f"bal.key.{tickets}").set_value("intent").run()
+    balance = next(d.value for d in at.dataframe if list(d.value.columns) == ["value", "pool", "sample"])
+    assert balance["sample"].sum() == 70 and balance["pool"].sum() == 70
+
+
+def test_embedding_map_inline_and_as_a_job(
+    store: Store, tickets: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emb, "load_encoder", lambda: fake_encoder)
+    monkeypatch.setattr(emb, "INLINE_MAX", 10)
+    at = open_page()
+    assert len(at.get("plotly_chart")) == 4
+    button(at, "Compute embedding map").click().run()
+    (job,) = store.list_jobs()
+    assert job["kind"] == "embed" and job["spec"] == {"dataset_id": tickets}
+    assert "is queued" in texts(at)
+    monkeypatch.setattr(emb, "INLINE_MAX", 300)
+    store.finish_job(job["id"], "cancelled")
+    at = open_page()
+    button(at, "Compute embedding map").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 5
+    assert emb.cached_embeddings(store, tickets, 80) is not None
