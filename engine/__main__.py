@@ -7,6 +7,7 @@ Commands:
     cancel ID                       cancel a job, or every unfinished job of an experiment
     resume ID                       continue a failed/cancelled train job (or run) from its checkpoint
     curve EXPERIMENT_ID             print an experiment's curve table
+    export RUN_ID OUT_DIR           standalone model folder (adapter merged) + model card; alias merge
     scheduler [--idle-exit S]       run the scheduler in the foreground
     worker JOB_ID                   run one job (the scheduler starts these)
 """
@@ -145,6 +146,22 @@ def cmd_resume(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    from engine.training.export import ArtifactMismatch, merge_run
+
+    run = store.get_run(args.run_id)
+    if run is None:
+        print(f"no run {args.run_id}", file=sys.stderr)
+        return 2
+    try:
+        out = merge_run(run["run_dir"], args.out_dir, args.base, metrics=run.get("metrics") or None)
+    except (ArtifactMismatch, FileExistsError, FileNotFoundError) as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Sensei engine")
     parser.add_argument("--home", help="workspace folder (default: $SENSEI_HOME or ./workspace)")
@@ -163,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id", help="the train job's id, or its run's id")
     p = sub.add_parser("curve", help="print an experiment's curve")
     p.add_argument("experiment")
+    p = sub.add_parser(
+        "export", aliases=["merge"], help="write a run's model as a standalone folder (adapter merged)"
+    )
+    p.add_argument("run_id")
+    p.add_argument("out_dir")
+    p.add_argument("--base", default=None, help="base model for an adapter run (default: the recorded one)")
     p = sub.add_parser("scheduler", help="run the scheduler in the foreground")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     p = sub.add_parser("worker", help="run one job (started by the scheduler)")
@@ -184,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "cancel": cmd_cancel,
         "resume": cmd_resume,
+        "export": cmd_export,
+        "merge": cmd_export,
     }
     return commands[args.cmd](args, store)
 

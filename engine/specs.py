@@ -151,6 +151,26 @@ class TinyModelSpec(Spec):
         return self
 
 
+class DpoSpec(Spec):
+    """A DPO stage after SFT: the student learns to prefer the teacher's accepted answer
+    (chosen) over its own failing answer on the same training prompt (rejected)."""
+
+    enabled: bool = False
+    """Run DPO after SFT in the same run (pairs are built from the SFT student's answers)."""
+    beta: float = Field(0.1, gt=0.0, le=10.0)
+    """Strength of the pull towards the SFT (reference) model: lower lets the policy move more."""
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
+    """DPO loss variant (TRL's ``loss_type``)."""
+    max_steps: int = Field(100, ge=1)
+    """DPO optimizer steps."""
+    learning_rate: float = Field(5e-5, gt=0, le=1.0)
+    """DPO peak learning rate (far lower than SFT's: DPO only nudges preferences)."""
+    batch_size: int = Field(8, ge=1, le=4096)
+    """Pairs per optimizer step."""
+    max_pairs: int = Field(1000, ge=1)
+    """At most this many training prompts are answered by the SFT student to find failures."""
+
+
 class StudentSpec(Spec):
     """The small model to train and its SFT recipe."""
 
@@ -183,6 +203,35 @@ class StudentSpec(Spec):
     gpus: int = Field(1, ge=0, le=64)
     """GPUs per run when the machine has GPUs (more than 1 launches through ``accelerate``;
     0 keeps the run on the CPU). Ignored on a CPU-only machine."""
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    """Micro-batches per optimizer step (effective batch = ``batch_size`` x this x GPUs)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    packing: bool = False
+    """Pack several examples into each ``max_length`` row (best-fit decreasing; examples
+    never attend to each other). Fewer pad tokens, so more useful tokens per second."""
+    padding_free: bool = False
+    """Flatten each batch into one row without padding (implied by ``packing``)."""
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    """Load the base model quantized (QLoRA, bitsandbytes); needs ``lora.enabled`` and CUDA."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training precision; ``auto``: bf16 on GPUs that support it, else fp16 on CUDA, else fp32."""
+    save_steps: int | None = Field(100, ge=1)
+    """Checkpoint (model, optimizer, scheduler, RNG, data position) every this many steps, so
+    ``resume`` continues a failed or cancelled run; ``None``: no periodic checkpoints."""
+    save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept on disk (the oldest are deleted); all are removed once the run succeeds."""
+    dpo: DpoSpec = Field(default_factory=DpoSpec)
+    """Optional DPO stage after SFT."""
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self) -> StudentSpec:
+        if self.quantization != "none" and not self.lora.enabled:
+            raise ValueError(
+                f"quantization: {self.quantization} trains adapters on frozen quantized weights; "
+                "set lora.enabled: true or quantization: none"
+            )
+        return self
 
 
 class DataSpec(Spec):

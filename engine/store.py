@@ -512,6 +512,16 @@ class Store:
                 [(run_id, int(step), k, float(v), now) for k, v in values.items()],
             )
 
+    def delete_metrics_after(self, run_id: str, step: int) -> int:
+        """Drop a run's metric points logged after ``step`` (a resumed run logs them again).
+
+        Returns:
+            How many points were deleted.
+        """
+        with self.tx() as conn:
+            cur = conn.execute("DELETE FROM metric_points WHERE run_id=? AND step>?", (run_id, int(step)))
+            return cur.rowcount
+
     def metric_series(self, run_ids: Iterable[str], name: str) -> list[dict[str, Any]]:
         """All points of one metric for several runs: ``run_id, step, value``."""
         ids = list(run_ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def start_run(
     os.environ.update(wandb_env(store_home))
     import wandb
 
-    return wandb.init(
+    run = wandb.init(
         project=os.environ["WANDB_PROJECT"],
         name=name,
         group=group,
@@ -99,6 +99,28 @@ def start_run(
         dir=os.environ["WANDB_DIR"],
         reinit="finish_previous",
     )
+    from engine.wandb_links import record_run
+
+    record_run(store_home, name, run)  # lets the Runs page link to (or sync) this run
+    return run
+
+
+def log_generations(run: Any | None, rows: Sequence[Mapping[str, Any]], limit: int = 50) -> None:
+    """Log a ``wandb.Table`` of sample generations (prompt, output, reference) to ``run``.
+
+    Args:
+        run: The active W&B run (no-op for ``None``).
+        rows: Per-example outputs with ``prompt``, ``output`` and ``reference``.
+        limit: At most this many rows (the first ones) go into the table.
+    """
+    if run is None or not rows:
+        return
+    import wandb
+
+    table = wandb.Table(columns=["prompt", "output", "reference"])
+    for row in rows[:limit]:
+        table.add_data(row.get("prompt"), row.get("output"), row.get("reference"))
+    run.log({"eval/samples": table})
 
 
 def finish_run(run: Any | None, summary: Mapping[str, float] | None = None, failed: bool = False) -> None:

@@ -148,3 +148,21 @@ def test_tracking_env_and_secret_scrubbing(tmp_path: Path, monkeypatch: pytest.M
         "lr": [1, {"secret": 2}],
     }
     assert tracking.safe_config(config) == {"teacher": {"model": "m"}, "lr": [1, {}]}
+
+
+def test_sample_generations_table() -> None:
+    from engine import tracking
+
+    logged: list[dict[str, Any]] = []
+
+    class Run:
+        def log(self, data: dict[str, Any]) -> None:
+            logged.append(data)
+
+    tracking.log_generations(None, [{"prompt": "p", "output": "o", "reference": "r"}])  # no run: no-op
+    rows = [{"prompt": f"p{i}", "output": f"o{i}", "reference": None} for i in range(5)]
+    tracking.log_generations(Run(), rows, limit=3)
+    (entry,) = logged
+    table = entry["eval/samples"]
+    assert table.columns == ["prompt", "output", "reference"]
+    assert [r[0] for r in table.data] == ["p0", "p1", "p2"]

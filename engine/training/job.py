@@ -10,23 +10,38 @@ like with like) -> load the student (the experiment's shared tiny base, a Hub id
 local folder) -> SFT on the teacher's answers -> save model, ``spec.json`` and
 ``metadata.json`` into the run folder -> greedy answers on the frozen test split, scored
 against the references -> per-example outputs and aggregate metrics into the store.
+
+With ``student.dpo.enabled`` a DPO stage follows SFT (:mod:`engine.training.dpo_stage`).
+SFT checkpoints into ``<run_dir>/checkpoints``; a re-run of the run (``python -m engine
+resume``) continues from the newest one, and they are deleted once the run succeeds. Loss
+spikes and out-of-memory errors become run events (:mod:`engine.training.health`).
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
 from engine.evaluation.metrics import aggregate, score
+from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
+from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
 from engine.training.generate import generate
+from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
 from engine.training.sft import StoreCallback, train_sft
-from engine.training.student import ensure_tiny_base, load_student, save_student
+from engine.training.student import (
+    device_precision,
+    ensure_tiny_base,
+    load_student,
+    require_quantization_support,
+    save_student,
+)
 
 TRAIN_SPAN = (0.02, 0.85)
 """Share of the job's progress bar filled by training; evaluation fills the rest."""
@@ -116,6 +131,8 @@ def main(ctx: JobContext) -> None:
         )
 
     student = spec.student
+    # Before any model is built or loaded: a QLoRA spec on a CPU machine fails with the reason.
+    require_quantization_support(student.quantization)
     if student.model == "tiny":
         ctx.progress(0.01, "building the tiny base model", force=True)
         texts = [r["prompt"] for r in pool] + [r["completion"] for r in pool]
@@ -124,19 +141,28 @@ def main(ctx: JobContext) -> None:
     else:
         model_ref = student.model
         base = base_model_record(model_ref, student.revision)
-    model, tokenizer = load_student(model_ref, student.revision, device="cpu" if student.gpus == 0 else None)
+    model, tokenizer = load_student(
+        model_ref,
+        student.revision,
+        device="cpu" if student.gpus == 0 else None,
+        quantization=student.quantization,
+        gradient_checkpointing=student.gradient_checkpointing,
+    )
     if base["kind"] == "hub":
         # The commit actually downloaded, so "main" today is reproducible tomorrow.
         base["commit"] = getattr(model.config, "_commit_hash", None)
     _warn_if_truncated(ctx, run_id, tokenizer, rows, student.max_length)
 
-    write_json(
-        run_dir / "spec.json",
-        {"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
-    )
+    # Under accelerate every rank trains, but only rank 0 writes files, rows and W&B.
+    main_proc = is_main_process()
+    if main_proc:
+        write_json(
+            run_dir / "spec.json",
+            {"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
+        )
     from engine import tracking
 
-    report = tracking.report_to()
+    report = tracking.report_to() if main_proc else []
     wandb_run = None
     if report:
         try:
@@ -153,22 +179,37 @@ def main(ctx: JobContext) -> None:
     failed = True
     metrics: dict[str, float] = {}
     try:
-        callback = StoreCallback(store, ctx, run_id, progress_span=TRAIN_SPAN)
-        scratch = run_dir / "trainer"
-        result = train_sft(
-            model,
-            tokenizer,
-            rows,
-            student,
-            scratch,
-            seed,
-            callbacks=[callback],
-            report_to=report,
-            run_name=run_id,
-        )
-        _remove_if_empty(scratch)  # nothing is checkpointed yet; keep the run folder tidy
+        writer = store if main_proc else None
+        sft_span = (TRAIN_SPAN[0], DPO_SPAN[0]) if student.dpo.enabled else TRAIN_SPAN
+        callbacks = [
+            StoreCallback(writer, ctx if main_proc else None, run_id, progress_span=sft_span),
+            HealthCallback(writer, ctx.job_id, run_id),
+        ]
+        ckpt_dir = run_dir / CHECKPOINTS_DIR
+        resume_from = _resume_point(ctx, run_id, ckpt_dir) if main_proc else last_checkpoint(ckpt_dir)
+        with oom_guard(writer, ctx.job_id, run_id, student.batch_size):
+            result = train_sft(
+                model,
+                tokenizer,
+                rows,
+                student,
+                ckpt_dir,
+                seed,
+                callbacks=callbacks,
+                report_to=report,
+                run_name=run_id,
+                resume_from=resume_from,
+            )
+            trained = result.model
+            if student.dpo.enabled:
+                trained = run_dpo_stage(
+                    ctx, run_id, spec, rows, trained, tokenizer, writer, result.steps, report, run_dir / "dpo"
+                )
+        if not main_proc:
+            failed = False
+            return
         ctx.progress(TRAIN_SPAN[1], "saving the model", force=True)
-        save_student(result.model, tokenizer, run_dir / "model")
+        save_student(trained, tokenizer, run_dir / "model")
         train_info = {
             "final_loss": result.final_loss,
             "first_loss": result.first_loss,
@@ -190,11 +231,18 @@ def main(ctx: JobContext) -> None:
                 train_size=train_size,
                 seed=seed,
                 train=train_info,
-                extra={"run_id": run_id, "experiment_id": exp_id, "data_seed": spec.data.seed},
+                extra={
+                    "run_id": run_id,
+                    "experiment_id": exp_id,
+                    "data_seed": spec.data.seed,
+                    # The full recipe (quantization, packing, ...) and the precision it resolved to.
+                    "student": student.model_dump(mode="json"),
+                    "precision": device_precision(student),
+                },
             ),
         )
 
-        metrics = evaluate_run(ctx, run_id, spec, dataset_id, result.model, tokenizer)
+        metrics = evaluate_run(ctx, run_id, spec, dataset_id, trained, tokenizer, wandb_run)
         metrics.update(
             train_loss=result.final_loss,
             train_time_s=result.wall_time_s,
@@ -202,6 +250,8 @@ def main(ctx: JobContext) -> None:
             n_train=float(len(rows)),
         )
         store.set_run_metrics(run_id, metrics)
+        # The final model is saved: checkpoints (optimizer state included) are dead weight now.
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
         failed = False
     finally:
         tracking.finish_run(wandb_run, metrics, failed=failed)
@@ -209,12 +259,19 @@ def main(ctx: JobContext) -> None:
 
 
 def evaluate_run(
-    ctx: JobContext, run_id: str, spec: ExperimentSpec, dataset_id: str, model: Any, tokenizer: Any
+    ctx: JobContext,
+    run_id: str,
+    spec: ExperimentSpec,
+    dataset_id: str,
+    model: Any,
+    tokenizer: Any,
+    wandb_run: Any | None = None,
 ) -> dict[str, float]:
     """Answer the test split greedily, score each answer, save the outputs; return the means.
 
     The reference is the example's gold answer when the dataset has one, else the teacher's
-    answer (then the score measures agreement with the teacher, not correctness).
+    answer (then the score measures agreement with the teacher, not correctness). With an
+    active W&B run, a table of sample generations is logged too.
     """
     store = ctx.store
     test = store.get_examples(dataset_id, "test")
@@ -249,6 +306,9 @@ def evaluate_run(
             }
         )
     store.save_outputs(run_id, rows)
+    from engine.tracking import log_generations
+
+    log_generations(wandb_run, rows)
     metrics = aggregate(scores)
     metrics["eval_time_s"] = time.perf_counter() - start
     return metrics
@@ -271,6 +331,16 @@ def _warn_if_truncated(
         )
 
 
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+def _resume_point(ctx: JobContext, run_id: str, ckpt_dir: Path) -> Path | None:
+    """The checkpoint to continue from, if an earlier attempt of this run left one.
+
+    Metric points logged after it are dropped: the resumed run logs those steps again.
+    """
+    ckpt = last_checkpoint(ckpt_dir)
+    if ckpt is None:
+        ctx.store.delete_metrics_after(run_id, -1)  # a retry without checkpoints starts over
+        return None
+    step = checkpoint_step(ckpt)
+    ctx.store.delete_metrics_after(run_id, step)
+    _event(ctx, run_id, "info", "resumed", f"resuming training from {ckpt.name} (step {step})")
+    return ckpt

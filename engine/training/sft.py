@@ -24,7 +24,8 @@ from trl import SFTConfig, SFTTrainer
 from engine.context import JobContext
 from engine.specs import StudentSpec
 from engine.store import Store
-from engine.training.student import lora_config
+from engine.training.packing import RowPackedCollator, needs_row_packing
+from engine.training.student import device_precision, lora_config
 
 # Keys of the trainer's log dict mirrored into the store's metric stream.
 LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy")
@@ -69,6 +70,9 @@ class StoreCallback(TrainerCallback):
         ctx: The job context for progress reports (``None`` outside a job).
         run_id: The run whose metric stream receives the points.
         progress_span: The share of the job's progress bar that training fills.
+        keys: Keys of the trainer's log dict to mirror (default :data:`LOGGED_KEYS`).
+        prefix: Prepended to each metric name (``"dpo/"`` for the DPO stage).
+        step_offset: Added to the trainer's step (a later stage continues the curve's x axis).
     """
 
     def __init__(
@@ -77,16 +81,20 @@ class StoreCallback(TrainerCallback):
         ctx: JobContext | None,
         run_id: str | None,
         progress_span: tuple[float, float] = (0.0, 1.0),
+        keys: tuple[str, ...] = LOGGED_KEYS,
+        prefix: str = "",
+        step_offset: int = 0,
     ):
         self.store, self.ctx, self.run_id = store, ctx, run_id
         self.lo, self.hi = progress_span
+        self.keys, self.prefix, self.step_offset = keys, prefix, step_offset
         self.losses: list[tuple[int, float]] = []
         self.failure: str | None = None
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        values = {k: float(logs[k]) for k in LOGGED_KEYS if logs and isinstance(logs.get(k), int | float)}
+        values = {k: float(logs[k]) for k in self.keys if logs and isinstance(logs.get(k), int | float)}
         if not values:
             return  # e.g. the end-of-training summary (train_runtime, train_loss, ...)
         step = int(state.global_step)
@@ -109,7 +117,8 @@ class StoreCallback(TrainerCallback):
         if "loss" in values:
             self.losses.append((step, values["loss"]))
         if self.store is not None and self.run_id is not None and values:
-            self.store.log_metrics(self.run_id, step, values)
+            named = {self.prefix + k: v for k, v in values.items()}
+            self.store.log_metrics(self.run_id, step + self.step_offset, named)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.ctx is None or not state.max_steps:
@@ -117,7 +126,8 @@ class StoreCallback(TrainerCallback):
         done = state.global_step / state.max_steps
         loss = f" · loss {self.losses[-1][1]:.3f}" if self.losses else ""
         self.ctx.progress(
-            self.lo + (self.hi - self.lo) * done, f"step {state.global_step}/{state.max_steps}{loss}"
+            self.lo + (self.hi - self.lo) * done,
+            f"{self.prefix}step {state.global_step}/{state.max_steps}{loss}",
         )
 
 
@@ -127,18 +137,29 @@ def sft_config(
     """The ``SFTConfig`` for a student recipe (names checked against transformers 5 / TRL 1)."""
     # ``gpus=0`` asks for the CPU even on a GPU machine (e.g. to leave the GPU to a teacher).
     cuda = torch.cuda.is_available() and spec.gpus > 0
+    # TRL turns bf16 on by default; on CPU that is autocast emulation, slower and noisier,
+    # so ``auto`` means fp32 there (see ``resolve_precision``).
+    precision = device_precision(spec)
+    # Without packing, padding-free rows are not cut to ``max_length`` by TRL (it refuses the
+    # combination), so the limit is lifted rather than silently ignored.
+    max_length = None if spec.padding_free and not spec.packing else spec.max_length
     return SFTConfig(
         output_dir=str(out_dir),
         run_name=run_name or out_dir.name,
         use_cpu=not cuda,
-        # TRL turns bf16 on by default; on CPU that is autocast emulation, slower and noisier.
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        fp16=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         # TRL defaults to activation checkpointing; small students do not need the memory back.
-        activation_checkpointing=False,
-        max_length=spec.max_length,
+        activation_checkpointing=spec.gradient_checkpointing,
+        # Best-fit decreasing packing keeps examples whole and implies padding-free batches;
+        # transformers builds a block-diagonal mask from the restarting position ids, so
+        # packed examples never attend to each other, with sdpa/eager as with flash-attention.
+        packing=spec.packing,
+        packing_strategy="bfd",
+        padding_free=spec.padding_free,
+        max_length=max_length,
         per_device_train_batch_size=spec.batch_size,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
         max_steps=spec.max_steps,
         learning_rate=spec.learning_rate,
         lr_scheduler_type=spec.lr_scheduler,
@@ -153,7 +174,11 @@ def sft_config(
         seed=seed,
         data_seed=seed,
         report_to=report_to,
-        save_strategy="no",
+        # Checkpoints hold model, optimizer, scheduler, RNG states and the step, so a resumed
+        # run replays exactly the batches an uninterrupted one would have seen.
+        save_strategy="steps" if spec.save_steps else "no",
+        save_steps=spec.save_steps or 500,
+        save_total_limit=spec.save_total_limit,
         eval_strategy="no",
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -171,6 +196,7 @@ def train_sft(
     callbacks: list[TrainerCallback] | None = None,
     report_to: list[str] | None = None,
     run_name: str | None = None,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on prompt/completion rows for ``spec.max_steps`` optimizer steps.
 
@@ -179,12 +205,13 @@ def train_sft(
         tokenizer: Its tokenizer; must have an EOS token.
         train_rows: ``{"prompt", "completion"}`` dicts; the loss covers the completion only.
         spec: The SFT recipe.
-        out_dir: Trainer scratch folder (nothing is checkpointed there for now).
+        out_dir: Trainer folder: checkpoints go there every ``spec.save_steps`` steps.
         seed: Seed for data order, dropout and adapter initialisation.
         callbacks: Extra trainer callbacks; a :class:`StoreCallback` among them is used for
             the loss record and divergence check, else a private one is added.
         report_to: Trainer integrations (``[]`` for none; ``None``: :func:`engine.tracking.report_to`).
         run_name: Name shown by the integrations (default: the name of ``out_dir``).
+        resume_from: A checkpoint folder to continue from (same data, spec and seed).
 
     Returns:
         The :class:`TrainResult`.
@@ -217,14 +244,20 @@ def train_sft(
         peft_config=lora_config(spec.lora) if spec.lora.enabled else None,
         callbacks=callbacks,
     )
+    if (spec.packing or spec.padding_free) and needs_row_packing(trainer.model):
+        # Flattened padding-free batches are only fast with flash-attention; see packing.py.
+        trainer.data_collator = RowPackedCollator(int(tokenizer.pad_token_id))
     start = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - start
     if recorder.failure:
         raise TrainingDiverged(recorder.failure)
 
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    losses = recorder.losses
+    # After a resume the callback saw only the new logs; the restored state has them all.
+    losses = recorder.losses or [
+        (int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e
+    ]
     return TrainResult(
         model=trainer.model,
         final_loss=losses[-1][1] if losses else float(output.training_loss),

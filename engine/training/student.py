@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from engine.specs import LoraSpec, TinyModelSpec
+from engine.specs import LoraSpec, StudentSpec, TinyModelSpec
 from engine.store import Store
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -149,6 +149,84 @@ def ensure_tiny_base(
     return final
 
 
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class QuantizationUnavailable(RuntimeError):
+    """Quantized (QLoRA) loading was asked for on a machine without a CUDA GPU."""
+
+
+def resolve_precision(spec_precision: str, cuda_available: bool, bf16_supported: bool) -> Precision:
+    """The training precision for ``StudentSpec.precision`` on this device.
+
+    ``auto`` picks bf16 where the GPU supports it (same range as fp32, no loss scaling),
+    fp16 on older GPUs, and fp32 on the CPU, where bf16 is emulated and slower.
+
+    Args:
+        spec_precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        cuda_available: Whether training runs on a CUDA GPU.
+        bf16_supported: Whether that GPU supports bf16.
+
+    Raises:
+        ValueError: An explicit precision the device cannot run.
+    """
+    if spec_precision == "auto":
+        if not cuda_available:
+            return "fp32"
+        return "bf16" if bf16_supported else "fp16"
+    if spec_precision == "fp16" and not cuda_available:
+        raise ValueError("student.precision=fp16 needs a CUDA GPU; use auto or fp32 on the CPU")
+    if spec_precision == "bf16" and cuda_available and not bf16_supported:
+        raise ValueError("student.precision=bf16: this GPU has no bf16 support; use auto or fp16")
+    if spec_precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"student.precision={spec_precision!r}: expected auto, fp32, bf16 or fp16")
+    return spec_precision  # type: ignore[return-value]
+
+
+def device_precision(spec: StudentSpec) -> Precision:
+    """:func:`resolve_precision` for ``spec`` on this machine (``gpus=0`` means the CPU)."""
+    cuda = torch.cuda.is_available() and spec.gpus > 0
+    return resolve_precision(spec.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+
+
+def require_quantization_support(quantization: str) -> None:
+    """Fail fast, before any weights load, when quantization cannot run here.
+
+    Raises:
+        QuantizationUnavailable: ``quantization`` is not ``none`` and there is no CUDA GPU
+            (bitsandbytes' 4-bit and 8-bit kernels are CUDA-only).
+    """
+    if quantization != "none" and not torch.cuda.is_available():
+        raise QuantizationUnavailable(
+            f"student.quantization={quantization} needs a CUDA GPU; this machine has none — "
+            "set student.quantization: none or run on a GPU machine"
+        )
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype | None = None) -> Any:
+    """A ``BitsAndBytesConfig`` for ``4bit`` (NF4, double quantization) or ``8bit`` loading.
+
+    Args:
+        quantization: ``4bit`` or ``8bit``.
+        compute_dtype: Matmul dtype of the 4-bit layers (default: bf16 where supported, else fp16).
+    """
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization != "4bit":
+        raise ValueError(f"quantization={quantization!r}: expected 4bit or 8bit")
+    if compute_dtype is None:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        compute_dtype = torch.bfloat16 if bf16 else torch.float16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
 def is_adapter_dir(path: str | Path) -> bool:
     """True when ``path`` is a local folder holding a PEFT adapter rather than a full model."""
     return (Path(path) / "adapter_config.json").is_file()
@@ -159,6 +237,8 @@ def load_student(
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    quantization: str = "none",
+    gradient_checkpointing: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a Hub id, a local folder, or a saved adapter.
 
@@ -168,10 +248,19 @@ def load_student(
         revision: Hub revision (branch, tag or commit); ignored for local folders.
         device: Where to put the model (default: CUDA when available, else CPU).
         dtype: Weight dtype (default float32: training keeps full-precision master weights).
+        quantization: ``none``, or ``4bit``/``8bit`` to load the base with bitsandbytes and
+            prepare it for adapter training (QLoRA); needs CUDA.
+        gradient_checkpointing: With quantization, whether PEFT's preparation turns
+            activation checkpointing on.
 
     Returns:
         ``(model, tokenizer)``; the tokenizer always has a pad token.
+
+    Raises:
+        QuantizationUnavailable: Quantization asked for without a CUDA GPU (checked before
+            anything is loaded).
     """
+    require_quantization_support(quantization)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or torch.float32
     ref = str(model_ref)
@@ -180,7 +269,12 @@ def load_student(
 
         adapter_cfg = json.loads((Path(ref) / "adapter_config.json").read_text())
         base, _ = load_student(
-            adapter_cfg["base_model_name_or_path"], adapter_cfg.get("revision"), device, dtype
+            adapter_cfg["base_model_name_or_path"],
+            adapter_cfg.get("revision"),
+            device,
+            dtype,
+            quantization,
+            gradient_checkpointing,
         )
         model: Any = PeftModel.from_pretrained(base, ref)
         tokenizer = AutoTokenizer.from_pretrained(ref)
@@ -188,12 +282,25 @@ def load_student(
         local = Path(ref).exists()
         kwargs: dict[str, Any] = {} if local else {"revision": revision}
         tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
+        if quantization != "none":
+            from peft import prepare_model_for_kbit_training
+
+            # Quantized weights are placed by bitsandbytes at load time and cannot be moved.
+            model = AutoModelForCausalLM.from_pretrained(
+                ref,
+                quantization_config=quantization_config(quantization),
+                device_map={"": torch.cuda.current_device()},
+                **kwargs,
+            )
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
     if tokenizer.pad_token is None:
         # Many base models ship without one; padding with EOS is the usual, safe choice
         # because padded positions are masked out of both attention and loss.
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    if quantization == "none":
+        model.to(device)
     return model, tokenizer
 
 
