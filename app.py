@@ -1,12 +1,17 @@
 """Sensei dashboard entry point: ``streamlit run app.py``.
 
-Sidebar (workspace, who am I, scheduler) and the page registry. Pages live in ``pages/`` and
+Sidebar (workspace, who am I, scheduler) and the page registry. Pages live in ``views/`` and
 only draw what ``engine.ui`` computes; the engine's scheduler runs the jobs in detached
 processes, so closing the browser never stops an experiment.
 
 The first run of each workspace starts that scheduler (``jobs.ensure_scheduler``, which is
 idempotent); launching an experiment also wakes it. Set ``SENSEI_NO_AUTOSTART=1`` to never
 start one from the app (the AppTest suite does, so tests leave no processes behind).
+
+Why ``views/`` and not ``pages/``: Streamlit treats a ``pages/`` folder beside the main script
+as a legacy multipage app until ``st.navigation`` has run once, so a deep link as a fresh
+server's first request (a bookmark, a link from Calibration to Review) ran the page alone,
+without this sidebar. ``views/`` has no such magic; ``st.navigation`` owns every URL.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ store = Store()
 _scheduler_started(str(store.home))
 
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
-    st.Page("pages/ablation.py", title="Ablation", icon=":material/show_chart:"),
-    st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
-    st.Page("pages/calibration.py", title="Judge calibration", icon=":material/balance:"),
+    st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("views/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("views/teacher.py", title="Teacher", icon=":material/psychology:"),
+    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
+    st.Page("views/ablation.py", title="Ablation", icon=":material/show_chart:"),
+    st.Page("views/chat.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("views/review.py", title="Review", icon=":material/rate_review:"),
+    st.Page("views/calibration.py", title="Judge calibration", icon=":material/balance:"),
 ]
 page = st.navigation(pages)
 

@@ -1,6 +1,6 @@
 """What the dashboard pages show, computed without Streamlit.
 
-Pages in ``pages/`` only draw: every table, figure and spec they need is built here, so it
+Pages in ``views/`` only draw: every table, figure and spec they need is built here, so it
 can be unit-tested without a browser (``tests/test_ui_helpers.py``). Nothing here writes to
 the store except :func:`launch` and :func:`start_scheduler`, which wrap the engine's own
 entry points.

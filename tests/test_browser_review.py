@@ -35,12 +35,7 @@ def _browser(p: Any) -> tuple[Any, Any]:
 
 
 def _open(page: Any, url: str, title: str) -> None:
-    """Open the app, then a page through the sidebar.
-
-    The first script run of a fresh server whose folder has ``pages/`` runs in Streamlit's old
-    multipage mode (the page alone, without app.py's sidebar) when the URL names a page, so
-    the test enters through the root like a user does.
-    """
+    """Open the app, then a page through the sidebar, as a user does."""
     from playwright.sync_api import expect
 
     page.goto(url)
@@ -64,6 +59,12 @@ def test_empty_review_and_calibration_say_what_to_do(server: tuple[str, Path], s
     with sync_playwright() as p:
         browser, page = _browser(p)
         try:
+            # A deep link as a fresh server's very first page view still runs app.py
+            # (sidebar and navigation), not the page alone.
+            page.goto(f"{url}/review")
+            expect(page.get_by_role("heading", name="Review")).to_be_visible()
+            expect(page.get_by_test_id("stSidebarNav")).to_be_visible()
+            expect(page.get_by_text("Who am I")).to_be_visible()
             _open(page, url, "Review")
             expect(page.get_by_text("Run an experiment first")).to_be_visible()
             _shot(page, shots / "review-empty.png")

@@ -20,7 +20,7 @@ def _save_fake_model(store: Store, exp_id: str) -> dict:
 
 def test_compare_empty_state_points_to_launch(store: Store) -> None:
     queued_experiment(store)  # queued: no saved model yet
-    at = app("pages/chat.py")
+    at = app("views/chat.py")
     assert at.title[0].value == "Compare"
     assert "No trained student yet" in texts(at)
     assert not at.selectbox
@@ -30,7 +30,7 @@ def test_compare_empty_state_points_to_launch(store: Store) -> None:
 def test_compare_lists_runs_with_a_model_without_starting_servers(store: Store) -> None:
     exp_id = finished_experiment(store)
     run = _save_fake_model(store, exp_id)
-    at = app("pages/chat.py")
+    at = app("views/chat.py")
     assert at.selectbox[0].value == exp_id
     assert at.selectbox[1].value == run["id"] and at.selectbox[1].options == [
         f"n={run['train_size']} seed {run['seed']} · {run['id']}"
@@ -49,7 +49,7 @@ def test_runs_page_shows_an_offline_wandb_run_with_sync_disabled(store: Store) -
     sidecar.parent.mkdir(parents=True)
     folder = store.home / "wandb" / "wandb" / "offline-run-1-abc"
     sidecar.write_text(json.dumps({"run_id": run["id"], "wandb_id": "abc", "path": str(folder)}))
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     at.selectbox[-1].set_value(run["job_id"]).run()
     assert f"W&B (offline): `{folder}`" in texts(at)
     sync = at.button(key="wandb_sync")

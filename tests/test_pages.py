@@ -85,7 +85,7 @@ def test_overview_empty_explains_and_offers_the_demo() -> None:
     assert at.button[0].label == "Run the demo"
 
 
-@pytest.mark.parametrize("page", ["pages/runs.py", "pages/ablation.py"])
+@pytest.mark.parametrize("page", ["views/runs.py", "views/ablation.py"])
 def test_live_pages_empty_state_points_to_the_demo(page: str) -> None:
     at = app(page)
     assert "No experiments yet" in texts(at) and "Run the demo" in texts(at)
@@ -93,7 +93,7 @@ def test_live_pages_empty_state_points_to_the_demo(page: str) -> None:
 
 
 def test_launch_prefills_the_standard_demo() -> None:
-    at = app("pages/launch.py")
+    at = app("views/launch.py")
     assert at.text_input(key="f.ablation.train_sizes").value == "50, 200, 800"
     assert "name: demo" in at.text_area(key="spec_yaml").value
     assert not at.error
@@ -135,7 +135,7 @@ def test_run_the_demo_queues_an_experiment_and_opens_runs(
 
 def test_runs_page_shows_jobs_and_cancels_one(store: Store) -> None:
     exp_id = queued_experiment(store)
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     table = at.dataframe[0].value
     assert list(table["kind"]) == ["teacher", "train", "train"]
     assert list(table["status"]) == ["queued"] * 3
@@ -149,6 +149,13 @@ def test_runs_page_shows_jobs_and_cancels_one(store: Store) -> None:
     assert {j["status"] for j in store.list_jobs(experiment_id=exp_id)} == {"cancelled"}
     assert "Status: cancelled" in texts(at)
     assert "Cancel job" not in [b.label for b in at.button]
+    # Cancelled training can be resumed: a new job row for the same run, the old one kept.
+    train = next(j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "train")
+    at.selectbox(key="resume_pick").set_value(train["id"])
+    next(b for b in at.button if b.label == "Resume").click().run()
+    new = [j for j in store.list_jobs(experiment_id=exp_id) if j["run_id"] == train["run_id"]]
+    assert [j["status"] for j in new] == ["queued", "cancelled"]
+    assert "resumes from its last checkpoint" in texts(at)
 
 
 def test_runs_page_finished_shows_loss_log_and_events(store: Store) -> None:
@@ -156,7 +163,7 @@ def test_runs_page_finished_shows_loss_log_and_events(store: Store) -> None:
     job = store.list_jobs(experiment_id=exp_id)[0]
     with open(job["log_path"], "w") as fh:
         fh.write("step 10 loss 0.5\njob succeeded\n")
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     assert "Status: succeeded" in texts(at)
     assert len(at.get("plotly_chart")) == 1
     assert "job succeeded" in at.code[0].value
@@ -166,7 +173,7 @@ def test_runs_page_finished_shows_loss_log_and_events(store: Store) -> None:
 
 def test_ablation_page_queued_says_runs_are_in_progress(store: Store) -> None:
     queued_experiment(store)
-    at = app("pages/ablation.py")
+    at = app("views/ablation.py")
     assert "still in progress" in texts(at)
     assert not at.get("plotly_chart")
 
@@ -174,7 +181,7 @@ def test_ablation_page_queued_says_runs_are_in_progress(store: Store) -> None:
 def test_ablation_page_finished_draws_the_curve(store: Store) -> None:
     exp_id = finished_experiment(store)
     queued_experiment(store)  # newer, but the selector can pick the finished one
-    at = app("pages/ablation.py")
+    at = app("views/ablation.py")
     at.selectbox[0].set_value(exp_id).run()
     assert len(at.get("plotly_chart")) == 1
     assert "curve field_accuracy: 16=" in texts(at)
@@ -189,13 +196,13 @@ def test_ablation_page_failed_experiment_says_so(store: Store) -> None:
     exp_id = queued_experiment(store)
     for j in store.list_jobs(experiment_id=exp_id):
         store.finish_job(j["id"], "failed", error="boom")
-    at = app("pages/ablation.py")
+    at = app("views/ablation.py")
     assert "No run of this experiment finished successfully" in texts(at)
 
 
 # ----------------------------------------------------------------------------- launch
 def test_malformed_yaml_names_the_field_and_queues_nothing(store: Store) -> None:
-    at = app("pages/launch.py")
+    at = app("views/launch.py")
     bad = demo_spec("fast").to_yaml().replace("learning_rate: 0.003", "learning_rat: 0.003")
     at.text_area(key="spec_yaml").set_value(bad)
     at.button(key="yaml_launch").click().run()
@@ -209,7 +216,7 @@ def test_malformed_yaml_names_the_field_and_queues_nothing(store: Store) -> None
 
 
 def test_yaml_tab_launches_a_valid_spec(store: Store) -> None:
-    at = app("pages/launch.py")
+    at = app("views/launch.py")
     at.text_area(key="spec_yaml").set_value(demo_spec("fast").to_yaml())
     at.button(key="yaml_validate").click().run()
     assert "Valid:" in at.success[0].value and store.list_jobs() == []
@@ -219,7 +226,7 @@ def test_yaml_tab_launches_a_valid_spec(store: Store) -> None:
 
 
 def test_form_refuses_bad_values_then_launches(store: Store) -> None:
-    at = app("pages/launch.py")
+    at = app("views/launch.py")
     at.text_input(key="f.ablation.train_sizes").set_value("10, many")
     at.button[0].click().run()
     assert "ablation.train_sizes" in at.error[0].value and store.list_jobs() == []
@@ -234,5 +241,5 @@ def test_form_refuses_bad_values_then_launches(store: Store) -> None:
     assert len(store.list_jobs(experiment_id=exp["id"])) == 1 + 2 * 2
     assert exp["id"] in at.success[0].value
     # The new experiment is preselected on Runs.
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("views/runs.py").run()
     assert at.selectbox[0].value == exp["id"]

@@ -39,7 +39,7 @@ def test_gpu_preset_is_qlora_on_a_7b_instruct_model() -> None:
 def test_launch_page_switches_preset_and_shows_the_diff(store: Store) -> None:
     from tests.test_pages import app, queued_experiment
 
-    at = app("pages/launch.py")
+    at = app("views/launch.py")
     assert "first experiment" in at.info[0].value
     queued_experiment(store)  # demo-fast: the newest experiment to compare with
     at.run()

@@ -9,7 +9,7 @@ from engine.store import Store
 from tests.review_data import N, Populated, populate
 from tests.test_pages import APP, app, texts
 
-REVIEW, CALIBRATION = "pages/review.py", "pages/calibration.py"
+REVIEW, CALIBRATION = "views/review.py", "views/calibration.py"
 
 
 @pytest.fixture

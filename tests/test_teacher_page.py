@@ -15,7 +15,7 @@ from engine.store import Store
 from engine.teacher_playground import launch_teacher_job
 from tests.test_pages import app, texts
 
-PAGE = "pages/teacher.py"
+PAGE = "views/teacher.py"
 
 
 def test_empty_workspace_explains_what_to_do() -> None:

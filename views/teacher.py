@@ -208,7 +208,7 @@ with st.container(horizontal=True):
                 st.session_state["tp.launched"] = launch_teacher_job(store, build(label))
             except SpecError as err:
                 st.error(str(err))
-    st.page_link("pages/launch.py", label="Full ablation on Launch", icon=":material/tune:")
+    st.page_link("views/launch.py", label="Full ablation on Launch", icon=":material/tune:")
 if launched := st.session_state.get("tp.launched"):
     st.success(f"Teacher job queued in experiment `{launched}`; progress below and on Runs.")
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from engine import ablation, jobs, ui
+from engine import ablation, jobs, resume, ui, wandb_links
 from engine.store import Store
 
 st.title("Runs")
 st.write(
-    "Watch an experiment's jobs live — progress, training loss, logs — and cancel what you no longer need."
+    "Watch an experiment's jobs live — progress, training loss, logs — cancel what you no longer need "
+    "and resume what failed."
 )
 
 JOB_COLUMNS = {
@@ -54,6 +57,36 @@ def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:
     )
 
 
+def _resume_job(home: str) -> None:
+    job_id = st.session_state.get("resume_pick")
+    if job_id:
+        try:
+            new_id = resume.resume_job(Store(home), job_id)
+        except resume.ResumeError as err:
+            st.session_state["cancel_note"] = f"Not resumed: {err}"
+            return
+        if ui.autostart_enabled():
+            jobs.ensure_scheduler(Store(home))
+        st.session_state["cancel_note"] = f"Job {job_id} resumes from its last checkpoint as {new_id}."
+
+
+def _resume_controls(store: Store, job_rows: list[dict]) -> None:
+    stopped = resume.resumable(job_rows)
+    if not stopped:
+        return
+    pick, go = st.columns([5, 1], vertical_alignment="bottom")
+    labels = {j["id"]: ui.job_label(j) for j in stopped}
+    pick.selectbox(
+        "Failed or cancelled training",
+        list(labels),
+        format_func=labels.__getitem__,
+        key="resume_pick",
+        help="Resume continues from the run's last checkpoint, as a new job.",
+    )
+    home = str(store.home)
+    go.button("Resume", icon=":material/replay:", width="stretch", on_click=_resume_job, args=(home,))
+
+
 def _log_view(store: Store, job_rows: list[dict]) -> None:
     ordered = sorted(job_rows, key=lambda j: (j["created_at"], j["id"]))
     names = {j["id"]: ui.job_label(j, with_status=False) for j in ordered}
@@ -66,6 +99,40 @@ def _log_view(store: Store, job_rows: list[dict]) -> None:
         status = job["status"] if job else ""
         tail = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
     st.code(tail, language=None, height=320, wrap_lines=True)
+    if job and job.get("run_id"):
+        _wandb_line(store, job["run_id"])
+
+
+def _sync_wandb(home: str, run_id: str) -> None:
+    info = wandb_links.find_run(Path(home), run_id)
+    try:
+        url = wandb_links.sync_offline(Path(home), info) if info else "no W&B record"
+        st.session_state["wandb_note"] = ("success", f"Synced {run_id}: {url}")
+    except wandb_links.WandbSyncError as err:
+        st.session_state["wandb_note"] = ("error", str(err))
+
+
+def _wandb_line(store: Store, run_id: str) -> None:
+    """Where the run's W&B record is: a link when online, the local folder and Sync when offline."""
+    info = wandb_links.find_run(store.home, run_id)
+    if info is None:
+        st.caption("W&B: no record for this run (yet).")
+        return
+    if not info.offline:
+        st.markdown(f"W&B: [{info.wandb_id}]({info.url})")
+        return
+    st.caption(f"W&B (offline): `{info.path}`")
+    can_sync = wandb_links.sync_available()
+    st.button(
+        "Sync to W&B",
+        key="wandb_sync",
+        disabled=not can_sync,
+        help=None if can_sync else "Set WANDB_API_KEY (or run `wandb login`) to upload offline runs.",
+        on_click=_sync_wandb,
+        args=(str(store.home), run_id),
+    )
+    if note := st.session_state.pop("wandb_note", None):
+        getattr(st, note[0])(note[1])
 
 
 @st.fragment(run_every=2)
@@ -75,8 +142,8 @@ def live() -> None:
     exps = store.list_experiments()
     if not exps:
         st.info("No experiments yet. Click **Run the demo** on Overview, or configure one on Launch.")
-        st.page_link("pages/overview.py", label="Overview", icon=":material/home:")
-        st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+        st.page_link("views/overview.py", label="Overview", icon=":material/home:")
+        st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
         return
     ids = [e["id"] for e in exps]
     labels = {e["id"]: ui.experiment_label(e) for e in exps}
@@ -89,6 +156,7 @@ def live() -> None:
     if note := st.session_state.pop("cancel_note", None):
         st.success(note)
     _cancel_controls(store, exp_id, job_rows)
+    _resume_controls(store, job_rows)
     st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS)
 
     chart, logs = st.columns([3, 2], gap="large")

@@ -124,4 +124,4 @@ with messages:
     if launched := st.session_state.get("launched"):
         exp_id, plan = launched
         st.success(f"Experiment `{exp_id}` queued: {plan}.")
-        st.page_link("pages/runs.py", label="Watch it on Runs", icon=":material/monitoring:")
+        st.page_link("views/runs.py", label="Watch it on Runs", icon=":material/monitoring:")

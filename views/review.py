@@ -227,8 +227,8 @@ if not runs:
         "on the test split. Run an experiment first — **Run the demo** on Overview, or "
         "configure one on Launch."
     )
-    st.page_link("pages/overview.py", label="Overview", icon=":material/home:")
-    st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+    st.page_link("views/overview.py", label="Overview", icon=":material/home:")
+    st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
     st.stop()
 
 run_ids = [r["id"] for r in runs]

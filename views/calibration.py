@@ -31,7 +31,7 @@ if not judges or not labels:
         "Review page — and **judge verdicts**, which a judge run saves to the workspace. "
         f"So far: {len(labels)} SME label(s), {len(judges)} judge(s) with verdicts."
     )
-    st.page_link("pages/review.py", label="Label answers on Review", icon=":material/rate_review:")
+    st.page_link("views/review.py", label="Label answers on Review", icon=":material/rate_review:")
     st.stop()
 
 
@@ -102,7 +102,7 @@ if cal is None:
         f"No answer here has both an SME label and a verdict from {both}. Label answers that "
         "the judge has seen on the Review page (filter by judge there)."
     )
-    st.page_link("pages/review.py", label="Review", icon=":material/rate_review:")
+    st.page_link("views/review.py", label="Review", icon=":material/rate_review:")
     st.stop()
 
 st.subheader(judge)
@@ -153,7 +153,7 @@ else:
     )
     st.caption("Select a row to open that answer on Review.")
     if ref := st.session_state.pop("cal_open", None):
-        st.switch_page("pages/review.py", query_params={"item": ref})
+        st.switch_page("views/review.py", query_params={"item": ref})
 
 if other:
     cmp = cr.judge_comparison(cset, judge, other, n_boot=N_BOOT)

@@ -29,13 +29,13 @@ def curve_view(store: Store, exp_id: str) -> None:
                 "Runs are still in progress — the curve appears as soon as the first one "
                 "finishes. Follow them on Runs."
             )
-            st.page_link("pages/runs.py", label="Runs", icon=":material/monitoring:")
+            st.page_link("views/runs.py", label="Runs", icon=":material/monitoring:")
         else:
             st.warning(
                 "No run of this experiment finished successfully — see Runs for the "
                 "errors, or launch a new experiment."
             )
-            st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+            st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
         return
     st.plotly_chart(ui.curve_figure(curve), key="curve_chart")
     st.caption(curve.summary_line())
@@ -77,8 +77,8 @@ store = Store()
 exps = store.list_experiments()
 if not exps:
     st.info("No experiments yet. Click **Run the demo** on Overview, or configure one on Launch.")
-    st.page_link("pages/overview.py", label="Overview", icon=":material/home:")
-    st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+    st.page_link("views/overview.py", label="Overview", icon=":material/home:")
+    st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
     st.stop()
 ids = [e["id"] for e in exps]
 labels = {e["id"]: ui.experiment_label(e) for e in exps}

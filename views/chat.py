@@ -71,8 +71,8 @@ if not exps:
         "No trained student yet. Run an experiment (the demo on Overview, or your own on Launch); "
         "once a training run has saved its model you can compare it here."
     )
-    st.page_link("pages/overview.py", label="Overview", icon=":material/home:")
-    st.page_link("pages/launch.py", label="Launch", icon=":material/rocket_launch:")
+    st.page_link("views/overview.py", label="Overview", icon=":material/home:")
+    st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
     _server_status()
     st.stop()
 

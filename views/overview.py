@@ -24,7 +24,7 @@ if st.button(
 ):
     exp_id = ui.launch(store, demo_spec(ui.demo_preset()))
     st.session_state["focus_experiment"] = exp_id
-    st.switch_page("pages/runs.py")
+    st.switch_page("views/runs.py")
 
 summary = store.summary()
 if not summary["experiments"]:
@@ -38,7 +38,7 @@ if not summary["experiments"]:
         "next 100 examples buy.\n"
     )
     st.info("Click **Run the demo**, or go to **Launch** to configure your own experiment.")
-    st.page_link("pages/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
+    st.page_link("views/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
     st.stop()
 
 
@@ -61,5 +61,5 @@ def workspace_view() -> None:
 
 workspace_view()
 with st.container(horizontal=True, gap="large"):
-    st.page_link("pages/runs.py", label="Watch runs live", icon=":material/monitoring:")
-    st.page_link("pages/ablation.py", label="See the curves", icon=":material/show_chart:")
+    st.page_link("views/runs.py", label="Watch runs live", icon=":material/monitoring:")
+    st.page_link("views/ablation.py", label="See the curves", icon=":material/show_chart:")
