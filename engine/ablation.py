@@ -101,13 +101,22 @@ class Curve:
         return f"curve {self.metric}: {cells}"
 
 
-def fit_power_law(sizes: list[int], values: list[float]) -> dict[str, float] | None:
-    """Fit ``y = c - a * n^(-b)`` (a, b > 0). Needs three sizes; None when it cannot fit."""
+def fit_power_law(
+    sizes: list[int], values: list[float], ceiling: float | None = None
+) -> dict[str, float] | None:
+    """Fit ``y = c - a * n^(-b)`` (a, b > 0). Needs three sizes; None when it cannot fit.
+
+    The asymptote ``c`` is capped at ``ceiling``; by default at 1.0 when every value lies in
+    [0, 1] (accuracy-like metrics), so the extrapolation never promises more than perfect.
+    """
     if len(sizes) < 3:
         return None
     from scipy.optimize import curve_fit
 
     x, y = np.asarray(sizes, float), np.asarray(values, float)
+    if ceiling is None and y.min() >= 0.0 and y.max() <= 1.0:
+        ceiling = 1.0
+    c_max = np.inf if ceiling is None else max(float(ceiling), float(y.max()) + 1e-9)
 
     def f(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
         return c - a * n ** (-b)
@@ -119,8 +128,8 @@ def fit_power_law(sizes: list[int], values: list[float]) -> dict[str, float] | N
                 f,
                 x,
                 y,
-                p0=(max(y.max() - y.min(), 1e-3) * x.min() ** 0.5, 0.5, y.max()),
-                bounds=([0, 0.01, -np.inf], [np.inf, 3.0, np.inf]),
+                p0=(max(y.max() - y.min(), 1e-3) * x.min() ** 0.5, 0.5, min(y.max(), c_max)),
+                bounds=([0, 0.01, -np.inf], [np.inf, 3.0, c_max]),
                 maxfev=20000,
             )
     except (RuntimeError, ValueError):

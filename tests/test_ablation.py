@@ -20,6 +20,17 @@ def test_power_law_fit_recovers_parameters() -> None:
     assert fit["rmse"] < 1e-4
 
 
+def test_fit_of_a_bounded_metric_never_extrapolates_past_one() -> None:
+    # The standard demo's curve: an unconstrained fit predicts 1.01 at n=3200.
+    fit = ablation.fit_power_law([50, 200, 800], [0.265, 0.6125, 0.85])
+    assert fit is not None and fit["c"] <= 1.0
+    curve = ablation.Curve(
+        metric="m", sizes=[50, 200, 800], mean=[0.265, 0.6125, 0.85], std=[0] * 3, n_seeds=[1] * 3, fit=fit
+    )
+    assert curve.predict(3200) <= 1.0
+    assert curve.predict(800) == pytest.approx(0.85, abs=0.05)
+
+
 def test_fit_needs_three_sizes() -> None:
     assert ablation.fit_power_law([10, 20], [0.1, 0.2]) is None
 
