@@ -164,6 +164,39 @@ def _first_choice(resp: Any) -> dict[str, Any]:
     return first if isinstance(first, dict) else {}
 
 
+def serve_cached(
+    cache: Any,
+    requests: list[Messages],
+    hash_of: Callable[[Messages], str],
+    deliver: Callable[[int, ChatResult], None],
+    stats: dict[str, int],
+) -> dict[str, list[int]]:
+    """Deliver every cached answer; return the rest grouped by request hash.
+
+    Identical requests in one batch share a key, so each is sent once (see
+    :func:`deliver_to_all`). Shared by every client kind (HTTP and local).
+    """
+    todo: dict[str, list[int]] = {}
+    for i, messages in enumerate(requests):
+        key = hash_of(messages)
+        hit = cache_get(cache, key)
+        if hit is not None:
+            stats["cache_hits"] += 1
+            deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
+        else:
+            todo.setdefault(key, []).append(i)
+    return todo
+
+
+def deliver_to_all(
+    result: ChatResult, indices: list[int], deliver: Callable[[int, ChatResult], None]
+) -> None:
+    """Deliver one fresh answer to every copy of its request; copies are free cache hits."""
+    deliver(indices[0], result)
+    for i in indices[1:]:
+        deliver(i, ChatResult(**{**result.__dict__, "cached": result.ok, "cost_usd": 0.0}))
+
+
 class ChatClient:
     """Answers batches of chat requests for one teacher (or judge) spec.
 
@@ -288,16 +321,7 @@ class ChatClient:
 
         cache = open_cache(self.cache_path)
         try:
-            # Identical requests in one batch are sent once; later copies count as cache hits.
-            todo: dict[str, list[int]] = {}
-            for i, messages in enumerate(requests):
-                key = self.request_hash(messages)
-                hit = cache_get(cache, key)
-                if hit is not None:
-                    self.stats["cache_hits"] += 1
-                    deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
-                else:
-                    todo.setdefault(key, []).append(i)
+            todo = serve_cached(cache, requests, self.request_hash, deliver, self.stats)
             if not todo:
                 return results  # type: ignore[return-value]
 
@@ -324,10 +348,7 @@ class ChatClient:
                     async with limit:
                         result = await self._send(client, requests[indices[0]], key, limiter, api_key)
                     cache_result(cache, key, result)
-                    deliver(indices[0], result)
-                    for i in indices[1:]:
-                        copy = ChatResult(**{**result.__dict__, "cached": result.ok, "cost_usd": 0.0})
-                        deliver(i, copy)
+                    deliver_to_all(result, indices, deliver)
 
                 try:
                     await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.llm import ChatResult, Messages, cache_result, request_hash
-from engine.llm_cache import cache_get, open_cache
+from engine.llm import ChatResult, Messages, cache_result, deliver_to_all, request_hash, serve_cached
+from engine.llm_cache import open_cache
 from engine.specs import TeacherSpec
 
 # One loaded model per process: a worker answers with one teacher, and the playground usually
@@ -134,14 +134,7 @@ class LocalTeacher:
 
         cache = open_cache(self.cache_path)
         try:
-            todo: dict[str, list[int]] = {}
-            for i, messages in enumerate(requests):
-                key = self.request_hash(messages)
-                if (hit := cache_get(cache, key)) is not None:
-                    self.stats["cache_hits"] += 1
-                    deliver(i, ChatResult(hit[0], None, hit[1], hit[2], 0.0, 0.0, True, key, hit[3]))
-                else:
-                    todo.setdefault(key, []).append(i)
+            todo = serve_cached(cache, requests, self.request_hash, deliver, self.stats)
             if not todo:
                 return results  # type: ignore[return-value]
             model, tokenizer = load_teacher_model(self.spec.model, self.spec.revision)
@@ -152,9 +145,7 @@ class LocalTeacher:
                     batch, self._generate(model, tokenizer, batch, requests, todo), strict=True
                 ):
                     cache_result(cache, key, result)
-                    deliver(todo[key][0], result)
-                    for i in todo[key][1:]:
-                        deliver(i, ChatResult(**{**result.__dict__, "cached": result.ok}))
+                    deliver_to_all(result, todo[key], deliver)
             return results  # type: ignore[return-value]
         finally:
             if cache is not None:
