@@ -237,16 +237,26 @@ class StudentSpec(Spec):
 class DataSpec(Spec):
     """Where prompts come from and how the test split is made."""
 
-    source: Literal["demo"] = "demo"
-    """``demo``: the built-in extraction task generator (more sources arrive with data import)."""
+    source: Literal["demo", "dataset"] = "demo"
+    """``demo``: the built-in extraction task generator; ``dataset``: a dataset imported on
+    the Data page (or with ``engine.data.importing.import_dataset``), named by ``dataset``."""
+    dataset: str | None = None
+    """For ``source: dataset``: the dataset's id, or its name (the newest version is used).
+    Its frozen test split is kept as it was imported."""
     demo_examples: int = Field(1200, ge=10, le=1_000_000)
     """Demo only: how many examples to generate (train pool + test)."""
     test_size: int = Field(100, ge=1)
-    """Examples held out in the frozen test split."""
+    """Demo only: examples held out in the frozen test split (an imported dataset keeps its own)."""
     seed: int = 0
     """Seed for generation and for the train-pool shuffle (sizes are nested subsets of it)."""
     require_valid_output: bool = True
     """Drop teacher answers that do not parse (invalid JSON, unknown label) before training."""
+
+    @model_validator(mode="after")
+    def _dataset_named(self) -> DataSpec:
+        if self.source == "dataset" and not self.dataset:
+            raise ValueError("dataset: source 'dataset' needs the id or name of an imported dataset")
+        return self
 
 
 class AblationSpec(Spec):

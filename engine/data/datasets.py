@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from engine.data.demo_source import demo_rows
+from engine.data.prompts import render_prompt
 from engine.specs import ExperimentSpec
 from engine.store import Store
 
@@ -39,10 +40,42 @@ def ensure_dataset(store: Store, spec: ExperimentSpec) -> str:
     Returns:
         The dataset id (an existing one when the content hash matches).
     """
+    task = spec.task.model_dump(mode="json")
     if spec.data.source == "demo":
         rows = demo_rows(spec)
         name = f"demo-{spec.data.demo_examples}-seed{spec.data.seed}"
-    else:  # pragma: no cover - the spec only allows "demo" for now
-        raise ValueError(f"data.source {spec.data.source!r} is not supported")
-    task = spec.task.model_dump(mode="json")
+    else:
+        source = find_dataset(store, str(spec.data.dataset))
+        if source["task"] == task:
+            return str(source["id"])
+        # Same examples and the same frozen split, prompts rendered with this experiment's task:
+        # a derived dataset (its own content hash), so training and teacher see the same prompt.
+        name = source["name"]
+        rows = [
+            {
+                "idx": ex["idx"],
+                "split": ex["split"],
+                "input": ex["input"],
+                "prompt": render_prompt(spec.task.prompt_template, ex["input"]),
+                "reference": ex["reference"],
+                "meta": ex.get("meta") or {},
+            }
+            for ex in store.get_examples(source["id"])
+        ]
     return store.save_dataset(name, dataset_hash(task, rows), task, rows)
+
+
+def find_dataset(store: Store, ref: str) -> dict[str, Any]:
+    """A stored dataset by id, else the newest one with that name.
+
+    Raises:
+        ValueError: no dataset has that id or name (the message names ``data.dataset``).
+    """
+    found = store.get_dataset(ref)
+    if found is None:
+        named = [d for d in store.list_datasets() if d["name"] == ref]  # newest first
+        found = named[0] if named else None
+    if found is None:
+        known = ", ".join(sorted({d["name"] for d in store.list_datasets()})) or "none yet"
+        raise ValueError(f"data.dataset: no dataset with id or name {ref!r} (datasets: {known})")
+    return found
