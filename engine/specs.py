@@ -157,6 +157,9 @@ class DpoSpec(Spec):
 
     enabled: bool = False
     """Run DPO after SFT in the same run (pairs are built from the SFT student's answers)."""
+    after_sft: bool = True
+    """``false``: DPO alone, no SFT stage: pairs come from the student's own answers as loaded
+    (for a student that already follows instructions, e.g. an ``-Instruct`` Hub model)."""
     beta: float = Field(0.1, gt=0.0, le=10.0)
     """Strength of the pull towards the SFT (reference) model: lower lets the policy move more."""
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"

@@ -111,3 +111,29 @@ def test_train_job_runs_dpo_after_sft(store: Store, monkeypatch: pytest.MonkeyPa
     print("DPO margins:", [round(p["value"], 4) for p in margins])
     assert margins[-1]["value"] > margins[0]["value"]
     assert sorted(p.name for p in Path(run["run_dir"]).iterdir()) == ["metadata.json", "model", "spec.json"]
+
+
+@pytest.mark.slow
+def test_train_job_runs_dpo_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_resume import _add_train_job, _run_in_process
+    from tests.test_train_job import _setup
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    spec = demo_spec("fast")
+    spec.data.test_size = 10
+    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
+    spec.student.max_new_tokens = 24
+    spec.student.dpo = DpoSpec(
+        enabled=True, after_sft=False, max_steps=8, batch_size=8, learning_rate=1e-3, max_pairs=32
+    )
+    exp_id, _ = _setup(store, spec)
+    run_id, job_id = _add_train_job(store, spec.model_dump(mode="json"), exp_id, 32, 0)
+    _run_in_process(store, job_id)
+
+    run = store.get_run(run_id)
+    assert run is not None and "exact_match" in run["metrics"] and "train_loss" not in run["metrics"]
+    kinds = [e["kind"] for e in store.list_events(run_id=run_id)]
+    assert "sft_skipped" in kinds and "dpo_done" in kinds
+    assert store.metric_series([run_id], "loss") == []  # no SFT stage
+    margins = store.metric_series([run_id], "dpo/rewards/margins")
+    assert margins and margins[-1]["value"] > margins[0]["value"]

@@ -34,7 +34,7 @@ from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
 from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
-from engine.training.sft import StoreCallback, train_sft
+from engine.training.sft import StoreCallback, TrainResult, train_sft
 from engine.training.student import (
     device_precision,
     ensure_tiny_base,
@@ -187,19 +187,24 @@ def main(ctx: JobContext) -> None:
         ]
         ckpt_dir = run_dir / CHECKPOINTS_DIR
         resume_from = _resume_point(ctx, run_id, ckpt_dir) if main_proc else last_checkpoint(ckpt_dir)
+        sft = not (student.dpo.enabled and not student.dpo.after_sft)
         with oom_guard(writer, ctx.job_id, run_id, student.batch_size):
-            result = train_sft(
-                model,
-                tokenizer,
-                rows,
-                student,
-                ckpt_dir,
-                seed,
-                callbacks=callbacks,
-                report_to=report,
-                run_name=run_id,
-                resume_from=resume_from,
-            )
+            if sft:
+                result = train_sft(
+                    model,
+                    tokenizer,
+                    rows,
+                    student,
+                    ckpt_dir,
+                    seed,
+                    callbacks=callbacks,
+                    report_to=report,
+                    run_name=run_id,
+                    resume_from=resume_from,
+                )
+            else:  # DPO alone: the student's own answers, as loaded, give the rejected side
+                _event(ctx, run_id, "info", "sft_skipped", "DPO alone (student.dpo.after_sft: false)")
+                result = TrainResult(model, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0)
             trained = result.model
             if student.dpo.enabled:
                 trained = run_dpo_stage(
@@ -211,6 +216,7 @@ def main(ctx: JobContext) -> None:
         ctx.progress(TRAIN_SPAN[1], "saving the model", force=True)
         save_student(trained, tokenizer, run_dir / "model")
         train_info = {
+            "sft": sft,
             "final_loss": result.final_loss,
             "first_loss": result.first_loss,
             "mean_loss": result.mean_loss,
@@ -243,12 +249,13 @@ def main(ctx: JobContext) -> None:
         )
 
         metrics = evaluate_run(ctx, run_id, spec, dataset_id, trained, tokenizer, wandb_run)
-        metrics.update(
-            train_loss=result.final_loss,
-            train_time_s=result.wall_time_s,
-            tokens_per_s=result.tokens_per_s,
-            n_train=float(len(rows)),
-        )
+        metrics["n_train"] = float(len(rows))
+        if sft:
+            metrics.update(
+                train_loss=result.final_loss,
+                train_time_s=result.wall_time_s,
+                tokens_per_s=result.tokens_per_s,
+            )
         store.set_run_metrics(run_id, metrics)
         # The final model is saved: checkpoints (optimizer state included) are dead weight now.
         shutil.rmtree(ckpt_dir, ignore_errors=True)
