@@ -26,97 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.store_migrations import MIGRATIONS
+from engine.store_review import ReviewRecords
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 
-# Ordered, append-only migrations: (name, SQL). Never edit a released one; add a new one.
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_initial",
-        """
-        CREATE TABLE experiments (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL, spec_json TEXT NOT NULL,
-            spec_hash TEXT NOT NULL, created_at REAL NOT NULL, dataset_id TEXT
-        );
-        CREATE TABLE datasets (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL, content_hash TEXT NOT NULL,
-            task_json TEXT NOT NULL, n_train INTEGER NOT NULL, n_test INTEGER NOT NULL,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE examples (
-            dataset_id TEXT NOT NULL, idx INTEGER NOT NULL, split TEXT NOT NULL,
-            input TEXT NOT NULL, prompt TEXT NOT NULL, reference TEXT, meta_json TEXT,
-            PRIMARY KEY (dataset_id, idx)
-        );
-        CREATE TABLE teacher_responses (
-            dataset_id TEXT NOT NULL, teacher_key TEXT NOT NULL, idx INTEGER NOT NULL,
-            request_hash TEXT NOT NULL, output TEXT, valid INTEGER, input_tokens INTEGER,
-            output_tokens INTEGER, latency_s REAL, cost_usd REAL, error TEXT, created_at REAL NOT NULL,
-            PRIMARY KEY (dataset_id, teacher_key, idx)
-        );
-        CREATE TABLE jobs (
-            id TEXT PRIMARY KEY, experiment_id TEXT, run_id TEXT, kind TEXT NOT NULL,
-            spec_json TEXT NOT NULL, status TEXT NOT NULL, depends_on_json TEXT NOT NULL,
-            created_at REAL NOT NULL, started_at REAL, finished_at REAL, pid INTEGER,
-            pid_started_at REAL, exit_code INTEGER, log_path TEXT, progress REAL NOT NULL DEFAULT 0,
-            message TEXT NOT NULL DEFAULT '', error TEXT, heartbeat_at REAL
-        );
-        CREATE INDEX jobs_status ON jobs(status, created_at);
-        CREATE INDEX jobs_experiment ON jobs(experiment_id);
-        CREATE TABLE runs (
-            id TEXT PRIMARY KEY, experiment_id TEXT, job_id TEXT, train_size INTEGER,
-            seed INTEGER, variant TEXT NOT NULL DEFAULT 'sft', run_dir TEXT NOT NULL,
-            metrics_json TEXT, created_at REAL NOT NULL
-        );
-        CREATE INDEX runs_experiment ON runs(experiment_id);
-        CREATE TABLE metric_points (
-            run_id TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL,
-            value REAL NOT NULL, ts REAL NOT NULL
-        );
-        CREATE INDEX metric_points_run ON metric_points(run_id, name, step);
-        CREATE TABLE outputs (
-            run_id TEXT NOT NULL, idx INTEGER NOT NULL, prompt TEXT NOT NULL,
-            output TEXT NOT NULL, reference TEXT, scores_json TEXT NOT NULL,
-            PRIMARY KEY (run_id, idx)
-        );
-        CREATE TABLE events (
-            job_id TEXT, run_id TEXT, ts REAL NOT NULL, level TEXT NOT NULL,
-            kind TEXT NOT NULL, message TEXT NOT NULL
-        );
-        CREATE INDEX events_job ON events(job_id);
-        """,
-    ),
-    (
-        "0002_annotations",
-        """
-        CREATE TABLE annotations (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, item_ref TEXT NOT NULL, annotator TEXT NOT NULL,
-            label TEXT NOT NULL CHECK (label IN ('accept', 'reject')), category TEXT,
-            note TEXT NOT NULL DEFAULT '', ts REAL NOT NULL
-        );
-        CREATE INDEX annotations_item ON annotations(item_ref, annotator, id);
-        CREATE TABLE error_categories (
-            name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
-        );
-        INSERT INTO error_categories(name, description, created_at) VALUES
-            ('wrong field value', 'a field is present but holds the wrong value', 0),
-            ('invalid format', 'not the required format (e.g. not one JSON object)', 0),
-            ('extra prose', 'the answer is wrapped in chatter', 0),
-            ('hallucination', 'states something the input does not support', 0),
-            ('other', 'anything else: say what in the note', 0);
-        CREATE TABLE judge_verdicts (
-            judge_name TEXT NOT NULL, item_ref TEXT NOT NULL, verdict TEXT NOT NULL,
-            reason TEXT NOT NULL DEFAULT '', raw TEXT, ts REAL NOT NULL,
-            PRIMARY KEY (judge_name, item_ref)
-        );
-        """,
-    ),
-    (
-        "0003_job_devices",
-        "ALTER TABLE jobs ADD COLUMN devices_json TEXT",
-    ),
-]
-ANNOTATION_LABELS = ("accept", "reject")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -151,7 +66,7 @@ def _row(r: sqlite3.Row | None) -> dict[str, Any] | None:
     return d
 
 
-class Store:
+class Store(ReviewRecords):
     """Access to one workspace. Cheap to create; holds no open connection."""
 
     def __init__(self, home: str | Path | None = None):
@@ -578,119 +493,6 @@ class Store:
                 (job_id, job_id, run_id, run_id),
             )
             return [dict(r) for r in rows]
-
-    # ------------------------------------------------------------- annotations
-    def add_annotation(
-        self, item_ref: str, annotator: str, label: str, category: str | None = None, note: str = ""
-    ) -> int:
-        """Append one SME label; earlier labels stay as history. Returns the row id.
-
-        ``item_ref`` names what was judged: ``run:<run_id>:<idx>`` (a student answer) or
-        ``teacher:<dataset_id>:<teacher_key>:<idx>`` (a teacher answer).
-        """
-        annotator = annotator.strip()
-        if not annotator:
-            raise ValueError("an annotation needs an annotator name")
-        if label not in ANNOTATION_LABELS:
-            raise ValueError(f"label {label!r} is not one of {', '.join(ANNOTATION_LABELS)}")
-        with self.tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO annotations(item_ref, annotator, label, category, note, ts)"
-                " VALUES (?,?,?,?,?,?)",
-                (item_ref, annotator, label, category or None, note.strip(), time.time()),
-            )
-            return int(cur.lastrowid or 0)
-
-    def annotations(
-        self,
-        item_ref: str | None = None,
-        annotator: str | None = None,
-        current_only: bool = True,
-        prefix: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Annotations, oldest first, filtered by item, annotator and/or item-ref prefix.
-
-        With ``current_only`` only each annotator's latest label per item is returned. "Latest"
-        is the highest row id, i.e. commit order, not ``ts``: clocks of two machines may disagree.
-        """
-        sql = "SELECT a.* FROM annotations a WHERE 1=1"
-        args: list[Any] = []
-        if current_only:
-            sql += (
-                " AND a.id = (SELECT MAX(b.id) FROM annotations b"
-                " WHERE b.item_ref = a.item_ref AND b.annotator = a.annotator)"
-            )
-        for column, value in (("item_ref", item_ref), ("annotator", annotator)):
-            if value is not None:
-                sql += f" AND a.{column}=?"
-                args.append(value)
-        if prefix:
-            sql += " AND substr(a.item_ref, 1, ?) = ?"
-            args.extend([len(prefix), prefix])
-        with self.read() as conn:
-            return [dict(r) for r in conn.execute(sql + " ORDER BY a.id", args)]
-
-    def annotation_history(self, item_ref: str) -> list[dict[str, Any]]:
-        """Every label ever given to one item, by anyone, oldest first."""
-        return self.annotations(item_ref=item_ref, current_only=False)
-
-    def list_categories(self) -> list[dict[str, Any]]:
-        """The error taxonomy: ``name, description, created_at`` (0 for the built-in ones)."""
-        with self.read() as conn:
-            rows = conn.execute("SELECT * FROM error_categories ORDER BY created_at, rowid")
-            return [dict(r) for r in rows]
-
-    def add_category(self, name: str, description: str = "") -> bool:
-        """Add an error category (or update its description). False if the name is blank."""
-        name = " ".join(name.split())
-        if not name:
-            return False
-        with self.tx() as conn:
-            conn.execute(
-                "INSERT INTO error_categories(name, description, created_at) VALUES (?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET description=excluded.description",
-                (name, description.strip(), time.time()),
-            )
-        return True
-
-    def remove_category(self, name: str) -> bool:
-        """Remove a category from the taxonomy; labels that used it keep it. True if removed."""
-        with self.tx() as conn:
-            return conn.execute("DELETE FROM error_categories WHERE name=?", (name,)).rowcount == 1
-
-    # ---------------------------------------------------------- judge verdicts
-    def save_judge_verdicts(self, judge_name: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Upsert one judge's verdicts: ``item_ref``, ``verdict``, optional ``reason``, ``raw``."""
-        now = time.time()
-        with self.tx() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO judge_verdicts(judge_name, item_ref, verdict, reason, raw, ts)"
-                " VALUES (?,?,?,?,?,?)",
-                [
-                    (judge_name, r["item_ref"], r["verdict"], r.get("reason") or "", r.get("raw"), now)
-                    for r in rows
-                ],
-            )
-
-    def list_judge_verdicts(
-        self, judge_name: str | None = None, prefix: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Stored judge verdicts, optionally of one judge and/or under an item-ref prefix."""
-        sql = "SELECT * FROM judge_verdicts WHERE 1=1"
-        args: list[Any] = []
-        if judge_name is not None:
-            sql += " AND judge_name=?"
-            args.append(judge_name)
-        if prefix:
-            sql += " AND substr(item_ref, 1, ?) = ?"
-            args.extend([len(prefix), prefix])
-        with self.read() as conn:
-            return [dict(r) for r in conn.execute(sql + " ORDER BY judge_name, item_ref", args)]
-
-    def judge_names(self) -> list[str]:
-        """Names of the judges that have verdicts in this workspace."""
-        with self.read() as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT judge_name FROM judge_verdicts ORDER BY 1")]
 
     # ----------------------------------------------------------------- summary
     def summary(self) -> dict[str, int]:

@@ -1,0 +1,133 @@
+"""Review records of the workspace: SME annotations (append-only, full history), the error
+taxonomy, and stored judge verdicts. Mixed into :class:`engine.store.Store`."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+ANNOTATION_LABELS = ("accept", "reject")
+
+
+class ReviewRecords:
+    """Annotation, taxonomy and judge-verdict methods of :class:`~engine.store.Store`."""
+
+    # Provided by Store: short-lived write and read connections.
+    tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+
+    # ------------------------------------------------------------- annotations
+    def add_annotation(
+        self, item_ref: str, annotator: str, label: str, category: str | None = None, note: str = ""
+    ) -> int:
+        """Append one SME label; earlier labels stay as history. Returns the row id.
+
+        ``item_ref`` names what was judged: ``run:<run_id>:<idx>`` (a student answer) or
+        ``teacher:<dataset_id>:<teacher_key>:<idx>`` (a teacher answer).
+        """
+        annotator = annotator.strip()
+        if not annotator:
+            raise ValueError("an annotation needs an annotator name")
+        if label not in ANNOTATION_LABELS:
+            raise ValueError(f"label {label!r} is not one of {', '.join(ANNOTATION_LABELS)}")
+        with self.tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO annotations(item_ref, annotator, label, category, note, ts)"
+                " VALUES (?,?,?,?,?,?)",
+                (item_ref, annotator, label, category or None, note.strip(), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def annotations(
+        self,
+        item_ref: str | None = None,
+        annotator: str | None = None,
+        current_only: bool = True,
+        prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Annotations, oldest first, filtered by item, annotator and/or item-ref prefix.
+
+        With ``current_only`` only each annotator's latest label per item is returned. "Latest"
+        is the highest row id, i.e. commit order, not ``ts``: clocks of two machines may disagree.
+        """
+        sql = "SELECT a.* FROM annotations a WHERE 1=1"
+        args: list[Any] = []
+        if current_only:
+            sql += (
+                " AND a.id = (SELECT MAX(b.id) FROM annotations b"
+                " WHERE b.item_ref = a.item_ref AND b.annotator = a.annotator)"
+            )
+        for column, value in (("item_ref", item_ref), ("annotator", annotator)):
+            if value is not None:
+                sql += f" AND a.{column}=?"
+                args.append(value)
+        if prefix:
+            sql += " AND substr(a.item_ref, 1, ?) = ?"
+            args.extend([len(prefix), prefix])
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(sql + " ORDER BY a.id", args)]
+
+    def annotation_history(self, item_ref: str) -> list[dict[str, Any]]:
+        """Every label ever given to one item, by anyone, oldest first."""
+        return self.annotations(item_ref=item_ref, current_only=False)
+
+    def list_categories(self) -> list[dict[str, Any]]:
+        """The error taxonomy: ``name, description, created_at`` (0 for the built-in ones)."""
+        with self.read() as conn:
+            rows = conn.execute("SELECT * FROM error_categories ORDER BY created_at, rowid")
+            return [dict(r) for r in rows]
+
+    def add_category(self, name: str, description: str = "") -> bool:
+        """Add an error category (or update its description). False if the name is blank."""
+        name = " ".join(name.split())
+        if not name:
+            return False
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO error_categories(name, description, created_at) VALUES (?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET description=excluded.description",
+                (name, description.strip(), time.time()),
+            )
+        return True
+
+    def remove_category(self, name: str) -> bool:
+        """Remove a category from the taxonomy; labels that used it keep it. True if removed."""
+        with self.tx() as conn:
+            return conn.execute("DELETE FROM error_categories WHERE name=?", (name,)).rowcount == 1
+
+    # ---------------------------------------------------------- judge verdicts
+    def save_judge_verdicts(self, judge_name: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Upsert one judge's verdicts: ``item_ref``, ``verdict``, optional ``reason``, ``raw``."""
+        now = time.time()
+        with self.tx() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO judge_verdicts(judge_name, item_ref, verdict, reason, raw, ts)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (judge_name, r["item_ref"], r["verdict"], r.get("reason") or "", r.get("raw"), now)
+                    for r in rows
+                ],
+            )
+
+    def list_judge_verdicts(
+        self, judge_name: str | None = None, prefix: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored judge verdicts, optionally of one judge and/or under an item-ref prefix."""
+        sql = "SELECT * FROM judge_verdicts WHERE 1=1"
+        args: list[Any] = []
+        if judge_name is not None:
+            sql += " AND judge_name=?"
+            args.append(judge_name)
+        if prefix:
+            sql += " AND substr(item_ref, 1, ?) = ?"
+            args.extend([len(prefix), prefix])
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(sql + " ORDER BY judge_name, item_ref", args)]
+
+    def judge_names(self) -> list[str]:
+        """Names of the judges that have verdicts in this workspace."""
+        with self.read() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT judge_name FROM judge_verdicts ORDER BY 1")]
