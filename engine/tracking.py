@@ -97,6 +97,9 @@ def start_run(
         tags=tags,
         config=safe_config(dict(config)),
         dir=os.environ["WANDB_DIR"],
+        # Explicit, not left to wandb's process-wide settings cache: a long-lived process (tests,
+        # a notebook) may have set up wandb earlier with another mode.
+        mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
         reinit="finish_previous",
     )
     from engine.wandb_links import record_run
