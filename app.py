@@ -52,6 +52,7 @@ pages = [
     st.Page("views/chat.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/review.py", title="Review", icon=":material/rate_review:"),
     st.Page("views/calibration.py", title="Judge calibration", icon=":material/balance:"),
+    st.Page("views/rules.py", title="Rules", icon=":material/rule:"),
 ]
 page = st.navigation(pages)
 

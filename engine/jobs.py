@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "train": "engine.training.job:main",
     "small_judge": "engine.evaluation.small_judge_job:main",
     "embed": "engine.data.diversity_job:main",
+    "judge": "engine.judge_job:main",
     "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
 }
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import streamlit as st
 
 from engine import calibration_report as cr
-from engine import review
+from engine import jobs, judge_job, review, ui
 from engine.evaluation.calibration import Calibration
 from engine.store import Store
 
@@ -25,6 +25,50 @@ N_BOOT = 1000
 store = Store()
 judges = cr.pointwise_judges(store)
 labels = store.annotations()
+
+
+def run_judge_control() -> None:
+    """Queue a ``judge`` job: pick the answers, name the judge, write the rubric, pick a model."""
+    targets = judge_job.judge_targets(store)
+    if not targets:
+        st.caption("Nothing to judge yet: run an experiment first.")
+        return
+    pick = st.selectbox(
+        "Answers to judge", range(len(targets)), format_func=lambda i: targets[i][0], key="jr_target"
+    )
+    name = st.text_input("Judge name", value="judge", key="jr_name")
+    rubric = st.text_area("Rubric", key="jr_rubric", placeholder="One criterion a line.")
+    use_ref = st.checkbox("Show the reference answer to the judge", key="jr_ref")
+    own = st.toggle("Another endpoint than the experiment's teacher", key="jr_own")
+    if own:
+        c1, c2, c3 = st.columns(3)
+        c1.text_input("Base URL", key="jr_url", placeholder="http://localhost:8000/v1")
+        c2.text_input("Model", key="jr_model")
+        c3.text_input(
+            "API key variable name", key="jr_key", help="The environment variable's name, never the key."
+        )
+    if not st.button("Run judge", key="jr_run", type="primary"):
+        return
+    try:
+        endpoint = (
+            judge_job.endpoint_from_form(
+                st.session_state.jr_url, st.session_state.jr_model, st.session_state.jr_key
+            )
+            if own
+            else None
+        )
+        job_id = judge_job.launch_judge(store, targets[pick][1], rubric, name, endpoint, use_ref)
+    except ValueError as err:  # SpecError and RuleError are ValueErrors too
+        st.error(f"Not queued: {err}")
+        return
+    if ui.autostart_enabled():
+        jobs.ensure_scheduler(store)
+    st.success(f"Queued judge job {job_id}; its verdicts appear here when it finishes (see Runs).")
+
+
+with st.expander("Run a judge", expanded=not judges, icon=":material/gavel:"):
+    run_judge_control()
+
 if not judges or not labels:
     st.info(
         "Calibration needs two things on the same answers: **SME labels** — give them on the "

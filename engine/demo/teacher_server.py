@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -139,6 +140,33 @@ def teacher_answer(prompt: str, answers: dict[str, str], error_rate: float, seed
     return reference, False
 
 
+_JUDGE_MARKER = "Decide whether the answer to the task"  # engine.evaluation.judge_prompts
+_SECTION = r"<{0}>\n(.*?)\n</{0}>"
+
+
+def demo_verdict(system: str, user: str) -> str | None:
+    """The demo's pointwise judge reply, or None when the request is not a judge prompt.
+
+    With a reference shown, accept iff the answer equals it; without, accept iff the answer
+    is a JSON object. Good enough to exercise the judge pipeline end to end.
+    """
+    if _JUDGE_MARKER not in system:
+        return None
+    answer = re.search(_SECTION.format("answer"), user, re.DOTALL)
+    reference = re.search(_SECTION.format("reference"), user, re.DOTALL)
+    text = answer.group(1).strip() if answer else ""
+    if reference is not None:
+        ok = text == reference.group(1).strip()
+        reason = "matches the reference" if ok else "differs from the reference"
+    else:
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except ValueError:
+            ok = False
+        reason = "a JSON object" if ok else "not a JSON object"
+    return json.dumps({"verdict": "accept" if ok else "reject", "reason": reason})
+
+
 def _text(content: Any) -> str:
     """Message content as text (a string, or a list of ``{"type": "text"}`` parts)."""
     if isinstance(content, str):
@@ -219,7 +247,12 @@ def create_app(
             if await request.is_disconnected():  # e.g. the client was killed while we "thought"
                 stats["abandoned"] += 1
                 return _error(499, "client closed the request")
-        content, corrupted = teacher_answer(prompt, answers, error_rate, seed)
+        system = next((_text(m.get("content")) for m in messages if m.get("role") == "system"), "")
+        verdict = demo_verdict(system, prompt)
+        if verdict is not None:
+            content, corrupted = verdict, False
+        else:
+            content, corrupted = teacher_answer(prompt, answers, error_rate, seed)
         stats["answered"] += 1
         answered[prompt_key(prompt)] += 1
         stats["corrupted"] += int(corrupted)
