@@ -262,6 +262,26 @@ class DataSpec(Spec):
         return self
 
 
+class CurationSpec(Spec):
+    """Which teacher answers are good enough to train on (applied after ``data.require_valid_output``).
+
+    Curation never changes a teacher answer, only whether it is used, so it is not part of
+    ``teacher_key``. The defaults keep every valid answer unless an SME rejected it.
+    """
+
+    rules: bool = False
+    """Apply the workspace's rules (``<home>/rules.yaml``) to every teacher answer: an answer any
+    rule rejects is dropped. Also makes a student answer that a rule rejects count as failing
+    when DPO pairs are built."""
+    judge: str | None = None
+    """Name of a judge whose stored verdicts on the teacher answers must be ``accept``."""
+    judge_missing: Literal["keep", "drop"] = "drop"
+    """What to do with a teacher answer the ``judge`` has no verdict on."""
+    sme: bool = True
+    """Where SMEs labelled a teacher answer, their consensus overrides rules and judge: accept
+    keeps the answer, reject drops it."""
+
+
 class AblationSpec(Spec):
     """The grid: one run per (train size, seed)."""
 
@@ -310,6 +330,8 @@ class ExperimentSpec(Spec):
     """The student recipe."""
     ablation: AblationSpec = Field(default_factory=AblationSpec)
     """The grid."""
+    curation: CurationSpec = Field(default_factory=CurationSpec)
+    """Which teacher answers are kept for training (rules, judge, SME labels)."""
 
     @model_validator(mode="after")
     def _sizes_fit_pool(self) -> ExperimentSpec:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
+from engine.curation import dpo_rule_fn
 from engine.specs import ExperimentSpec
 from engine.store import Store
 from engine.training.dpo import DPO_LOGGED_KEYS, train_dpo
@@ -73,7 +74,12 @@ def run_dpo_stage(
         on_batch=on_batch if writer is not None else None,
     )
     pairs = build_dpo_pairs(
-        [r["prompt"] for r in subset], [r["completion"] for r in subset], answers, spec.task
+        [r["prompt"] for r in subset],
+        [r["completion"] for r in subset],
+        answers,
+        spec.task,
+        # With curation.rules a student answer a rule rejects fails too, even if it matches.
+        rule_fn=dpo_rule_fn(spec, ctx.store.home),
     )
     if not pairs:
         _note(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
+from engine.curation import CurationResult, curate
 from engine.evaluation.metrics import aggregate, score
 from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
@@ -56,13 +57,16 @@ def _is_valid(task: TaskSpec, response: dict[str, Any]) -> bool:
     return bool(parse_output(task, response["output"])[0])
 
 
-def training_pool(store: Store, dataset_id: str, spec: ExperimentSpec) -> list[dict[str, Any]]:
+def training_pool(
+    store: Store, dataset_id: str, spec: ExperimentSpec, curation: CurationResult | None = None
+) -> list[dict[str, Any]]:
     """The experiment's train pool in its one shuffled order, with the teacher's answers.
 
     The order depends only on ``spec.data.seed``, so the first ``n`` rows are the same for
     every run and a larger size always contains the smaller ones. Rows without a teacher
-    answer (or with an invalid one, when ``data.require_valid_output``) are dropped after the
-    shuffle, which keeps that nesting intact.
+    answer (or with an invalid one, when ``data.require_valid_output``, or one that curation
+    drops, see :mod:`engine.curation`) are dropped after the shuffle, which keeps that nesting
+    intact. ``curation`` is computed from ``spec.curation`` when not given.
 
     Returns:
         ``{"idx", "prompt", "completion"}`` dicts.
@@ -70,12 +74,15 @@ def training_pool(store: Store, dataset_id: str, spec: ExperimentSpec) -> list[d
     examples = store.get_examples(dataset_id, "train")
     random.Random(spec.data.seed).shuffle(examples)
     answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
+    kept = set((curation or curate(store, spec, dataset_id)).kept_indices)
     pool = []
     for ex in examples:
         response = answers.get(ex["idx"])
         if not response or not (response.get("output") or "").strip():
             continue
         if spec.data.require_valid_output and not _is_valid(spec.task, response):
+            continue
+        if ex["idx"] not in kept:
             continue
         pool.append({"idx": ex["idx"], "prompt": ex["prompt"], "completion": response["output"].strip()})
     return pool
@@ -116,7 +123,11 @@ def main(ctx: JobContext) -> None:
     dataset = store.get_dataset(dataset_id) or {}
 
     ctx.progress(0.0, "selecting training data", force=True)
-    pool = training_pool(store, dataset_id, spec)
+    curation = curate(store, spec, dataset_id)
+    if curation.active and is_main_process():
+        _event(ctx, run_id, "info", "curation", curation.summary())
+        write_json(run_dir / "curation.json", curation.to_json())
+    pool = training_pool(store, dataset_id, spec, curation)
     if not pool:
         raise RuntimeError(f"dataset {dataset_id}: no usable teacher answers to train on")
     rows = pool[:train_size]
