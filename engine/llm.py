@@ -164,6 +164,29 @@ def _first_choice(resp: Any) -> dict[str, Any]:
     return first if isinstance(first, dict) else {}
 
 
+class Results:
+    """Answers of one batch, filled in as they arrive (cache hits first), in request order."""
+
+    def __init__(
+        self, n: int, stats: dict[str, int], on_result: Callable[[int, ChatResult], None] | None
+    ) -> None:
+        self._results: list[ChatResult | None] = [None] * n
+        self._stats = stats
+        self._on_result = on_result
+
+    def deliver(self, i: int, result: ChatResult) -> None:
+        """Record the answer to request ``i``, count it, and tell the caller."""
+        self._results[i] = result
+        self._stats["errors" if result.error else "answered"] += 1
+        if self._on_result is not None:
+            self._on_result(i, result)
+
+    def done(self) -> list[ChatResult]:
+        """Every answer, in request order (each request gets exactly one)."""
+        assert all(r is not None for r in self._results), "a request got no answer"
+        return [r for r in self._results if r is not None]
+
+
 def serve_cached(
     cache: Any,
     requests: list[Messages],
@@ -311,19 +334,13 @@ class ChatClient:
         Raises:
             MissingApiKeyError: some request is not cached and the key variable is not set.
         """
-        results: list[ChatResult | None] = [None] * len(requests)
-
-        def deliver(i: int, result: ChatResult) -> None:
-            results[i] = result
-            self.stats["errors" if result.error else "answered"] += 1
-            if on_result is not None:
-                on_result(i, result)
-
+        results = Results(len(requests), self.stats, on_result)
+        deliver = results.deliver
         cache = open_cache(self.cache_path)
         try:
             todo = serve_cached(cache, requests, self.request_hash, deliver, self.stats)
             if not todo:
-                return results  # type: ignore[return-value]
+                return results.done()
 
             # Only now: cached batches need no key.
             api_key = self._api_key or resolve_api_key(self.spec)
@@ -354,7 +371,7 @@ class ChatClient:
                     await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
                 finally:
                     self.throttled_s += limiter.waited_s
-            return results  # type: ignore[return-value]
+            return results.done()
         finally:
             if cache is not None:
                 cache.close()

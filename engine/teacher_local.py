@@ -25,7 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.llm import ChatResult, Messages, cache_result, deliver_to_all, request_hash, serve_cached
+from engine.llm import (
+    ChatResult,
+    Messages,
+    Results,
+    cache_result,
+    deliver_to_all,
+    request_hash,
+    serve_cached,
+)
 from engine.llm_cache import open_cache
 from engine.specs import TeacherSpec
 
@@ -124,19 +132,13 @@ class LocalTeacher:
         Raises:
             RuntimeError: the model cannot be loaded.
         """
-        results: list[ChatResult | None] = [None] * len(requests)
-
-        def deliver(i: int, result: ChatResult) -> None:
-            results[i] = result
-            self.stats["errors" if result.error else "answered"] += 1
-            if on_result is not None:
-                on_result(i, result)
-
+        results = Results(len(requests), self.stats, on_result)
+        deliver = results.deliver
         cache = open_cache(self.cache_path)
         try:
             todo = serve_cached(cache, requests, self.request_hash, deliver, self.stats)
             if not todo:
-                return results  # type: ignore[return-value]
+                return results.done()
             model, tokenizer = load_teacher_model(self.spec.model, self.spec.revision)
             keys = list(todo)
             for start in range(0, len(keys), self.spec.concurrency):
@@ -146,7 +148,7 @@ class LocalTeacher:
                 ):
                     cache_result(cache, key, result)
                     deliver_to_all(result, todo[key], deliver)
-            return results  # type: ignore[return-value]
+            return results.done()
         finally:
             if cache is not None:
                 cache.close()
