@@ -112,17 +112,25 @@ def test_pool_is_nested_and_skips_invalid(store: Store) -> None:
     assert len(train_job.training_pool(store, ds_id, spec)) == len(train_idx)
 
 
-def test_short_pool_warns_and_missing_dataset_fails(store: Store) -> None:
+def test_short_pool_warns_and_missing_dataset_fails(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = demo_spec("fast")
     spec.student.max_steps = 2
     spec.student.logging_steps = 1
+    spec.teacher.api_key_env = "SENSEI_TEST_KEY"  # a key in the environment, its NAME in the spec
+    monkeypatch.setenv("SENSEI_TEST_KEY", "PLANTED-WANDB-SECRET")
     exp_id, _ = _setup(store, spec)
     run = _run_job(store, spec, exp_id, size=10_000)
     kinds = {e["kind"] for e in store.list_events(run_id=run["id"])}
     assert "train_size_short" in kinds
     assert run["metrics"]["n_train"] == spec.data.demo_examples - spec.data.test_size
-    # W&B ran offline inside the workspace (WANDB_MODE=offline from conftest).
-    assert list((store.home / "wandb").glob("**/offline-run-*"))
+    # W&B ran offline inside the workspace (WANDB_MODE=offline from conftest); its run file
+    # holds the resolved spec as config and the training metrics, and no secret.
+    runs = list((store.home / "wandb").glob("**/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    blob = runs[0].read_bytes()
+    assert b"train_size" in blob and b"learning_rate" in blob  # config
+    assert b"train/loss" in blob and b"field_accuracy" in blob  # metrics and eval summary
+    assert b"PLANTED-WANDB-SECRET" not in blob
 
     with store.tx() as conn:
         lonely = store.add_experiment(conn, "x", spec.model_dump(mode="json"), "h")
