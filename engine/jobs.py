@@ -378,7 +378,9 @@ def run_worker(store: Store, job_id: str) -> int:
         store.finish_job(job_id, "failed", error=reason, exit_code=1)
         store.add_event("error", "failed", reason, job_id=job_id, run_id=job.get("run_id"))
         return 1
-    store.finish_job(job_id, "succeeded", exit_code=0, message="done")
+    # A job's own last message (e.g. "teacher 1200/1200 · $0.41") says more than "done".
+    last = (store.get_job(job_id) or {}).get("message") or "done"
+    store.finish_job(job_id, "succeeded", exit_code=0, message=last)
     log.info("job %s succeeded", job_id)
     return 0
 

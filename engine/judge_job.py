@@ -219,7 +219,7 @@ def main(ctx: JobContext) -> None:
         f"{client.stats['cache_hits']} from cache"
     )
     ctx.log.info(message)
-    # The worker replaces the job's message with "done" at the end; the event keeps the cost.
+    # The job's last message stays on its row; the event keeps the cost next to the run too.
     store.add_event("info", "judged", message, job_id=ctx.job_id)
     ctx.progress(1.0, message, force=True)
 

@@ -47,6 +47,7 @@ def test_job_runs_to_success_with_progress_and_log(store: Store) -> None:
     _wait_for(lambda: _status(store, job_id) == "succeeded", what="success")
     job = store.get_job(job_id)
     assert job["progress"] == 1.0 and job["pid"] and job["started_at"] <= job["finished_at"]
+    assert job["message"].startswith("slept 5/5")  # the job's own last word, not a generic "done"
     _wait_for(lambda: store.get_job(job_id)["exit_code"] == 0, what="exit code")
     assert "succeeded" in Path(job["log_path"]).read_text()
     sched.terminate()
