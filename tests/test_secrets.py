@@ -24,6 +24,7 @@ from engine.llm import ChatClient
 from engine.review import annotations_jsonl
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
+from tests.test_teacher_job import make_ctx
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +70,8 @@ def small_spec(base_url: str) -> ExperimentSpec:
 
 
 def run_teacher_worker(store: Store, spec: ExperimentSpec) -> dict[str, Any]:
-    spec_dict = spec.model_dump(mode="json")
-    with store.tx() as conn:
-        exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())
-        job_id = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
-    job = store.get_job(job_id)
-    assert job is not None
+    job = make_ctx(store, spec).job  # an experiment with one queued teacher job
+    job_id = job["id"]
     proc = jobs.spawn_worker(store, job)
     assert proc is not None
     proc.wait(timeout=120)
