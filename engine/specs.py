@@ -214,7 +214,8 @@ class StudentSpec(Spec):
     """Pack several examples into each ``max_length`` row (best-fit decreasing; examples
     never attend to each other). Fewer pad tokens, so more useful tokens per second."""
     padding_free: bool = False
-    """Flatten each batch into one row without padding (implied by ``packing``)."""
+    """Flatten each batch into one row of real tokens, no padding (implied by ``packing``);
+    each example still attends only to itself and is cut to ``max_length``."""
     quantization: Literal["none", "4bit", "8bit"] = "none"
     """Load the base model quantized (QLoRA, bitsandbytes); needs ``lora.enabled`` and CUDA."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -9,9 +9,10 @@ import torch
 
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
 from engine.specs import StudentSpec, TinyModelSpec
-from engine.training.packing import RowPackedCollator, needs_row_packing
+from engine.training.packing import RowPackedCollator
 from engine.training.sft import train_sft
 from engine.training.student import build_tiny_student, load_student
+from engine.training.varlen import has_varlen_kernel
 
 TINY = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
 
@@ -30,7 +31,7 @@ def test_packed_row_gives_each_example_its_own_logits(setup: tuple[Path, list[di
     base, rows = setup
     model, tok = load_student(base, device="cpu")
     model.eval()
-    assert needs_row_packing(model)
+    assert not has_varlen_kernel(model)
     ids = [tok(r["prompt"] + r["completion"])["input_ids"] for r in rows[:3]]
     packed = RowPackedCollator(tok.pad_token_id)(
         [

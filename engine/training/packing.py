@@ -1,13 +1,13 @@
-"""Packed batches that stay fast without flash-attention (CPU, sdpa, eager).
+"""Packed rows kept apart, for models the padding-free attention cannot stand in for.
 
 TRL's best-fit-decreasing packing fills each ``max_length`` row with whole examples and then
-flattens the batch into one padding-free row. With flash-attention's variable-length
-kernels that is ideal. With sdpa or eager attention (every CPU run) transformers instead
-builds a block-diagonal mask over the flattened row: for 16 rows of 128 tokens that is one
-2,048 x 2,048 attention, 16 times the work of the rows kept apart, and slower than not
-packing at all.
+flattens the batch into one padding-free row. flash-attention, and our
+:func:`engine.training.varlen.varlen_sdpa_attention` for sdpa/eager models, attend within
+each example of that row. For the rest (soft-capped logits, attention sinks, a sliding
+window shorter than a row) transformers would build a block-diagonal mask over the whole
+flattened row: for 16 rows of 128 tokens one 2,048 x 2,048 attention, 16 times the work.
 
-:class:`RowPackedCollator` keeps the packed rows apart: position ids restart at each
+:class:`RowPackedCollator` keeps the packed rows apart instead: position ids restart at each
 example and there is no attention mask, so transformers derives a block-diagonal causal
 mask per row (``find_packed_sequence_indices``) and examples still never see each other.
 """
@@ -17,15 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn")
-
-
-def needs_row_packing(model: Any) -> bool:
-    """True when the model's attention has no variable-length kernel for flattened batches."""
-    config = getattr(model, "config", None)
-    impl = str(getattr(config, "_attn_implementation", "") or "")
-    return not any(impl.startswith(name) for name in VARLEN_ATTENTION)
 
 
 class RowPackedCollator(DataCollatorForLanguageModeling):

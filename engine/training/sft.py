@@ -10,6 +10,8 @@ draws it live from rows, not from scraped logs.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,13 +21,17 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from engine.context import JobContext
 from engine.specs import StudentSpec
 from engine.store import Store
-from engine.training.packing import RowPackedCollator, needs_row_packing
+from engine.training.packing import RowPackedCollator
 from engine.training.student import device_precision, lora_config
+from engine.training.trainer import SenseiSFTTrainer, causal_lm
+from engine.training.varlen import has_varlen_kernel, varlen_attention, varlen_unsupported
+
+log = logging.getLogger(__name__)
 
 # Keys of the trainer's log dict mirrored into the store's metric stream.
 LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy")
@@ -140,8 +146,8 @@ def sft_config(
     # TRL turns bf16 on by default; on CPU that is autocast emulation, slower and noisier,
     # so ``auto`` means fp32 there (see ``resolve_precision``).
     precision = device_precision(spec)
-    # Without packing, padding-free rows are not cut to ``max_length`` by TRL (it refuses the
-    # combination), so the limit is lifted rather than silently ignored.
+    # Without packing TRL refuses to cut padding-free rows to ``max_length``; train_sft cuts
+    # the tokenized rows itself (truncate_tokenized).
     max_length = None if spec.padding_free and not spec.packing else spec.max_length
     return SFTConfig(
         output_dir=str(out_dir),
@@ -152,8 +158,7 @@ def sft_config(
         # TRL defaults to activation checkpointing; small students do not need the memory back.
         activation_checkpointing=spec.gradient_checkpointing,
         # Best-fit decreasing packing keeps examples whole and implies padding-free batches;
-        # transformers builds a block-diagonal mask from the restarting position ids, so
-        # packed examples never attend to each other, with sdpa/eager as with flash-attention.
+        # packed examples never attend to each other (see padding_free_attention).
         packing=spec.packing,
         packing_strategy="bfd",
         padding_free=spec.padding_free,
@@ -184,6 +189,43 @@ def sft_config(
         disable_tqdm=True,
         completion_only_loss=True,
     )
+
+
+def truncate_tokenized(dataset: Dataset, max_length: int) -> Dataset:
+    """Cut tokenized rows to ``max_length`` tokens and drop those left with no completion token.
+
+    What TRL does when it truncates; used for padding-free batches without packing, where
+    TRL leaves the rows whole.
+    """
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        return {"input_ids": row["input_ids"][:max_length], "labels": row["labels"][:max_length]}
+
+    cut_rows = dataset.map(cut, desc="Truncating train dataset")
+    return cut_rows.filter(
+        lambda row: any(t != -100 for t in row["labels"]), desc="Dropping fully masked train rows"
+    )
+
+
+def padding_free_attention(
+    trainer: SenseiSFTTrainer, spec: StudentSpec, pad_token_id: int
+) -> contextlib.AbstractContextManager[None]:
+    """Make flattened padding-free batches fast on the model's attention; the context to train in.
+
+    TRL flattens each batch into one row of real tokens (``packing`` or ``padding_free``).
+    flash-attention attends within each example of such a row by itself; sdpa and eager get
+    :func:`engine.training.varlen.varlen_sdpa_attention` for the run. A model that attention
+    cannot stand in for keeps its rows apart with :class:`RowPackedCollator` instead.
+    """
+    if not (spec.packing or spec.padding_free) or has_varlen_kernel(trainer.model):
+        return contextlib.nullcontext()
+    max_length = spec.max_length if spec.packing else None
+    reason = varlen_unsupported(causal_lm(trainer.model), max_length)
+    if reason is None:
+        return varlen_attention(trainer.model, max_length)
+    log.info("padding-free batches kept as padded rows: %s", reason)
+    trainer.data_collator = RowPackedCollator(pad_token_id)
+    return contextlib.nullcontext()
 
 
 def train_sft(
@@ -236,7 +278,7 @@ def train_sft(
     # Seed before PEFT wraps the model: the adapter's random init must be reproducible too.
     set_seed(seed)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
-    trainer = SFTTrainer(
+    trainer = SenseiSFTTrainer(
         model=model,
         args=sft_config(spec, Path(out_dir), seed, report_to, run_name),
         train_dataset=dataset,
@@ -244,11 +286,12 @@ def train_sft(
         peft_config=lora_config(spec.lora) if spec.lora.enabled else None,
         callbacks=callbacks,
     )
-    if (spec.packing or spec.padding_free) and needs_row_packing(trainer.model):
-        # Flattened padding-free batches are only fast with flash-attention; see packing.py.
-        trainer.data_collator = RowPackedCollator(int(tokenizer.pad_token_id))
+    if spec.padding_free and not spec.packing:
+        trainer.train_dataset = truncate_tokenized(trainer.train_dataset, spec.max_length)
+    attention = padding_free_attention(trainer, spec, int(tokenizer.pad_token_id))
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with attention:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - start
     if recorder.failure:
         raise TrainingDiverged(recorder.failure)
