@@ -19,8 +19,18 @@ from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
 
 LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
 """Edited as ``"1, 2, 3"`` text."""
-OPTIONAL_FIELDS = ("teacher.base_url", "teacher.api_key_env", "student.revision", "teacher.revision")
+OPTIONAL_FIELDS = (
+    "teacher.base_url",
+    "teacher.api_key_env",
+    "student.revision",
+    "teacher.revision",
+    "data.dataset",
+    "curation.judge",
+    "ablation.metric",
+)
 """Optional strings: ``""`` means None."""
+OPTIONAL_INT_FIELDS = ("teacher.requests_per_minute", "teacher.tokens_per_minute", "student.save_steps")
+"""Optional whole numbers, edited as text: ``""`` means None (no limit, no checkpoints)."""
 MODULES_FIELD = "student.lora.target_modules"
 """Edited as ``"q_proj, v_proj"`` or ``"all-linear"``."""
 
@@ -50,6 +60,9 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("name", "Name", None),
         ("ablation.train_sizes", "Train sizes", "Comma-separated; each is the first n examples of one pool."),
         ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
+        ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
+        ("data.source", "Data", "demo: the generated ticket task; dataset: one imported on the Data page."),
+        ("data.dataset", "Dataset", "Name or id of an imported dataset (for Data = dataset)."),
         ("data.demo_examples", "Demo examples", "Generated examples (train pool + test)."),
         ("data.test_size", "Test size", "Held-out examples every run is scored on."),
         ("data.seed", "Data seed", None),
@@ -63,14 +76,26 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
     "Teacher": [
         ("teacher.kind", "Kind", "demo: simulated; openai: any OpenAI-compatible endpoint; local: HF model."),
         ("teacher.base_url", "Base URL", "e.g. http://localhost:8000/v1"),
-        ("teacher.model", "Model", None),
+        ("teacher.model", "Model", "Name sent to the endpoint; for kind local, a Hub id or a folder."),
+        ("teacher.revision", "Revision", "Local teacher only: Hub branch, tag or commit."),
         ("teacher.api_key_env", "API key variable", "The NAME of an environment variable — never the key."),
-        ("teacher.concurrency", "Concurrency", None),
+        ("teacher.concurrency", "Concurrency", "Requests in flight (local: prompts per batch)."),
+        ("teacher.requests_per_minute", "Requests / minute", "Empty: no limit. Retries count too."),
+        ("teacher.tokens_per_minute", "Tokens / minute", "Empty: no limit."),
+        ("teacher.max_retries", "Max retries", "On 429, 5xx and timeouts, with backoff."),
+        ("teacher.timeout_s", "Timeout (s)", "Per request."),
         ("teacher.max_tokens", "Max tokens", None),
         ("teacher.temperature", "Temperature", None),
         ("teacher.demo_error_rate", "Demo error rate", "Demo teacher only."),
         ("teacher.price_input_per_m", "$ / 1M input tokens", None),
         ("teacher.price_output_per_m", "$ / 1M output tokens", None),
+    ],
+    "Curation": [
+        ("data.require_valid_output", "Drop unparsable answers", "Invalid JSON or unknown label."),
+        ("curation.rules", "Apply workspace rules", "Answers any rule rejects are not trained on."),
+        ("curation.judge", "Judge", "Name of a judge whose verdicts must be accept; empty: none."),
+        ("curation.judge_missing", "No verdict", "Keep or drop answers the judge has not seen."),
+        ("curation.sme", "SME labels override", "Where experts labelled an answer, their consensus wins."),
     ],
     "LoRA": [
         ("student.lora.enabled", "Train LoRA adapters", "Off: all weights are trained."),
@@ -90,6 +115,17 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.quantization", "Quantization", "4bit/8bit: QLoRA (needs LoRA and a CUDA GPU)."),
         ("student.gradient_checkpointing", "Gradient checkpointing", "Less memory, about 30% slower."),
         ("student.packing", "Packing", "Several examples per max_length row."),
+        ("student.padding_free", "Padding-free", "Batches as one row of real tokens."),
+    ],
+    "DPO": [
+        ("student.dpo.enabled", "DPO stage", "Prefer accepted teacher answers to the student's bad ones."),
+        ("student.dpo.after_sft", "After SFT", "Off: DPO alone, on an already instruction-tuned student."),
+        ("student.dpo.beta", "Beta", "Lower lets the policy move further from the reference."),
+        ("student.dpo.loss_type", "Loss", None),
+        ("student.dpo.max_steps", "DPO steps", None),
+        ("student.dpo.learning_rate", "DPO learning rate", None),
+        ("student.dpo.batch_size", "DPO batch size", "Pairs per step."),
+        ("student.dpo.max_pairs", "Max prompts", "Training prompts the student answers to find failures."),
     ],
     "Advanced": [
         ("student.max_length", "Max length (tokens)", "Prompt + completion."),
@@ -97,6 +133,8 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.eval_batch_size", "Eval batch size", None),
         ("student.logging_steps", "Logging steps", None),
         ("student.gpus", "GPUs per run", "0 keeps runs on the CPU."),
+        ("student.save_steps", "Checkpoint every", "Steps between checkpoints (for resume); empty: none."),
+        ("student.save_total_limit", "Checkpoints kept", None),
         ("student.tiny.hidden_size", "Tiny: hidden size", "Only for the `tiny` student."),
         ("student.tiny.num_layers", "Tiny: layers", None),
         ("student.tiny.num_heads", "Tiny: heads", None),
@@ -126,7 +164,7 @@ def _field(key: str, label: str, help_text: str | None) -> FormField | None:
     ann = _annotation(key)
     if ann is None:
         return None
-    if key in LIST_FIELDS or key in OPTIONAL_FIELDS or key == MODULES_FIELD:
+    if key in LIST_FIELDS or key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS or key == MODULES_FIELD:
         return FormField(key, label, "text", help=help_text)
     if typing.get_origin(ann) is typing.Literal:
         return FormField(key, label, "select", tuple(str(a) for a in typing.get_args(ann)), help_text)
@@ -165,8 +203,8 @@ def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
         value = _get(data, key)
         if key in LIST_FIELDS or (key == MODULES_FIELD and isinstance(value, list)):
             value = ", ".join(str(v) for v in value)
-        elif key in OPTIONAL_FIELDS:
-            value = value or ""
+        elif key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS:
+            value = "" if value is None else str(value)
         out[key] = value
     return out
 
@@ -182,6 +220,17 @@ def parse_int_list(text: str, field_name: str) -> list[int]:
         ) from None
 
 
+def parse_optional_int(text: str, field_name: str) -> int | None:
+    """``""`` -> None, ``"1,000"`` -> 1000; a SpecError naming ``field_name`` otherwise."""
+    cleaned = text.strip().replace(",", "").replace("_", "")
+    if not cleaned:
+        return None
+    try:
+        return int(cleaned)
+    except ValueError:
+        raise SpecError(f"form: {field_name}: expected a whole number or nothing, got {text!r}") from None
+
+
 def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
     """Build and validate a spec from form values (dotted key -> widget value).
 
@@ -195,6 +244,8 @@ def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None
             value = parse_int_list(str(raw), key)
         elif key in OPTIONAL_FIELDS:
             value = str(raw).strip() or None
+        elif key in OPTIONAL_INT_FIELDS:
+            value = parse_optional_int(str(raw), key)
         elif key == MODULES_FIELD:
             text = str(raw).strip()
             value = text if text == "all-linear" else [m for m in text.replace(",", " ").split() if m]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import launch_form, presets
-from engine.specs import ExperimentSpec, StudentSpec
+from engine.specs import ExperimentSpec, SpecError, StudentSpec
 from engine.store import Store
 
 
@@ -58,3 +58,33 @@ def test_launch_page_switches_preset_and_shows_the_diff(store: Store) -> None:
     spec = store.list_experiments()[0]["spec"]
     assert spec["student"]["lora"]["r"] == 32 and spec["student"]["model"] == "Qwen/Qwen2.5-7B-Instruct"
     assert at.info[0].value == "same parameters vs qwen7b-qlora."
+
+
+def _leaf_fields(model: type, prefix: str = "") -> set[str]:
+    from pydantic import BaseModel
+
+    out: set[str] = set()
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out |= _leaf_fields(sub, f"{prefix}{name}.")
+        else:
+            out.add(prefix + name)
+    return out
+
+
+def test_the_form_edits_every_setting_but_the_task() -> None:
+    # The task (prompt template, output kind) comes from the preset or the YAML tab.
+    wanted = {k for k in _leaf_fields(ExperimentSpec) if k != "version" and not k.startswith("task.")}
+    assert wanted - set(launch_form.FORM_FIELDS) == set()
+
+
+def test_optional_numbers_in_the_form() -> None:
+    values = launch_form.form_defaults()
+    assert values["student.save_steps"] == "100" and values["teacher.requests_per_minute"] == ""
+    values |= {"student.save_steps": "", "teacher.requests_per_minute": "1,200", "curation.judge": " j "}
+    spec = launch_form.spec_from_form(values)
+    assert spec.student.save_steps is None and spec.teacher.requests_per_minute == 1200
+    assert spec.curation.judge == "j"
+    with pytest.raises(SpecError, match=r"teacher\.tokens_per_minute: expected a whole number"):
+        launch_form.spec_from_form(values | {"teacher.tokens_per_minute": "lots"})

@@ -51,7 +51,9 @@ class SenseiSFTTrainer(SFTTrainer):
             return False
         if self.accelerator.device.type in ("cuda", "xpu") or self.accelerator.num_processes != 1:
             return False  # TRL's Triton kernel is already compact; multi-process reductions are its job
-        if args.loss_type != "nll" or self.compute_loss_func is not None or self.label_smoother is not None:
+        if getattr(args, "loss_type", "nll") != "nll":
+            return False
+        if self.compute_loss_func is not None or self.label_smoother is not None:
             return False
         if getattr(self, "aux_loss_enabled", False):
             return False
@@ -91,7 +93,7 @@ class SenseiSFTTrainer(SFTTrainer):
 
     def _record_metrics(self, logits: torch.Tensor, targets: torch.Tensor, inputs: dict[str, Any]) -> None:
         """The metrics TRL's ``compute_loss`` logs (entropy, mean token accuracy, tokens seen)."""
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self.model is not None and self.model.training else "eval"
         valid = targets.numel()
         log_p = logits.log_softmax(-1)
         entropy = float(-(log_p.exp() * log_p).sum()) / valid if valid else 0.0
