@@ -1,14 +1,17 @@
 """Ask base model, student and teacher the same prompt, side by side (the Compare page).
 
-Students and base models were trained on the task's *rendered prompt* as plain text (no chat
-template: the tiny student has none), so they are asked through ``/v1/completions`` with
-that text, exactly as evaluation prompts them. The teacher is asked as in the teacher job:
-chat messages with the task's system prompt. Calls run in parallel, uncached (this is an
+Students and their base models are asked the way the run trained and evaluated them (its
+``metadata.json`` ``prompt_format``): ``raw`` runs get the task's *rendered prompt* as plain
+text through ``/v1/completions`` (the tiny student has no chat template); ``chat`` runs get
+the task's system prompt and rendered prompt as messages through ``/v1/chat/completions``,
+which applies the model's template. The teacher is asked as in the teacher job: chat
+messages with the task's system prompt. Calls run in parallel, uncached (this is an
 interactive playground), and a failure becomes that column's error, never an exception.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,6 +175,19 @@ def experiment_spec(store: Store, experiment_id: str) -> ExperimentSpec:
     return ExperimentSpec.model_validate(exp["spec"])
 
 
+def run_mode(store: Store, run_id: str) -> Literal["completion", "chat"]:
+    """How a run's student is asked: as it was trained (runs before prompt formats were raw)."""
+    run = store.get_run(run_id)
+    meta_path = Path(run["run_dir"]) / "metadata.json" if run else None
+    if meta_path is None or not meta_path.exists():
+        return "completion"
+    try:
+        fmt = json.loads(meta_path.read_text()).get("prompt_format")
+    except (OSError, ValueError):
+        return "completion"
+    return "chat" if fmt == "chat" else "completion"
+
+
 def targets_for(store: Store, experiment_id: str, run_id: str, input_text: str) -> list[Target]:
     """Base, student and teacher targets of one run, starting model servers as needed.
 
@@ -184,9 +200,10 @@ def targets_for(store: Store, experiment_id: str, run_id: str, input_text: str) 
         store, f"base-{experiment_id}", base_model_dir(store, experiment_id, spec)
     )
     student = serving.ensure_model_server(store, run_id, serving.run_model_dir(store, run_id))
+    mode = run_mode(store, run_id)
     return [
-        Target("base", base.base_url, base.model),
-        Target("student", student.base_url, student.model),
+        Target("base", base.base_url, base.model, mode=mode),
+        Target("student", student.base_url, student.model, mode=mode),
         teacher_target(store, spec, exp.get("dataset_id"), input_text),
     ]
 

@@ -72,6 +72,11 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
             "`tiny` (built offline), a Hub id such as Qwen/Qwen2.5-0.5B, or a path.",
         ),
         ("student.revision", "Student revision", "Hub branch, tag or commit (Hub ids only)."),
+        (
+            "student.prompt_format",
+            "Prompt format",
+            "chat: via the tokenizer's chat template; auto: if it has one.",
+        ),
     ],
     "Teacher": [
         ("teacher.kind", "Kind", "demo: simulated; openai: any OpenAI-compatible endpoint; local: HF model."),

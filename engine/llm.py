@@ -36,7 +36,7 @@ from typing import Any
 
 import openai
 
-from engine.data.prompts import render_prompt
+from engine.data.prompts import chat_messages, render_prompt
 from engine.llm_cache import cache_get, cache_put, open_cache
 from engine.ratelimit import RateLimiter, estimate_tokens
 from engine.specs import TaskSpec, TeacherSpec
@@ -91,11 +91,7 @@ def cache_result(conn: sqlite3.Connection | None, key: str, r: ChatResult) -> No
 
 def build_messages(task: TaskSpec, input_text: str) -> Messages:
     """The chat messages for one input: the task's system prompt (if any) and rendered prompt."""
-    messages: Messages = []
-    if task.system_prompt:
-        messages.append({"role": "system", "content": task.system_prompt})
-    messages.append({"role": "user", "content": render_prompt(task.prompt_template, input_text)})
-    return messages
+    return chat_messages(render_prompt(task.prompt_template, input_text), task.system_prompt)
 
 
 def resolve_api_key(spec: TeacherSpec) -> str:

@@ -197,6 +197,11 @@ class StudentSpec(Spec):
     """Learning-rate schedule."""
     max_length: int = Field(128, ge=8, le=131072)
     """Maximum tokens of prompt + completion."""
+    prompt_format: Literal["auto", "raw", "chat"] = "auto"
+    """How the student sees a prompt: ``raw``, the rendered prompt as plain text; ``chat``, the
+    task's system prompt and the rendered prompt as chat messages through the tokenizer's chat
+    template (an ``-Instruct`` model's own format); ``auto``: chat when the tokenizer has one.
+    Training, evaluation, DPO and the Compare page all use the same format."""
     max_new_tokens: int = Field(64, ge=1, le=8192)
     """Tokens generated per test prompt at evaluation."""
     eval_batch_size: int = Field(32, ge=1, le=4096)

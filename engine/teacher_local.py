@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.data.prompts import render_messages
 from engine.llm import (
     ChatResult,
     Messages,
@@ -76,18 +77,6 @@ def load_teacher_model(model: str, revision: str | None = None) -> tuple[Any, An
         _LOADED.clear()
         _LOADED[key] = loaded
     return _LOADED[key]
-
-
-def render_messages(tokenizer: Any, messages: Messages) -> str:
-    """The prompt text of a chat: the chat template when the tokenizer has one, else the
-    message contents joined by blank lines."""
-    if getattr(tokenizer, "chat_template", None):
-        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        bos = tokenizer.bos_token
-        # generate() tokenizes with special tokens; a template's own BOS would then be doubled.
-        adds_bos = bos and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
-        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
-    return "\n\n".join(str(m.get("content") or "") for m in messages)
 
 
 class LocalTeacher:

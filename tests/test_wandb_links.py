@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from engine import tracking, wandb_links
@@ -23,10 +26,22 @@ def test_offline_run_is_found_by_sidecar_and_by_scan(store: Store, monkeypatch: 
     assert info.path and info.path.startswith(str(store.home / "wandb"))
     assert info.wandb_id in info.path
 
-    # Runs logged before sidecars existed: found by scanning the offline folders.
+    # Runs logged before sidecars existed: found by scanning the offline folders. W&B's
+    # service may still be writing the run's log just after finish() when earlier tests
+    # started it in this process, so wait (bounded) for the record that names the run.
+    record = Path(info.path) / f"run-{info.wandb_id}.wandb"
+    deadline = time.monotonic() + 15
+
+    def named() -> bool:
+        return record.exists() and b"run-xyz123" in record.read_bytes()
+
+    while time.monotonic() < deadline and not named():
+        time.sleep(0.1)
     (store.home / "wandb" / "sensei-runs" / "run-xyz123.json").unlink()
     scanned = wandb_links.find_run(store.home, "run-xyz123")
-    assert scanned is not None and scanned.path == info.path and scanned.wandb_id == info.wandb_id
+    files = {p.name: p.stat().st_size for p in Path(info.path).iterdir()}
+    assert scanned is not None, f"no record names the run in {info.path}: {files}"
+    assert scanned.path == info.path and scanned.wandb_id == info.wandb_id
     assert wandb_links.find_run(store.home, "run-other") is None
 
     assert not wandb_links.sync_available()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def render_prompt(template: str, input_text: str) -> str:
     """Fill a task's prompt template with one input.
@@ -19,3 +21,24 @@ def render_prompt(template: str, input_text: str) -> str:
             f"prompt template uses an unknown placeholder {err}; only {{input}} is available "
             "(write literal braces as {{ and }})"
         ) from None
+
+
+def chat_messages(prompt: str, system_prompt: str = "") -> list[dict[str, str]]:
+    """A rendered prompt as chat messages: the system prompt (if any), then the user turn."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def render_messages(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """The prompt text of a chat: the chat template when the tokenizer has one, else the
+    message contents joined by blank lines.
+
+    The text is meant to be tokenized with special tokens, as ``generate`` does, so a BOS
+    that the template writes itself is left out when the tokenizer adds one anyway.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        bos = tokenizer.bos_token
+        adds_bos = bos and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+    return "\n\n".join(str(m.get("content") or "") for m in messages)

@@ -109,7 +109,7 @@ def dpo_config(spec: StudentSpec, out_dir: Path, seed: int, report_to: list[str]
 def train_dpo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    pairs: list[dict[str, str]],
+    pairs: list[dict[str, Any]],
     spec: StudentSpec,
     out_dir: Path,
     seed: int,
@@ -123,7 +123,8 @@ def train_dpo(
     Args:
         model: The policy (usually the SFT student); a PEFT model uses its base as reference.
         tokenizer: Its tokenizer (needs a pad and an EOS token).
-        pairs: ``{"prompt", "chosen", "rejected"}`` dicts.
+        pairs: ``{"prompt", "chosen", "rejected"}`` dicts, as text or as chat messages
+            (:func:`engine.training.formats.dpo_rows`).
         spec: The student recipe; ``spec.dpo`` holds the DPO settings.
         out_dir: Trainer scratch folder.
         seed: Seed for data order and dropout.

@@ -4,7 +4,8 @@ Runs after SFT when ``student.dpo.enabled``. The SFT student answers (greedily) 
 ``dpo.max_pairs`` of its own training prompts; every answer that fails the task metric or
 does not parse is paired with the teacher's accepted answer
 (:func:`engine.training.pairs.build_dpo_pairs`), and DPO trains on those pairs with the SFT
-student as its frozen reference. No failing answer means nothing to prefer: the stage is
+student as its frozen reference. Student answers and pairs use the run's prompt format
+(:mod:`engine.training.formats`). No failing answer means nothing to prefer: the stage is
 skipped with an event and the SFT model is kept.
 """
 
@@ -19,6 +20,7 @@ from engine.curation import dpo_rule_fn
 from engine.specs import ExperimentSpec
 from engine.store import Store
 from engine.training.dpo import DPO_LOGGED_KEYS, train_dpo
+from engine.training.formats import dpo_rows, generation_prompts, resolve_prompt_format
 from engine.training.generate import generate
 from engine.training.health import HealthCallback
 from engine.training.pairs import build_dpo_pairs
@@ -65,10 +67,11 @@ def run_dpo_stage(
     def on_batch(done: int, total: int) -> None:
         ctx.progress(lo + (_PAIRS_END - lo) * done / total, f"DPO pairs: student answers {done}/{total}")
 
+    prompt_format = resolve_prompt_format(student.prompt_format, tokenizer)
     answers = generate(
         model,
         tokenizer,
-        [r["prompt"] for r in subset],
+        generation_prompts(tokenizer, [r["prompt"] for r in subset], prompt_format, spec.task.system_prompt),
         student.max_new_tokens,
         student.eval_batch_size,
         on_batch=on_batch if writer is not None else None,
@@ -113,7 +116,7 @@ def run_dpo_stage(
     result = train_dpo(
         model,
         tokenizer,
-        pairs,
+        dpo_rows(pairs, prompt_format, spec.task.system_prompt),
         student,
         scratch,
         seed=int(ctx.spec.get("seed", 0)),

@@ -185,6 +185,19 @@ def merge_run(
     return out_dir
 
 
+def prompt_note(meta: dict[str, Any]) -> str:
+    """How to prompt the exported model, as it was trained."""
+    if meta.get("prompt_format") == "chat":
+        system = meta.get("system_prompt") or ""
+        with_system = f" after the system message {json.dumps(system)}" if system else ""
+        return (
+            "Trained on chat messages: send the prompt, rendered with the training template recorded "
+            "in `spec.json` (`task.prompt_template`), as the user turn" + with_system + " through the "
+            "tokenizer's chat template (`tokenizer.apply_chat_template(..., add_generation_prompt=True)`)."
+        )
+    return "Prompts must follow the training template recorded in `spec.json` (`task.prompt_template`)."
+
+
 def model_card(run_dir: Path, name: str, metrics: dict[str, float] | None = None) -> str:
     """A short Markdown model card from the run's metadata, spec and metrics."""
     meta = read_metadata(run_dir)
@@ -231,7 +244,7 @@ def model_card(run_dir: Path, name: str, metrics: dict[str, float] | None = None
         'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
         "```",
         "",
-        "Prompts must follow the training template recorded in `spec.json` (`task.prompt_template`).",
+        prompt_note(meta),
         "",
     ]
     return "\n".join(lines)

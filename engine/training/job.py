@@ -32,6 +32,7 @@ from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
 from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
+from engine.training.formats import example_length, generation_prompts, resolve_prompt_format, sft_rows
 from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
@@ -162,7 +163,8 @@ def main(ctx: JobContext) -> None:
     if base["kind"] == "hub":
         # The commit actually downloaded, so "main" today is reproducible tomorrow.
         base["commit"] = getattr(model.config, "_commit_hash", None)
-    _warn_if_truncated(ctx, run_id, tokenizer, rows, student.max_length)
+    prompt_format = resolve_prompt_format(student.prompt_format, tokenizer, model_ref)
+    _warn_if_truncated(ctx, run_id, tokenizer, rows, spec)
 
     # Under accelerate every rank trains, but only rank 0 writes files, rows and W&B.
     main_proc = is_main_process()
@@ -204,7 +206,7 @@ def main(ctx: JobContext) -> None:
                 result = train_sft(
                     model,
                     tokenizer,
-                    rows,
+                    sft_rows(rows, prompt_format, spec.task.system_prompt),
                     student,
                     ckpt_dir,
                     seed,
@@ -255,6 +257,9 @@ def main(ctx: JobContext) -> None:
                     # The full recipe (quantization, packing, ...) and the precision it resolved to.
                     "student": student.model_dump(mode="json"),
                     "precision": device_precision(student),
+                    # How to prompt it: raw text, or chat messages through its template.
+                    "prompt_format": prompt_format,
+                    "system_prompt": spec.task.system_prompt,
                 },
             ),
         )
@@ -300,10 +305,11 @@ def evaluate_run(
         ctx.progress(TRAIN_SPAN[1] + span * done / total, f"evaluating {done}/{total}")
 
     start = time.perf_counter()
+    prompt_format = resolve_prompt_format(spec.student.prompt_format, tokenizer)
     outputs = generate(
         model,
         tokenizer,
-        [ex["prompt"] for ex in test],
+        generation_prompts(tokenizer, [ex["prompt"] for ex in test], prompt_format, spec.task.system_prompt),
         spec.student.max_new_tokens,
         spec.student.eval_batch_size,
         on_batch=on_batch,
@@ -333,10 +339,12 @@ def evaluate_run(
 
 
 def _warn_if_truncated(
-    ctx: JobContext, run_id: str, tokenizer: Any, rows: list[dict[str, Any]], max_length: int
+    ctx: JobContext, run_id: str, tokenizer: Any, rows: list[dict[str, Any]], spec: ExperimentSpec
 ) -> None:
     """Record an event when examples exceed ``max_length``: their answers would be cut short."""
-    lengths = [len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
+    max_length = spec.student.max_length
+    fmt = resolve_prompt_format(spec.student.prompt_format, tokenizer)
+    lengths = [example_length(tokenizer, r, fmt, spec.task.system_prompt) for r in rows]
     over = sum(n > max_length for n in lengths)
     if over:
         _event(

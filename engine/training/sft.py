@@ -231,7 +231,7 @@ def padding_free_attention(
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_rows: list[dict[str, str]],
+    train_rows: list[dict[str, Any]],
     spec: StudentSpec,
     out_dir: Path,
     seed: int,
@@ -245,7 +245,8 @@ def train_sft(
     Args:
         model: The student (full fine-tune, or LoRA when ``spec.lora.enabled``).
         tokenizer: Its tokenizer; must have an EOS token.
-        train_rows: ``{"prompt", "completion"}`` dicts; the loss covers the completion only.
+        train_rows: ``{"prompt", "completion"}`` dicts, as text or as chat messages
+            (:func:`engine.training.formats.sft_rows`); the loss covers the completion only.
         spec: The SFT recipe.
         out_dir: Trainer folder: checkpoints go there every ``spec.save_steps`` steps.
         seed: Seed for data order, dropout and adapter initialisation.

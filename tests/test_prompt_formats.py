@@ -1,0 +1,167 @@
+"""The student is prompted at evaluation exactly as it was trained: raw text or chat messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from engine import compare
+from engine.demo.task import DEMO_TEMPLATE, generate_examples
+from engine.specs import StudentSpec, TinyModelSpec
+from engine.store import Store
+from engine.training.export import prompt_note
+from engine.training.formats import (
+    dpo_rows,
+    example_length,
+    generation_prompts,
+    resolve_prompt_format,
+    sft_rows,
+)
+from engine.training.generate import generate
+from engine.training.sft import sft_config, train_sft
+from engine.training.student import build_tiny_student, load_student
+from engine.training.trainer import SenseiSFTTrainer
+
+TINY = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
+# A ChatML-like template: rendering the prompt with a generation prompt is a prefix of the
+# rendered conversation, as TRL requires for prompt/completion chats.
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SYSTEM = "Answer with JSON only."
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict[str, str]]]:
+    """A tiny base without a chat template, the same base with one, and demo rows."""
+    rows = [
+        {"prompt": DEMO_TEMPLATE.format(input=ex["input"]), "completion": ex["reference"]}
+        for ex in generate_examples(64, seed=9)
+    ]
+    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows] + [TEMPLATE, SYSTEM]
+    raw = build_tiny_student(texts, TINY, tmp_path_factory.mktemp("raw"), seed=0)
+    chat = tmp_path_factory.mktemp("chat")
+    for f in raw.iterdir():
+        (chat / f.name).write_bytes(f.read_bytes())
+    tok = AutoTokenizer.from_pretrained(chat)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(chat)
+    return raw, chat, rows
+
+
+def test_auto_picks_chat_only_when_the_tokenizer_has_a_template(setup: tuple[Path, Path, list]) -> None:
+    raw, chat, _ = setup
+    raw_tok, chat_tok = AutoTokenizer.from_pretrained(raw), AutoTokenizer.from_pretrained(chat)
+    assert resolve_prompt_format("auto", raw_tok) == "raw"
+    assert resolve_prompt_format("auto", chat_tok) == "chat"
+    assert resolve_prompt_format("raw", chat_tok) == "raw"
+    with pytest.raises(ValueError, match=r"student\.prompt_format: chat, but the tokenizer of tiny-x"):
+        resolve_prompt_format("chat", raw_tok, "tiny-x")
+
+
+def test_chat_rows_are_conversations() -> None:
+    rows = sft_rows([{"prompt": "P", "completion": "C"}], "chat", SYSTEM)
+    assert rows == [
+        {
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "P"}],
+            "completion": [{"role": "assistant", "content": "C"}],
+        }
+    ]
+    pair = dpo_rows([{"prompt": "P", "chosen": "good", "rejected": "bad"}], "chat")[0]
+    assert pair["prompt"] == [{"role": "user", "content": "P"}]
+    assert pair["chosen"][0]["content"] == "good" and pair["rejected"][0]["content"] == "bad"
+    plain = sft_rows([{"prompt": "P", "completion": "C", "idx": 3}], "raw")
+    assert plain == [{"prompt": "P", "completion": "C"}]
+
+
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+def test_generation_sees_the_prompt_tokens_training_saw(
+    setup: tuple[Path, Path, list[dict[str, str]]], tmp_path: Path, fmt: str
+) -> None:
+    raw, chat, rows = setup
+    model, tok = load_student(chat if fmt == "chat" else raw, device="cpu")
+    args = sft_config(StudentSpec(save_steps=None, max_length=512), tmp_path, seed=0, report_to=[])
+    trainer = SenseiSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(rows[:4], fmt, SYSTEM)),  # type: ignore[arg-type]
+        processing_class=tok,
+    )
+    prompts = generation_prompts(tok, [r["prompt"] for r in rows[:4]], fmt, SYSTEM)  # type: ignore[arg-type]
+    for i, prepared in enumerate(trainer.train_dataset):
+        labels = prepared["labels"]
+        n_prompt = next(j for j, label in enumerate(labels) if label != -100)
+        assert prepared["input_ids"][:n_prompt] == tok(prompts[i])["input_ids"]
+        assert len(prepared["input_ids"]) == example_length(tok, rows[i], fmt, SYSTEM)  # type: ignore[arg-type]
+        if fmt == "chat":
+            assert "<|assistant|>" in prompts[i] and SYSTEM in prompts[i]
+
+
+@pytest.mark.slow
+def test_a_chat_student_learns_and_answers_through_its_template(
+    setup: tuple[Path, Path, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    _, chat, rows = setup
+    model, tok = load_student(chat, device="cpu")
+    spec = StudentSpec(max_steps=30, batch_size=8, logging_steps=5, learning_rate=3e-3, save_steps=None)
+    result = train_sft(model, tok, sft_rows(rows, "chat", SYSTEM), spec, tmp_path / "t", seed=0, report_to=[])
+    assert result.final_loss < 0.6 * result.first_loss
+    prompts = generation_prompts(tok, [r["prompt"] for r in rows[:4]], "chat", SYSTEM)
+    answers = generate(result.model, tok, prompts, max_new_tokens=40)
+    # The student learnt the answer's shape after the template's assistant turn, not the turn markers.
+    assert all(a.startswith("{") and "<|" not in a for a in answers), answers
+    assert torch.isfinite(torch.tensor(result.final_loss))
+
+
+def test_compare_and_export_ask_a_run_as_it_was_trained(store: Store) -> None:
+    with store.tx() as conn:
+        run_id = store.add_run(conn, None, 10, 0)
+    run_dir = Path(store.get_run(run_id)["run_dir"])  # type: ignore[index]
+    assert compare.run_mode(store, run_id) == "completion"  # no metadata yet: an old raw run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metadata.json").write_text(json.dumps({"prompt_format": "chat", "system_prompt": SYSTEM}))
+    assert compare.run_mode(store, run_id) == "chat"
+    note = prompt_note(json.loads((run_dir / "metadata.json").read_text()))
+    assert "apply_chat_template" in note and SYSTEM in note
+    assert "task.prompt_template" in prompt_note({})
+
+
+@pytest.mark.slow
+def test_train_job_with_a_chat_student(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from engine.data.demo_source import demo_rows
+    from engine.specs import demo_spec
+    from tests.test_train_job import _run_job, _setup
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    spec = demo_spec("fast")
+    spec.task.system_prompt = SYSTEM
+    rows = demo_rows(spec)
+    texts = [r["prompt"] for r in rows] + [r["reference"] for r in rows] + [TEMPLATE, SYSTEM]
+    folder = build_tiny_student(texts, TINY, tmp_path / "student", seed=0)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(folder)
+    spec.student.model = str(folder)  # a local folder, as a user's own model would be
+    spec.student.max_steps = 60
+    spec.student.max_length = 192
+    exp_id, _ = _setup(store, spec)
+    run = _run_job(store, spec, exp_id, size=32)
+
+    meta = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())
+    assert meta["prompt_format"] == "chat" and meta["system_prompt"] == SYSTEM
+    assert compare.run_mode(store, run["id"]) == "chat"
+    # Evaluation asked through the template: the saved student answers the same when asked so.
+    out = store.list_outputs(run["id"])[0]
+    model, tok = load_student(Path(run["run_dir"]) / "model")
+    again = generate(
+        model, tok, generation_prompts(tok, [out["prompt"]], "chat", SYSTEM), spec.student.max_new_tokens
+    )
+    assert again == [out["output"]] and "<|" not in out["output"]
+    assert all(o["output"].startswith("{") for o in store.list_outputs(run["id"]))  # answers, not turns
