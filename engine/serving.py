@@ -7,6 +7,10 @@ so a server outlives the Streamlit rerun that started it. A registry file per se
 ``<workspace>/servers/<key>.json`` (port, pid, process start time, model folder), lets any
 later rerun or process find it again, and :func:`stop_server` / :func:`stop_all` end it.
 
+Servers stop themselves when unused: each runs under :mod:`engine.serving_guard`, which
+ends it once its registry file (touched on every use) is older than ``SENSEI_SERVE_IDLE_S``
+seconds (default 30 minutes), so a closed browser tab never pins a model in (GPU) memory.
+
 A run that trained a LoRA adapter is served as a merged copy (``<run>/served``, built once):
 ``transformers serve`` loads full models, and a merged model answers exactly like base +
 adapter.
@@ -35,6 +39,16 @@ from engine.store import Store
 
 STARTUP_TIMEOUT_S = 180.0
 """Seconds to wait for a server's ``/health``: loading a 7B model from disk takes a while."""
+IDLE_S = 1800.0
+"""Default seconds a server may stay unused before it stops itself (``SENSEI_SERVE_IDLE_S``)."""
+
+
+def idle_limit_s() -> float:
+    """Seconds an unused server lives: ``SENSEI_SERVE_IDLE_S``, else :data:`IDLE_S`."""
+    try:
+        return float(os.environ.get("SENSEI_SERVE_IDLE_S") or IDLE_S)
+    except ValueError:
+        return IDLE_S
 
 
 class ServeError(RuntimeError):
@@ -110,12 +124,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_command(model_dir: Path, port: int) -> list[str]:
+def serve_program() -> str:
+    """The ``transformers`` CLI (from ``transformers[serving]``) beside this Python, or on PATH."""
     exe = Path(sys.executable).with_name("transformers")
-    program = str(exe) if exe.exists() else shutil.which("transformers") or "transformers"
+    return str(exe) if exe.exists() else shutil.which("transformers") or "transformers"
+
+
+def _serve_command(model_dir: Path, port: int, registry: Path, startup_s: float) -> list[str]:
+    program = serve_program()
     # A GPU when the machine has one (a 7B student on CPU answers in minutes), else the CPU.
     device = os.environ.get("SENSEI_SERVE_DEVICE") or ("auto" if gpu_slots() else "cpu")
-    return [program, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device]
+    serve = [program, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device]
+    guard = [sys.executable, "-m", "engine.serving_guard", "--registry", str(registry)]
+    return [*guard, "--idle", str(idle_limit_s()), "--startup", str(startup_s + 30), "--", *serve]
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -135,9 +156,12 @@ def start_server(store: Store, key: str, model_dir: Path, timeout_s: float = STA
     port = _free_port()
     log_path = servers_dir(store) / f"{key}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The guard is ``python -m engine.serving_guard``: the project must be importable from any cwd.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            _serve_command(model_dir, port),
+            _serve_command(model_dir, port, _registry_path(store, key), timeout_s),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -188,6 +212,9 @@ def ensure_model_server(
     """The running server registered as ``key`` for ``model_dir``, started if needed."""
     info = read_server(store, key)
     if info is not None and Path(info.model_dir) == Path(model_dir):
+        # A use: the guard counts idle time from the registry file's modification time.
+        with contextlib.suppress(OSError):
+            os.utime(_registry_path(store, key))
         return info
     if info is not None:  # same key, another folder: replace it
         stop_server(store, key)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_serve_a_run_ask_it_and_stop(store: Store, tmp_path: Path) -> None:
-    if not Path(serving._serve_command(tmp_path, 1)[0]).exists():
+    if not Path(serving.serve_program()).exists():
         pytest.skip("the transformers CLI (transformers[serving]) is not installed")
     run_id = _add_run(store)
     run_dir = store.runs_dir / run_id
@@ -47,7 +47,7 @@ def test_serve_a_run_ask_it_and_stop(store: Store, tmp_path: Path) -> None:
 
 
 def test_a_server_that_cannot_start_reports_its_log(store: Store, tmp_path: Path) -> None:
-    if not Path(serving._serve_command(tmp_path, 1)[0]).exists():
+    if not Path(serving.serve_program()).exists():
         pytest.skip("the transformers CLI (transformers[serving]) is not installed")
     (tmp_path / "empty").mkdir()
     with pytest.raises(serving.ServeError, match=r"transformers serve for .*empty") as err:

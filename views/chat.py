@@ -29,6 +29,7 @@ def _server_status() -> None:
             st.caption(
                 f"{len(running)} model server(s) running: "
                 + ", ".join(f"`{s.key}` on :{s.port}" for s in running)
+                + f"; each stops itself after {serving.idle_limit_s() / 60:.0f} min unused."
             )
         else:
             st.caption(
