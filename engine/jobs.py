@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "small_judge": "engine.evaluation.small_judge_job:main",
     "embed": "engine.data.diversity_job:main",
     "judge": "engine.judge_job:main",
+    "small_judge_run": "engine.small_judge_flow:run_main",
     "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
 }
 

@@ -67,6 +67,18 @@ def _experiment_spec(store: Store, exp_id: str) -> tuple[dict[str, Any], Experim
     return exp, ExperimentSpec.model_validate(exp["spec"])
 
 
+def teacher_items(store: Store, dataset_id: str, teacher_key: str) -> tuple[list[str], list[JudgeItem]]:
+    """The item refs and judge items of one teacher's answers on a dataset, in example order."""
+    answers = store.get_teacher_responses(dataset_id, teacher_key)
+    examples = {e["idx"]: e for e in store.get_examples(dataset_id)}
+    idxs = sorted(i for i in answers if i in examples and answers[i].get("output") is not None)
+    refs = [review.teacher_ref(dataset_id, teacher_key, i) for i in idxs]
+    items = [
+        JudgeItem(examples[i]["prompt"], answers[i]["output"], examples[i].get("reference")) for i in idxs
+    ]
+    return refs, items
+
+
 def collect_items(store: Store, target: JudgeTarget) -> tuple[list[str], list[JudgeItem]]:
     """The item refs and judge items of ``target``, in example order.
 
@@ -84,14 +96,7 @@ def collect_items(store: Store, target: JudgeTarget) -> tuple[list[str], list[Ju
         dataset_id = exp.get("dataset_id")
         if not dataset_id:
             raise ValueError(f"experiment {target.experiment_id!r} has no dataset (teacher not run yet)")
-        key = spec.teacher_key()
-        answers = store.get_teacher_responses(dataset_id, key)
-        examples = {e["idx"]: e for e in store.get_examples(dataset_id)}
-        idxs = sorted(i for i in answers if i in examples and answers[i].get("output") is not None)
-        refs = [review.teacher_ref(dataset_id, key, i) for i in idxs]
-        items = [
-            JudgeItem(examples[i]["prompt"], answers[i]["output"], examples[i].get("reference")) for i in idxs
-        ]
+        refs, items = teacher_items(store, dataset_id, spec.teacher_key())
     if not items:
         raise ValueError("nothing to judge: the target has no answers yet")
     return refs, items

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import streamlit as st
 
 from engine import calibration_report as cr
-from engine import jobs, judge_job, review, ui
+from engine import jobs, judge_job, review, small_judge_flow, ui
 from engine.evaluation.calibration import Calibration
 from engine.store import Store
 
@@ -68,6 +68,62 @@ def run_judge_control() -> None:
 
 with st.expander("Run a judge", expanded=not judges, icon=":material/gavel:"):
     run_judge_control()
+
+
+def small_judge_control() -> None:
+    """Train a small judge on a judge's verdicts (and SME labels), and let a trained one judge."""
+    big = [j for j in judges if j not in {t["name"] for t in trained}]
+    if not big:
+        st.caption("A small judge learns from an LLM judge's verdicts: run a judge first.")
+    else:
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        source = c1.selectbox("Learn from", big, key="sj_from", help="SME labels override its verdicts.")
+        name = c2.text_input("Small judge name", value=f"small-{source}", key="sj_name")
+        if c3.button("Train", key="sj_train", icon=":material/model_training:"):
+            try:
+                job_id = small_judge_flow.launch_training(store, source, name)
+            except ValueError as err:
+                st.error(f"Not queued: {err}")
+            else:
+                if ui.autostart_enabled():
+                    jobs.ensure_scheduler(store)
+                st.success(f"Queued small-judge training {job_id} (a minute or two on a CPU).")
+    if not trained:
+        return
+    st.dataframe(
+        small_judge_flow.summary_rows(trained),
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("held-out accuracy", "majority baseline", "kappa")
+        }
+        | {
+            c: st.column_config.NumberColumn(format="$%.5f")
+            for c in ("$ / 1,000 verdicts", "big judge $ / 1,000")
+        },
+    )
+    targets = judge_job.judge_targets(store)
+    if not targets:
+        return
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    who = c1.selectbox("Small judge", [t["name"] for t in trained], key="sj_run_name")
+    pick = c2.selectbox(
+        "Answers to judge", range(len(targets)), format_func=lambda i: targets[i][0], key="sj_target"
+    )
+    if c3.button("Judge", key="sj_run", icon=":material/gavel:"):
+        try:
+            job_id = small_judge_flow.launch_run(store, who, targets[pick][1])
+        except ValueError as err:
+            st.error(f"Not queued: {err}")
+        else:
+            if ui.autostart_enabled():
+                jobs.ensure_scheduler(store)
+            st.success(f"Queued {who} on those answers ({job_id}); calibrate it here when it finishes.")
+
+
+trained = small_judge_flow.trained_small_judges(store)
+with st.expander("Small judge: the trusted judge's verdicts, for pennies", icon=":material/savings:"):
+    small_judge_control()
 
 if not judges or not labels:
     st.info(
