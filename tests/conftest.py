@@ -58,3 +58,19 @@ def cleanup_processes(store: Store):
     """Yield the store; kill its scheduler and workers afterwards."""
     yield store
     kill_workspace_processes(store.home)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, str]]]:
+    """A tiny Llama base (BPE trained on the rows) and 96 demo prompt/completion rows."""
+    from engine.demo.task import DEMO_TEMPLATE, generate_examples
+    from engine.specs import TinyModelSpec
+    from engine.training.student import build_tiny_student
+
+    rows = [
+        {"prompt": DEMO_TEMPLATE.format(input=ex["input"]), "completion": ex["reference"]}
+        for ex in generate_examples(96, seed=3)
+    ]
+    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows]
+    tiny = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
+    return build_tiny_student(texts, tiny, tmp_path_factory.mktemp("base"), seed=0), rows

@@ -11,25 +11,12 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTTrainer
 
-from engine.demo.task import DEMO_TEMPLATE, generate_examples
-from engine.specs import LoraSpec, StudentSpec, TinyModelSpec
+from engine.specs import LoraSpec, StudentSpec
 from engine.training.packing import RowPackedCollator
 from engine.training.sft import padding_free_attention, sft_config, train_sft, truncate_tokenized
-from engine.training.student import build_tiny_student, load_student, lora_config
+from engine.training.student import load_student, lora_config
 from engine.training.trainer import SenseiSFTTrainer
 from engine.training.varlen import VARLEN_ATTENTION, varlen_attention, varlen_unsupported
-
-TINY = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, str]]]:
-    rows = [
-        {"prompt": DEMO_TEMPLATE.format(input=ex["input"]), "completion": ex["reference"]}
-        for ex in generate_examples(64, seed=5)
-    ]
-    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows]
-    return build_tiny_student(texts, TINY, tmp_path_factory.mktemp("base"), seed=0), rows
 
 
 def flat_row(lengths: list[int], vocab: int, seed: int = 0) -> tuple[list[torch.Tensor], dict[str, Any]]:
@@ -129,9 +116,9 @@ def loss_grads_metrics(
     ids=["padded", "padding-free", "lora"],
 )
 def test_compact_loss_equals_trl_loss(
-    setup: tuple[Path, list[dict[str, str]]], tmp_path: Path, spec: StudentSpec
+    tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path, spec: StudentSpec
 ) -> None:
-    base, rows = setup
+    base, rows = tiny_demo
     theirs, ours = trainers(base, rows, tmp_path, spec)
     batch = next(iter(ours.get_train_dataloader()))
     assert ours._compact_loss_applies(ours.model, batch, return_outputs=False)
@@ -147,8 +134,10 @@ def test_compact_loss_equals_trl_loss(
     assert ours._total_train_tokens == theirs._total_train_tokens > 0
 
 
-def test_padding_free_picks_its_attention(setup: tuple[Path, list[dict[str, str]]], tmp_path: Path) -> None:
-    base, rows = setup
+def test_padding_free_picks_its_attention(
+    tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    base, rows = tiny_demo
     _, ours = trainers(base, rows, tmp_path, StudentSpec(packing=True, max_length=256, save_steps=None))
     with padding_free_attention(ours, StudentSpec(packing=True, max_length=256), 0):
         assert ours.model.config._attn_implementation == VARLEN_ATTENTION
@@ -161,8 +150,8 @@ def test_padding_free_picks_its_attention(setup: tuple[Path, list[dict[str, str]
 
 
 @pytest.mark.slow
-def test_padding_free_training_learns(setup: tuple[Path, list[dict[str, str]]], tmp_path: Path) -> None:
-    base, rows = setup
+def test_padding_free_training_learns(tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path) -> None:
+    base, rows = tiny_demo
     model, tok = load_student(base, device="cpu")
     before = [p.detach().clone() for p in model.parameters()]
     spec = StudentSpec(

@@ -7,28 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.demo.task import DEMO_TEMPLATE, generate_examples
-from engine.specs import StudentSpec, TinyModelSpec
+from engine.specs import StudentSpec
 from engine.training.packing import RowPackedCollator
 from engine.training.sft import train_sft
-from engine.training.student import build_tiny_student, load_student
+from engine.training.student import load_student
 from engine.training.varlen import has_varlen_kernel
 
-TINY = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
 
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, str]]]:
-    rows = [
-        {"prompt": DEMO_TEMPLATE.format(input=ex["input"]), "completion": ex["reference"]}
-        for ex in generate_examples(96, seed=3)
-    ]
-    texts = [r["prompt"] for r in rows] + [r["completion"] for r in rows]
-    return build_tiny_student(texts, TINY, tmp_path_factory.mktemp("base"), seed=0), rows
-
-
-def test_packed_row_gives_each_example_its_own_logits(setup: tuple[Path, list[dict[str, str]]]) -> None:
-    base, rows = setup
+def test_packed_row_gives_each_example_its_own_logits(tiny_demo: tuple[Path, list[dict[str, str]]]) -> None:
+    base, rows = tiny_demo
     model, tok = load_student(base, device="cpu")
     model.eval()
     assert not has_varlen_kernel(model)
@@ -51,8 +38,8 @@ def test_packed_row_gives_each_example_its_own_logits(setup: tuple[Path, list[di
 
 
 @pytest.mark.slow
-def test_packed_training_learns(setup: tuple[Path, list[dict[str, str]]], tmp_path: Path) -> None:
-    base, rows = setup
+def test_packed_training_learns(tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path) -> None:
+    base, rows = tiny_demo
     model, tok = load_student(base, device="cpu")
     spec = StudentSpec(
         max_steps=20,
@@ -71,11 +58,11 @@ def test_packed_training_learns(setup: tuple[Path, list[dict[str, str]]], tmp_pa
 
 @pytest.mark.slow
 def test_checkpointing_and_accumulation_with_lora(
-    setup: tuple[Path, list[dict[str, str]]], tmp_path: Path
+    tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path
 ) -> None:
     from engine.specs import LoraSpec
 
-    base, rows = setup
+    base, rows = tiny_demo
     model, tok = load_student(base, device="cpu")
     spec = StudentSpec(
         max_steps=6,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from urllib.parse import quote
 
@@ -27,6 +28,18 @@ judges = cr.pointwise_judges(store)
 labels = store.annotations()
 
 
+def _queue(launch: Callable[[], str], done: str) -> None:
+    """Queue a job with ``launch`` and say so (``done`` names ``{job_id}``), or say why not."""
+    try:
+        job_id = launch()
+    except ValueError as err:  # SpecError and RuleError are ValueErrors too
+        st.error(f"Not queued: {err}")
+        return
+    if ui.autostart_enabled():
+        jobs.ensure_scheduler(store)
+    st.success(done.format(job_id=job_id))
+
+
 def run_judge_control() -> None:
     """Queue a ``judge`` job: pick the answers, name the judge, write the rubric, pick a model."""
     targets = judge_job.judge_targets(store)
@@ -49,7 +62,8 @@ def run_judge_control() -> None:
         )
     if not st.button("Run judge", key="jr_run", type="primary"):
         return
-    try:
+
+    def launch() -> str:
         endpoint = (
             judge_job.endpoint_from_form(
                 st.session_state.jr_url, st.session_state.jr_model, st.session_state.jr_key
@@ -57,13 +71,9 @@ def run_judge_control() -> None:
             if own
             else None
         )
-        job_id = judge_job.launch_judge(store, targets[pick][1], rubric, name, endpoint, use_ref)
-    except ValueError as err:  # SpecError and RuleError are ValueErrors too
-        st.error(f"Not queued: {err}")
-        return
-    if ui.autostart_enabled():
-        jobs.ensure_scheduler(store)
-    st.success(f"Queued judge job {job_id}; its verdicts appear here when it finishes (see Runs).")
+        return judge_job.launch_judge(store, targets[pick][1], rubric, name, endpoint, use_ref)
+
+    _queue(launch, "Queued judge job {job_id}; its verdicts appear here when it finishes (see Runs).")
 
 
 with st.expander("Run a judge", expanded=not judges, icon=":material/gavel:"):
@@ -80,14 +90,10 @@ def small_judge_control() -> None:
         source = c1.selectbox("Learn from", big, key="sj_from", help="SME labels override its verdicts.")
         name = c2.text_input("Small judge name", value=f"small-{source}", key="sj_name")
         if c3.button("Train", key="sj_train", icon=":material/model_training:"):
-            try:
-                job_id = small_judge_flow.launch_training(store, source, name)
-            except ValueError as err:
-                st.error(f"Not queued: {err}")
-            else:
-                if ui.autostart_enabled():
-                    jobs.ensure_scheduler(store)
-                st.success(f"Queued small-judge training {job_id} (a minute or two on a CPU).")
+            _queue(
+                lambda: small_judge_flow.launch_training(store, source, name),
+                "Queued small-judge training {job_id} (a minute or two on a CPU).",
+            )
     if not trained:
         return
     st.dataframe(
@@ -111,14 +117,10 @@ def small_judge_control() -> None:
         "Answers to judge", range(len(targets)), format_func=lambda i: targets[i][0], key="sj_target"
     )
     if c3.button("Judge", key="sj_run", icon=":material/gavel:"):
-        try:
-            job_id = small_judge_flow.launch_run(store, who, targets[pick][1])
-        except ValueError as err:
-            st.error(f"Not queued: {err}")
-        else:
-            if ui.autostart_enabled():
-                jobs.ensure_scheduler(store)
-            st.success(f"Queued {who} on those answers ({job_id}); calibrate it here when it finishes.")
+        _queue(
+            lambda: small_judge_flow.launch_run(store, who, targets[pick][1]),
+            f"Queued {who} on those answers ({{job_id}}); calibrate it here when it finishes.",
+        )
 
 
 trained = small_judge_flow.trained_small_judges(store)
