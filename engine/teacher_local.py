@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.data.prompts import render_messages
+from engine.data.prompts import has_chat_template, render_messages
 from engine.llm import (
     ChatResult,
     Messages,
@@ -155,7 +155,14 @@ class LocalTeacher:
         prompts = [render_messages(tokenizer, requests[todo[k][0]]) for k in keys]
         start = time.perf_counter()
         try:
-            texts = generate(model, tokenizer, prompts, self.spec.max_tokens, batch_size=len(prompts))
+            texts = generate(
+                model,
+                tokenizer,
+                prompts,
+                self.spec.max_tokens,
+                batch_size=len(prompts),
+                add_special_tokens=not has_chat_template(tokenizer),
+            )
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: fail this batch only
             took = time.perf_counter() - start
             return [

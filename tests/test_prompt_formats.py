@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import Dataset
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, GenerationConfig
 
 from engine import compare
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
@@ -18,9 +17,11 @@ from engine.training.export import prompt_note
 from engine.training.formats import (
     dpo_rows,
     example_length,
+    generation_options,
     generation_prompts,
     resolve_prompt_format,
     sft_rows,
+    stop_token_ids,
 )
 from engine.training.generate import generate
 from engine.training.sft import sft_config, train_sft
@@ -29,12 +30,15 @@ from engine.training.trainer import SenseiSFTTrainer
 
 TINY = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
 # A ChatML-like template: rendering the prompt with a generation prompt is a prefix of the
-# rendered conversation, as TRL requires for prompt/completion chats.
+# rendered conversation, as TRL requires for prompt/completion chats. Like many real ones it
+# writes no BOS although the tokenizer adds one, and closes a turn with a special token that
+# is not EOS (here the tiny tokenizer's <s>, as <|im_end|> or <end_of_turn> elsewhere).
 TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
-    "{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if m.role == 'assistant' %}<s>{% endif %}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+EOS_TEMPLATE = TEMPLATE.replace("<s>{% endif %}", "{{ eos_token }}{% endif %}")
 SYSTEM = "Answer with JSON only."
 
 
@@ -54,6 +58,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[di
     tok.chat_template = TEMPLATE
     tok.save_pretrained(chat)
     return raw, chat, rows
+
+
+def test_chat_answers_stop_at_the_templates_end_of_turn(setup: tuple[Path, Path, list]) -> None:
+    _, chat, _ = setup
+    tok = AutoTokenizer.from_pretrained(chat)
+    assert stop_token_ids(tok, "chat") == sorted({tok.eos_token_id, tok.bos_token_id})
+    assert stop_token_ids(tok, "raw") == [tok.eos_token_id]
+    tok.chat_template = EOS_TEMPLATE
+    assert stop_token_ids(tok, "chat") == [tok.eos_token_id]
 
 
 def test_auto_picks_chat_only_when_the_tokenizer_has_a_template(setup: tuple[Path, Path, list]) -> None:
@@ -95,10 +108,13 @@ def test_generation_sees_the_prompt_tokens_training_saw(
         processing_class=tok,
     )
     prompts = generation_prompts(tok, [r["prompt"] for r in rows[:4]], fmt, SYSTEM)  # type: ignore[arg-type]
+    options = generation_options(tok, fmt)  # type: ignore[arg-type]
     for i, prepared in enumerate(trainer.train_dataset):
         labels = prepared["labels"]
         n_prompt = next(j for j, label in enumerate(labels) if label != -100)
-        assert prepared["input_ids"][:n_prompt] == tok(prompts[i])["input_ids"]
+        ids = tok(prompts[i], add_special_tokens=options["add_special_tokens"])["input_ids"]
+        assert prepared["input_ids"][:n_prompt] == ids
+        assert (ids[0] == tok.bos_token_id) == (fmt == "raw")  # the template writes no BOS
         assert len(prepared["input_ids"]) == example_length(tok, rows[i], fmt, SYSTEM)  # type: ignore[arg-type]
         if fmt == "chat":
             assert "<|assistant|>" in prompts[i] and SYSTEM in prompts[i]
@@ -110,14 +126,21 @@ def test_a_chat_student_learns_and_answers_through_its_template(
 ) -> None:
     _, chat, rows = setup
     model, tok = load_student(chat, device="cpu")
-    spec = StudentSpec(max_steps=30, batch_size=8, logging_steps=5, learning_rate=3e-3, save_steps=None)
+    spec = StudentSpec(max_steps=200, batch_size=16, logging_steps=10, learning_rate=3e-3, save_steps=None)
     result = train_sft(model, tok, sft_rows(rows, "chat", SYSTEM), spec, tmp_path / "t", seed=0, report_to=[])
     assert result.final_loss < 0.6 * result.first_loss
-    prompts = generation_prompts(tok, [r["prompt"] for r in rows[:4]], "chat", SYSTEM)
-    answers = generate(result.model, tok, prompts, max_new_tokens=40)
-    # The student learnt the answer's shape after the template's assistant turn, not the turn markers.
-    assert all(a.startswith("{") and "<|" not in a for a in answers), answers
-    assert torch.isfinite(torch.tensor(result.final_loss))
+    prompts = generation_prompts(tok, [r["prompt"] for r in rows[:8]], "chat", SYSTEM)
+    options = generation_options(tok, "chat", result.model)
+    answers = generate(result.model, tok, prompts, max_new_tokens=80, **options)
+    # The student learnt the answer after the template's assistant turn, and stops at the end
+    # of turn (never trained on EOS): one JSON object, not one running on to max_new_tokens.
+    assert all(a.startswith("{") and a.endswith("}") and "<|" not in a for a in answers), answers
+    # Without the end-of-turn stop it never stops (EOS was never a chat training target).
+    enc = tok(prompts[:1], return_tensors="pt", add_special_tokens=options["add_special_tokens"])
+    for stops, stopped in ((options["stop_token_ids"], True), ([tok.eos_token_id], False)):
+        config = GenerationConfig(max_new_tokens=80, do_sample=False, eos_token_id=stops, pad_token_id=0)
+        new = result.model.generate(**enc, generation_config=config).shape[1] - enc["input_ids"].shape[1]
+        assert (new < 80) == stopped, (stops, new)
 
 
 def test_compare_and_export_ask_a_run_as_it_was_trained(store: Store) -> None:
@@ -160,8 +183,10 @@ def test_train_job_with_a_chat_student(store: Store, monkeypatch: pytest.MonkeyP
     # Evaluation asked through the template: the saved student answers the same when asked so.
     out = store.list_outputs(run["id"])[0]
     model, tok = load_student(Path(run["run_dir"]) / "model")
-    again = generate(
-        model, tok, generation_prompts(tok, [out["prompt"]], "chat", SYSTEM), spec.student.max_new_tokens
-    )
+    prompts = generation_prompts(tok, [out["prompt"]], "chat", SYSTEM)
+    # The saved generation config carries the end of turn, so plain generate() stops there too.
+    assert tok.bos_token_id in model.generation_config.eos_token_id
+    options = generation_options(tok, "chat", model)
+    again = generate(model, tok, prompts, spec.student.max_new_tokens, **options)
     assert again == [out["output"]] and "<|" not in out["output"]
     assert all(o["output"].startswith("{") for o in store.list_outputs(run["id"]))  # answers, not turns

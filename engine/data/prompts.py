@@ -29,16 +29,20 @@ def chat_messages(prompt: str, system_prompt: str = "") -> list[dict[str, str]]:
     return [*messages, {"role": "user", "content": prompt}]
 
 
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether the tokenizer renders chats itself (then its text is tokenized as is)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def render_messages(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
     """The prompt text of a chat: the chat template when the tokenizer has one, else the
     message contents joined by blank lines.
 
-    The text is meant to be tokenized with special tokens, as ``generate`` does, so a BOS
-    that the template writes itself is left out when the tokenizer adds one anyway.
+    A template writes every special token the model expects (BOS included, or not), so its
+    text must be tokenized with ``add_special_tokens=False``, as ``apply_chat_template``
+    itself and TRL do (see :func:`has_chat_template`); plain joined text gets the
+    tokenizer's usual special tokens.
     """
-    if getattr(tokenizer, "chat_template", None):
-        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        bos = tokenizer.bos_token
-        adds_bos = bos and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
-        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+    if has_chat_template(tokenizer):
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return "\n\n".join(str(m.get("content") or "") for m in messages)

@@ -20,11 +20,12 @@ from engine.curation import dpo_rule_fn
 from engine.specs import ExperimentSpec
 from engine.store import Store
 from engine.training.dpo import DPO_LOGGED_KEYS, train_dpo
-from engine.training.formats import dpo_rows, generation_prompts, resolve_prompt_format
+from engine.training.formats import dpo_rows, generation_options, generation_prompts, resolve_prompt_format
 from engine.training.generate import generate
 from engine.training.health import HealthCallback
 from engine.training.pairs import build_dpo_pairs
 from engine.training.sft import StoreCallback
+from engine.training.trainer import causal_lm
 
 DPO_SPAN = (0.6, 0.85)
 """Share of the train job's progress bar used by pair building and DPO (SFT ends at its start)."""
@@ -75,6 +76,7 @@ def run_dpo_stage(
         student.max_new_tokens,
         student.eval_batch_size,
         on_batch=on_batch if writer is not None else None,
+        **generation_options(tokenizer, prompt_format, causal_lm(model)),
     )
     pairs = build_dpo_pairs(
         [r["prompt"] for r in subset],

@@ -167,6 +167,12 @@ def merge_run(
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
     model, tokenizer = load_run_model(run_dir, base_model_ref, device="cpu")
     merged: PreTrainedModel = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    meta_path = run_dir / "metadata.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("prompt_format") == "chat":
+        # An adapter's base brings its own generation config: stop at the template's end of turn.
+        from engine.training.formats import set_stop_tokens
+
+        set_stop_tokens(merged, tokenizer, "chat")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from engine.data.prompts import chat_messages, render_messages
+from engine.data.prompts import chat_messages, has_chat_template, render_messages
 
 PromptFormat = Literal["raw", "chat"]
 
@@ -24,7 +24,7 @@ def resolve_prompt_format(requested: str, tokenizer: Any, model_name: str = "the
     Raises:
         ValueError: ``chat`` for a tokenizer without a chat template (the message says what to do).
     """
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+    has_template = has_chat_template(tokenizer)
     if requested == "auto":
         return "chat" if has_template else "raw"
     if requested == "chat" and not has_template:
@@ -83,3 +83,45 @@ def example_length(tokenizer: Any, row: dict[str, Any], fmt: PromptFormat, syste
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
         ids = ids["input_ids"]
     return len(ids)
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token a chat template closes an assistant turn with (``<|im_end|>``, ``<|eot_id|>``,
+    ``<end_of_turn>``, ...), or None when it writes nothing after the answer."""
+    marker = "\u2063answer\u2063"  # a string no template writes itself
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}]
+    try:
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False))
+    except Exception:  # a template that refuses this conversation shape
+        return None
+    after = text.split(marker, 1)[1].strip() if marker in text else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    return int(ids[0]) if ids else None
+
+
+def stop_token_ids(tokenizer: Any, fmt: PromptFormat, model: Any = None) -> list[int]:
+    """Tokens that end an answer: EOS, the model's own generation EOS list, and for ``chat``
+    the template's end of turn. TRL appends EOS to raw completions only, so a chat student
+    learns to stop with whatever its template closes a turn with."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    if fmt == "chat":
+        ids.add(end_of_turn_id(tokenizer))
+    return sorted(i for i in ids if i is not None)
+
+
+def generation_options(tokenizer: Any, fmt: PromptFormat, model: Any = None) -> dict[str, Any]:
+    """``generate`` keyword arguments for prompts from :func:`generation_prompts`."""
+    return {
+        "add_special_tokens": fmt == "raw" or not has_chat_template(tokenizer),
+        "stop_token_ids": stop_token_ids(tokenizer, fmt, model),
+    }
+
+
+def set_stop_tokens(model: Any, tokenizer: Any, fmt: PromptFormat) -> None:
+    """Record the stop tokens in the model's ``generation_config``, so a saved or served
+    student (``transformers serve``, plain ``generate``) stops where evaluation did."""
+    config = getattr(model, "generation_config", None)
+    if config is not None:
+        config.eos_token_id = stop_token_ids(tokenizer, fmt, model)

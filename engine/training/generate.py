@@ -20,6 +20,8 @@ def generate(
     max_new_tokens: int,
     batch_size: int = 32,
     on_batch: Callable[[int, int], None] | None = None,
+    add_special_tokens: bool = True,
+    stop_token_ids: list[int] | None = None,
 ) -> list[str]:
     """Complete each prompt greedily, stopping at EOS; return only the new text, stripped.
 
@@ -32,6 +34,10 @@ def generate(
         max_new_tokens: Upper bound on answer length in tokens.
         batch_size: Prompts generated at once.
         on_batch: Called as ``on_batch(done, total)`` after each batch (progress reports).
+        add_special_tokens: Let the tokenizer add its special tokens (BOS); False for text a
+            chat template rendered, which already holds them.
+        stop_token_ids: Tokens that end an answer besides EOS (a chat template's end of turn,
+            see :func:`engine.training.formats.stop_token_ids`).
 
     Returns:
         One answer per prompt, in the order of ``prompts``.
@@ -43,7 +49,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=sorted({tokenizer.eos_token_id, *(stop_token_ids or [])} - {None}),
         pad_token_id=pad_id,
     )
     device = next(model.parameters()).device
@@ -59,7 +65,12 @@ def generate(
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch_idx = order[start : start + batch_size]
-                enc = tokenizer([prompts[i] for i in batch_idx], return_tensors="pt", padding=True)
+                enc = tokenizer(
+                    [prompts[i] for i in batch_idx],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=add_special_tokens,
+                )
                 enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
                 out = model.generate(**enc, generation_config=config)
                 new_tokens = out[:, enc["input_ids"].shape[1] :]

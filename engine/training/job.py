@@ -32,7 +32,14 @@ from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
 from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
-from engine.training.formats import example_length, generation_prompts, resolve_prompt_format, sft_rows
+from engine.training.formats import (
+    example_length,
+    generation_options,
+    generation_prompts,
+    resolve_prompt_format,
+    set_stop_tokens,
+    sft_rows,
+)
 from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
@@ -44,6 +51,7 @@ from engine.training.student import (
     require_quantization_support,
     save_student,
 )
+from engine.training.trainer import causal_lm
 
 TRAIN_SPAN = (0.02, 0.85)
 """Share of the job's progress bar filled by training; evaluation fills the rest."""
@@ -227,6 +235,7 @@ def main(ctx: JobContext) -> None:
             failed = False
             return
         ctx.progress(TRAIN_SPAN[1], "saving the model", force=True)
+        set_stop_tokens(causal_lm(trained), tokenizer, prompt_format)
         save_student(trained, tokenizer, run_dir / "model")
         train_info = {
             "sft": sft,
@@ -313,6 +322,7 @@ def evaluate_run(
         spec.student.max_new_tokens,
         spec.student.eval_batch_size,
         on_batch=on_batch,
+        **generation_options(tokenizer, prompt_format, causal_lm(model)),
     )
     rows, scores = [], []
     for ex, output in zip(test, outputs, strict=True):
