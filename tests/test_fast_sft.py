@@ -16,7 +16,13 @@ from engine.training.packing import RowPackedCollator
 from engine.training.sft import padding_free_attention, sft_config, train_sft, truncate_tokenized
 from engine.training.student import load_student, lora_config
 from engine.training.trainer import SenseiSFTTrainer
-from engine.training.varlen import VARLEN_ATTENTION, varlen_attention, varlen_unsupported
+from engine.training.varlen import (
+    VARLEN_ATTENTION,
+    plan_groups,
+    varlen_attention,
+    varlen_probe,
+    varlen_unsupported,
+)
 
 
 def flat_row(lengths: list[int], vocab: int, seed: int = 0) -> tuple[list[torch.Tensor], dict[str, Any]]:
@@ -35,8 +41,12 @@ def flat_row(lengths: list[int], vocab: int, seed: int = 0) -> tuple[list[torch.
     return examples, batch
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])
-def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int) -> None:
+@pytest.mark.parametrize(
+    ("kv_heads", "lengths"),
+    [(4, [7, 1, 30, 12]), (2, [7, 1, 30, 12]), (4, [20, 18, 19])],
+    ids=["skewed", "skewed-gqa", "balanced"],
+)
+def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int, lengths: list[int]) -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=200,
@@ -48,7 +58,7 @@ def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int) -> No
         attn_implementation="sdpa",
     )
     model = LlamaForCausalLM(config).eval()
-    examples, batch = flat_row([7, 1, 30, 12], config.vocab_size)
+    examples, batch = flat_row(lengths, config.vocab_size)
     with torch.no_grad():
         alone = [model(input_ids=x[None], use_cache=False).logits[0] for x in examples]
         with varlen_attention(model, max_length=64):
@@ -61,6 +71,44 @@ def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int) -> No
     torch.testing.assert_close(flat, masked, atol=1e-5, rtol=1e-4)
 
 
+def test_skewed_rows_are_attended_in_length_groups() -> None:
+    assert plan_groups([20, 18, 19]) == [[0, 1, 2]]  # one sdpa call
+    # One long example and short fillers: the fillers must not pay the long length.
+    assert plan_groups([480, 8, 8, 8, 8]) == [[1, 2, 3, 4], [0]]
+    assert plan_groups([100, 60, 70, 90]) == [[0, 1, 2, 3]]  # grouping would save too little
+
+
+def test_a_model_that_drops_the_boundaries_is_caught_before_training() -> None:
+    from transformers import StableLmConfig, StableLmForCausalLM
+
+    torch.manual_seed(0)
+    # StableLM's decoder layers call their attention without the extra kwargs.
+    config = StableLmConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        attn_implementation="sdpa",
+    )
+    model = StableLmForCausalLM(config)
+    assert varlen_unsupported(model, 128) is None  # nothing in its config says so
+    assert "do not pass the attention kwargs on" in (varlen_probe(model) or "")
+    assert model.training and model.config._attn_implementation == "sdpa"  # restored
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            attn_implementation="sdpa",
+        )
+    )
+    assert varlen_probe(llama) is None
+
+
 def test_varlen_attention_refuses_what_it_does_not_compute() -> None:
     def config(**kw: Any) -> Any:
         return type("M", (), {"config": LlamaConfig(**kw)})()
@@ -70,6 +118,7 @@ def test_varlen_attention_refuses_what_it_does_not_compute() -> None:
     window = config(sliding_window=256)
     assert varlen_unsupported(window, 128) is None  # every example fits in the window
     assert "256-token sliding window" in (varlen_unsupported(window, 512) or "")
+    assert "64-token chunks" in (varlen_unsupported(config(attention_chunk_size=64), 128) or "")
     with (
         pytest.raises(ValueError, match="soft-caps the logits"),
         varlen_attention(config(attn_logit_softcapping=50.0), 128),
@@ -88,6 +137,8 @@ def trainers(base: Path, rows: list[dict[str, str]], tmp: Path, spec: StudentSpe
     ours = SenseiSFTTrainer(
         model=theirs.model, args=args, train_dataset=dataset, processing_class=tok, peft_config=None
     )
+    if spec.packing:  # the fallback layout for models the padding-free attention cannot serve
+        theirs.data_collator = ours.data_collator = RowPackedCollator(int(tok.pad_token_id))
     return theirs, ours
 
 
@@ -112,8 +163,9 @@ def loss_grads_metrics(
             save_steps=None,
             lora=LoraSpec(enabled=True, target_modules="all-linear", dropout=0.0),
         ),
+        StudentSpec(batch_size=3, save_steps=None, packing=True, max_length=256),
     ],
-    ids=["padded", "padding-free", "lora"],
+    ids=["padded", "padding-free", "lora", "row-packed"],
 )
 def test_compact_loss_equals_trl_loss(
     tiny_demo: tuple[Path, list[dict[str, str]]], tmp_path: Path, spec: StudentSpec
@@ -174,3 +226,22 @@ def test_padding_free_rows_are_cut_to_max_length() -> None:
     cut = truncate_tokenized(rows, 6)
     assert cut["input_ids"] == [list(range(6)), [1, 2]]
     assert cut["labels"] == [[-100] * 4 + [4, 5], [-100, 2]]
+
+
+def test_prompt_learning_keeps_trls_loss(tiny_demo: tuple[Path, list[Any]], tmp_path: Path) -> None:
+    from peft import PromptTuningConfig
+
+    base, rows = tiny_demo
+    model, tok = load_student(base, device="cpu")
+    args = sft_config(StudentSpec(save_steps=None), tmp_path, seed=0, report_to=[])
+    peft = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    ours = SenseiSFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft
+    )
+    batch = next(iter(ours.get_train_dataloader()))
+    # Virtual tokens are PeftModel.forward's doing: the compact path would skip them.
+    assert not ours._compact_loss_applies(ours.model, batch, return_outputs=False)
+    ours.compute_loss(ours.model, batch).backward()
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in ours.model.parameters() if p.requires_grad
+    )

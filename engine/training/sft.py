@@ -29,7 +29,7 @@ from engine.store import Store
 from engine.training.packing import RowPackedCollator
 from engine.training.student import device_precision, lora_config
 from engine.training.trainer import SenseiSFTTrainer, causal_lm
-from engine.training.varlen import has_varlen_kernel, varlen_attention, varlen_unsupported
+from engine.training.varlen import has_varlen_kernel, varlen_attention, varlen_probe, varlen_unsupported
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +219,11 @@ def padding_free_attention(
     """
     if not (spec.packing or spec.padding_free) or has_varlen_kernel(trainer.model):
         return contextlib.nullcontext()
-    max_length = spec.max_length if spec.packing else None
-    reason = varlen_unsupported(causal_lm(trainer.model), max_length)
+    # Packed rows hold whole examples of at most max_length tokens; unpacked padding-free
+    # rows are cut to it by truncate_tokenized.
+    reason = varlen_unsupported(causal_lm(trainer.model), spec.max_length) or varlen_probe(trainer.model)
     if reason is None:
-        return varlen_attention(trainer.model, max_length)
+        return varlen_attention(trainer.model, spec.max_length, probe=False)
     log.info("padding-free batches kept as padded rows: %s", reason)
     trainer.data_collator = RowPackedCollator(pad_token_id)
     return contextlib.nullcontext()

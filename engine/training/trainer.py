@@ -9,7 +9,7 @@ third of a training step spent on positions whose loss is zero.
 
 :class:`SenseiSFTTrainer` keeps TRL's path on Triton devices and for every feature it does
 not reproduce (other loss types, label smoothing, MoE auxiliary losses, several processes,
-scaled or soft-capped logits, vision inputs, very large vocabularies). Otherwise it runs the
+scaled or soft-capped logits, vision inputs, PEFT prompt learning, very large vocabularies). Otherwise it runs the
 backbone, projects only the hidden states whose next token has a label, and takes the mean
 cross-entropy over them: the same loss and the same logged metrics (entropy, mean token
 accuracy, token count), computed on the completion tokens alone.
@@ -57,7 +57,11 @@ class SenseiSFTTrainer(SFTTrainer):
             return False
         if getattr(self, "aux_loss_enabled", False):
             return False
-        lm = causal_lm(self.accelerator.unwrap_model(model))
+        unwrapped = self.accelerator.unwrap_model(model)
+        peft_config = getattr(unwrapped, "active_peft_config", None)
+        if getattr(peft_config, "is_prompt_learning", False):
+            return False  # virtual tokens are added by PeftModel.forward, which we would skip
+        lm = causal_lm(unwrapped)
         text = lm.config.get_text_config()
         if any(getattr(text, name, None) is not None for name in LOGIT_TRANSFORMS):
             return False
