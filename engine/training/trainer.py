@@ -9,9 +9,9 @@ third of a training step spent on positions whose loss is zero.
 
 :class:`SenseiSFTTrainer` keeps TRL's path on Triton devices and for every feature it does
 not reproduce (other loss types, label smoothing, MoE auxiliary losses, several processes,
-scaled or soft-capped logits, vision inputs, PEFT prompt learning, very large vocabularies). Otherwise it runs the
-backbone, projects only the hidden states whose next token has a label, and takes the mean
-cross-entropy over them: the same loss and the same logged metrics (entropy, mean token
+scaled or soft-capped logits, vision inputs, PEFT prompt learning, very large vocabularies).
+Otherwise it runs the backbone, projects only the hidden states whose next token has a label,
+and takes the mean cross-entropy over them: the same loss and the same logged metrics (entropy, mean token
 accuracy, token count), computed on the completion tokens alone.
 """
 
