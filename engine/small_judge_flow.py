@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from engine.calibration_report import sme_labels
 from engine.context import JobContext
 from engine.evaluation.judge import JudgeItem
-from engine.evaluation.small_judge import BUNDLED_ENCODER, SmallJudge, SmallJudgeSpec
 from engine.evaluation.small_judge_data import LABELS, judge_text, merge_items
 from engine.judge_job import JudgeTarget, collect_items, teacher_items
 from engine.review import parse_ref
@@ -99,7 +98,7 @@ def launch_training(
     store: Store,
     from_judge: str,
     name: str,
-    encoder: str = BUNDLED_ENCODER,
+    encoder: str | None = None,
     use_reference: bool = False,
     **settings: Any,
 ) -> str:
@@ -109,7 +108,7 @@ def launch_training(
         store: The workspace.
         from_judge: The judge whose stored verdicts are the teacher.
         name: The small judge's name (its verdicts are saved under it); letters, digits, ``._-``.
-        encoder: Hub id or folder of the encoder (default: the bundled MiniLM).
+        encoder: Hub id or folder of the encoder (None: the bundled MiniLM).
         use_reference: Train (and later judge) on texts that include the reference answer.
         **settings: Other :class:`SmallJudgeSpec` fields (epochs, lr, max_length, ...).
 
@@ -123,8 +122,11 @@ def launch_training(
         raise SpecError(
             f"small judge: name {name!r} is the big judge's; pick another so both can be compared"
         )
+    # torch and transformers load here, on a click, not when the Calibration page opens.
+    from engine.evaluation.small_judge import BUNDLED_ENCODER, SmallJudgeSpec
+
     try:
-        spec = SmallJudgeSpec(name=name, encoder=encoder, **settings)
+        spec = SmallJudgeSpec(name=name, encoder=encoder or BUNDLED_ENCODER, **settings)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "small judge")) from None
     items = training_items(store, from_judge, use_reference)
@@ -195,6 +197,8 @@ def run_main(ctx: JobContext) -> None:
     Spec: ``{"judge_dir": <folder of a trained small judge>, "use_reference": bool,
     "target": {"run_id": ...} | {"experiment_id": ..., "teacher": true}}``.
     """
+    from engine.evaluation.small_judge import SmallJudge
+
     judge = SmallJudge.load(ctx.spec["judge_dir"])
     target = JudgeTarget.model_validate(ctx.spec["target"])
     refs, items = collect_items(ctx.store, target)

@@ -178,3 +178,35 @@ def test_launch_respects_no_autostart(store: Store, monkeypatch: pytest.MonkeyPa
     assert ui.autostart_enabled()
     monkeypatch.setenv("SENSEI_DEMO_PRESET", "fast")
     assert ui.demo_preset() == "fast"
+
+
+def test_what_the_pages_import_loads_no_torch() -> None:
+    """Pages open in a second, not after a torch import: heavy work lives in jobs."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules: set[str] = set()
+    for path in [root / "app.py", *(root / "views").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine"):
+                for alias in node.names:  # "from engine import ui" names a module; "import Store" not
+                    sub = f"{node.module}.{alias.name}"
+                    modules.add(sub if _is_module(sub) else str(node.module))
+    assert "engine.small_judge_flow" in modules and "engine.compare" in modules
+    code = (
+        "import sys\n" + "".join(f"import {m}\n" for m in sorted(modules)) + "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert done.stdout.strip() == "False", sorted(modules)
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
