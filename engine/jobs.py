@@ -43,6 +43,7 @@ REGISTRY: dict[str, str] = {
     "embed": "engine.data.diversity_job:main",
     "judge": "engine.judge_job:main",
     "small_judge_run": "engine.small_judge_flow:run_main",
+    "pairwise": "engine.pairwise_job:main",
     "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
 }
 

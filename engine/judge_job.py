@@ -160,7 +160,7 @@ def launch_judge(
 
 
 @contextmanager
-def _endpoint_url(folder: Path, endpoint: TeacherSpec) -> Iterator[tuple[str, str]]:
+def endpoint_url(folder: Path, endpoint: TeacherSpec) -> Iterator[tuple[str, str]]:
     """``(base_url, cache_scope)`` of the judging endpoint; a demo one runs for the block."""
     if endpoint.kind == "demo":
         from engine.demo.teacher_server import start_demo_teacher  # only the demo needs FastAPI
@@ -201,7 +201,7 @@ def main(ctx: JobContext) -> None:
         done += 1
         ctx.progress(0.95 * done / len(items), f"judged {done}/{len(items)}")
 
-    with _endpoint_url(store.home / "judges" / ctx.job_id, judge.endpoint) as (url, scope):
+    with endpoint_url(store.home / "judges" / ctx.job_id, judge.endpoint) as (url, scope):
         client = ChatClient(
             judge.endpoint, store.home / "llm_cache.db", base_url_override=url, cache_scope=scope
         )

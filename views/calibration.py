@@ -9,14 +9,15 @@ from urllib.parse import quote
 import streamlit as st
 
 from engine import calibration_report as cr
-from engine import jobs, judge_job, review, small_judge_flow, ui
+from engine import jobs, judge_job, pairwise_job, review, small_judge_flow, ui
 from engine.evaluation.calibration import Calibration
 from engine.store import Store
 
 st.title("Judge calibration")
 st.write(
     "Check how far to trust an LLM judge: its verdicts against the SMEs' labels on the same "
-    "answers, with bootstrap confidence intervals, and which answers they disagree on."
+    "answers, with bootstrap confidence intervals, and which answers they disagree on; then let a "
+    "small judge take over, or pit a student against its teacher head to head."
 )
 
 ALL_RUNS = "all"
@@ -126,6 +127,50 @@ def small_judge_control() -> None:
 trained = small_judge_flow.trained_small_judges(store)
 with st.expander("Small judge: the trusted judge's verdicts, for pennies", icon=":material/savings:"):
     small_judge_control()
+
+
+def head_to_head_control() -> None:
+    """Queue a pairwise comparison of two answer sets, and show every comparison's win rate."""
+    targets = judge_job.judge_targets(store)
+    if len(targets) < 2:
+        st.caption("Two answer sets are needed (a run and its teacher, or two runs): run an experiment.")
+    else:
+
+        def label(i: int) -> str:
+            return targets[i][0]
+
+        c1, c2 = st.columns(2)
+        a = c1.selectbox("A", range(len(targets)), format_func=label, key="hh_a")
+        teacher = next((i for i, t in enumerate(targets) if t[1].get("teacher")), len(targets) - 1)
+        b = c2.selectbox("B", range(len(targets)), index=teacher, format_func=label, key="hh_b")
+        c1, c2 = st.columns([1, 2])
+        name = c1.text_input("Judge name", value="pairwise", key="hh_name")
+        rubric = c2.text_input("Rubric", key="hh_rubric", placeholder="What makes one answer better.")
+        use_ref = st.checkbox("Show the reference answer to the judge", key="hh_ref")
+        if st.button("Compare", key="hh_run", icon=":material/compare_arrows:"):
+            _queue(
+                lambda: pairwise_job.launch_pairwise(
+                    store, targets[a][1], targets[b][1], rubric, name, use_reference=use_ref
+                ),
+                "Queued head-to-head {job_id}: each pair is asked in both orders.",
+            )
+    rows = pairwise_job.head_to_head(store)
+    if rows:
+        st.dataframe(
+            pairwise_job.head_to_head_frame(store, rows),
+            hide_index=True,
+            column_config={
+                "B score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")
+            },
+        )
+        st.caption(
+            "B score = (B wins + ties / 2) / decided pairs; 0.5 means as good as A. A pair whose two "
+            "orders disagree counts as a tie (position bias)."
+        )
+
+
+with st.expander("Head to head: is the student as good as the teacher?", icon=":material/compare_arrows:"):
+    head_to_head_control()
 
 if not judges or not labels:
     st.info(

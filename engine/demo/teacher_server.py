@@ -141,29 +141,44 @@ def teacher_answer(prompt: str, answers: dict[str, str], error_rate: float, seed
 
 
 _JUDGE_MARKER = "Decide whether the answer to the task"  # engine.evaluation.judge_prompts
+_PAIR_MARKER = "Decide which of two answers to the task"
 _SECTION = r"<{0}>\n(.*?)\n</{0}>"
 
 
-def demo_verdict(system: str, user: str) -> str | None:
-    """The demo's pointwise judge reply, or None when the request is not a judge prompt.
+def _section(user: str, tag: str) -> str | None:
+    found = re.search(_SECTION.format(tag), user, re.DOTALL)
+    return found.group(1).strip() if found else None
 
-    With a reference shown, accept iff the answer equals it; without, accept iff the answer
-    is a JSON object. Good enough to exercise the judge pipeline end to end.
+
+def _demo_grade(text: str, reference: str | None) -> tuple[bool, str]:
+    """Good with a reference: equal to it; without: a JSON object."""
+    if reference is not None:
+        ok = text == reference
+        return ok, "matches the reference" if ok else "differs from the reference"
+    try:
+        ok = isinstance(json.loads(text), dict)
+    except ValueError:
+        ok = False
+    return ok, "a JSON object" if ok else "not a JSON object"
+
+
+def demo_verdict(system: str, user: str) -> str | None:
+    """The demo's judge reply (pointwise or pairwise), or None when the request is not a judge prompt.
+
+    Pointwise, with a reference shown: accept iff the answer equals it; without: accept iff the
+    answer is a JSON object. Pairwise: the answer that passes that test wins; both or neither
+    is a tie. Good enough to exercise the judge pipelines end to end.
     """
+    reference = _section(user, "reference")
+    if _PAIR_MARKER in system:
+        (good_a, why_a), (good_b, why_b) = (
+            _demo_grade(_section(user, tag) or "", reference) for tag in ("answer_a", "answer_b")
+        )
+        winner = "tie" if good_a == good_b else ("A" if good_a else "B")
+        return json.dumps({"winner": winner, "reason": f"A: {why_a}; B: {why_b}"})
     if _JUDGE_MARKER not in system:
         return None
-    answer = re.search(_SECTION.format("answer"), user, re.DOTALL)
-    reference = re.search(_SECTION.format("reference"), user, re.DOTALL)
-    text = answer.group(1).strip() if answer else ""
-    if reference is not None:
-        ok = text == reference.group(1).strip()
-        reason = "matches the reference" if ok else "differs from the reference"
-    else:
-        try:
-            ok = isinstance(json.loads(text), dict)
-        except ValueError:
-            ok = False
-        reason = "a JSON object" if ok else "not a JSON object"
+    ok, reason = _demo_grade(_section(user, "answer") or "", reference)
     return json.dumps({"verdict": "accept" if ok else "reject", "reason": reason})
 
 

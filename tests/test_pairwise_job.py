@@ -1,0 +1,85 @@
+"""Head to head: the student's answers against the teacher's, by a pairwise judge in both orders."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import pairwise_job as pw
+from engine.calibration_report import pointwise_judges
+from engine.context import JobContext
+from engine.jobs import _resolve
+from engine.specs import SpecError
+from engine.store import Store
+from tests.review_data import N, populate
+from tests.test_pages import app
+
+
+def _run(store: Store, job_id: str) -> None:
+    job = store.get_job(job_id)
+    assert job is not None
+    _resolve(job["kind"])(JobContext(store=store, job=job, spec=job["spec"]))
+
+
+def test_scores_count_ties_half_and_leave_failures_out() -> None:
+    got = pw.score(["B", "B", "tie", "A", "error"], [True, True, False, True, True], n_boot=200)
+    assert (got["b_wins"], got["ties"], got["a_wins"], got["failed"], got["inconsistent"]) == (2, 1, 1, 1, 1)
+    assert got["b_score"] == pytest.approx(2.5 / 4)
+    low, high = got["ci"]
+    assert 0 <= low <= got["b_score"] <= high <= 1
+    assert pw.score(["error"], [True])["b_score"] is None
+
+
+@pytest.mark.parametrize(("use_reference", "teacher_wins"), [(False, 2), (True, 4)])
+def test_student_against_teacher_on_the_demo_judge(
+    store: Store, use_reference: bool, teacher_wins: int
+) -> None:
+    pop = populate(store)
+    student, teacher = {"run_id": pop.run_id}, {"experiment_id": pop.experiment_id, "teacher": True}
+    job_id = pw.launch_pairwise(
+        store, student, teacher, "Correct JSON wins.", "h2h", use_reference=use_reference
+    )
+    _run(store, job_id)
+    (row,) = pw.head_to_head(store)
+    assert (row["judge"], row["a"], row["b"], row["n"]) == (
+        "h2h",
+        pop.run_id,
+        f"teacher.{pop.experiment_id}",
+        N,
+    )
+    # Without a reference the demo judge can only tell broken JSON (student: 3, teacher: 1, one
+    # shared); with it, every wrong field too. The student never beats its perfect-ish teacher.
+    assert row["b_wins"] == teacher_wins and row["a_wins"] == 0 and row["ties"] == N - teacher_wins
+    assert row["inconsistent"] == 0 and row["failed"] == 0
+    assert row["b_score"] == pytest.approx((teacher_wins + (N - teacher_wins) / 2) / N)
+    assert "h2h" not in pointwise_judges(store)  # winners are not accept/reject verdicts
+    (shown,) = pw.head_to_head_frame(store, [row])
+    assert shown["A"].startswith("n=16 seed 0") and shown["B"].endswith("teacher answers")
+
+
+def test_refusals_name_the_problem(store: Store) -> None:
+    pop = populate(store)
+    run = {"run_id": pop.run_id}
+    with pytest.raises(SpecError, match="same answers"):
+        pw.launch_pairwise(store, run, run, "r")
+    with pytest.raises(SpecError, match="pairwise sides"):
+        pw.launch_pairwise(store, {"run_id": pop.run_id, "teacher": True}, run, "r")
+    with pytest.raises(ValueError, match="no run 'run-missing'"):
+        pw.launch_pairwise(store, {"run_id": "run-missing"}, run, "r")
+    with pytest.raises(SpecError, match="rubric"):
+        pw.launch_pairwise(store, run, {"experiment_id": pop.experiment_id, "teacher": True}, "")
+    assert not [j for j in store.list_jobs() if j["kind"] == "pairwise"]
+
+
+def test_the_calibration_page_queues_and_shows_a_head_to_head(store: Store) -> None:
+    pop = populate(store)
+    at = app("views/calibration.py")
+    assert at.selectbox(key="hh_b").value == 1  # the teacher's answers by default
+    at.text_input(key="hh_rubric").set_value("Correct JSON wins.")
+    at.button(key="hh_run").click().run()
+    assert not at.error, [e.value for e in at.error]
+    (job,) = [j for j in store.list_jobs() if j["kind"] == "pairwise"]
+    assert job["spec"]["a"] == {"run_id": pop.run_id, "experiment_id": None, "teacher": False}
+    _run(store, job["id"])
+    at.run()
+    table = next(d.value for d in at.dataframe if "B score" in d.value.columns)
+    assert list(table["pairs"]) == [N] and list(table["B wins"]) == [2]
