@@ -228,3 +228,69 @@ def head_to_head_frame(store: Store, rows: list[dict[str, Any]]) -> list[dict[st
         }
         for r in rows
     ]
+
+
+DEFAULT_RUBRIC = (
+    "The better answer does exactly what the task asks and is correct: every stated fact, "
+    "field and value is right, nothing required is missing, and nothing is added."
+)
+"""Rubric for a student-against-teacher comparison when the user gives none."""
+
+
+def teacher_side(experiment_id: str) -> dict[str, Any]:
+    """The judge target of an experiment's teacher answers."""
+    return {"experiment_id": experiment_id, "teacher": True}
+
+
+def versus_teacher(store: Store, experiment_id: str, judge: str | None = None) -> list[dict[str, Any]]:
+    """Each run of the experiment judged against its teacher: the student's score (0.5 = as good).
+
+    Rows are ``run_id``, ``train_size``, ``seed``, ``judge``, ``pairs``, ``student_score``
+    (student wins + ties / 2, over decided pairs) and its 95% ``ci``, by train size.
+    """
+    teacher = side_key(JudgeTarget.model_validate(teacher_side(experiment_id)))
+    runs = {r["id"]: r for r in store.list_runs(experiment_id)}
+    rows = []
+    for r in head_to_head(store):
+        if r["a"] in runs and r["b"] == teacher and (judge is None or r["judge"] == judge):
+            run = runs[r["a"]]
+            score_b, ci = r["b_score"], r["ci"]
+            rows.append(
+                {
+                    "run_id": run["id"],
+                    "train_size": run["train_size"],
+                    "seed": run["seed"],
+                    "judge": r["judge"],
+                    "pairs": r["n"],
+                    "student_score": None if score_b is None else 1.0 - score_b,
+                    "ci": None if ci is None else (1.0 - ci[1], 1.0 - ci[0]),
+                }
+            )
+    return sorted(rows, key=lambda row: (row["train_size"] or 0, row["seed"] or 0, row["judge"]))
+
+
+def launch_versus_teacher(
+    store: Store, experiment_id: str, rubric: str = DEFAULT_RUBRIC, name: str = "vs-teacher"
+) -> list[str]:
+    """Queue a head-to-head against the teacher for every finished run not yet judged by ``name``.
+
+    Returns:
+        The job ids (empty when every run already has its comparison).
+
+    Raises:
+        ValueError: the experiment has no finished run, or no teacher answers.
+    """
+    done = {r["run_id"] for r in versus_teacher(store, experiment_id, name)}
+    runs = [r for r in store.list_runs(experiment_id) if r["status"] == "succeeded"]
+    if not runs:
+        raise ValueError("no finished run to compare with the teacher yet")
+    queued = {
+        j["spec"]["a"].get("run_id")
+        for j in store.list_jobs(statuses=("queued", "running"))
+        if j["kind"] == JOB_KIND and j["spec"]["judge"]["name"] == name
+    }
+    return [
+        launch_pairwise(store, {"run_id": r["id"]}, teacher_side(experiment_id), rubric, name)
+        for r in runs
+        if r["id"] not in done and r["id"] not in queued
+    ]

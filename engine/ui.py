@@ -348,3 +348,21 @@ def plan_sentence(spec: ExperimentSpec) -> str:
         f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
         f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
     )
+
+
+def versus_teacher_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """:func:`engine.pairwise_job.versus_teacher` rows as a table."""
+    return pd.DataFrame(
+        [
+            {
+                "train size": r["train_size"],
+                "seed": r["seed"],
+                "student score": r["student_score"],
+                "95% CI": "—" if r["ci"] is None else f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
+                "pairs": r["pairs"],
+                "judge": r["judge"],
+                "run": r["run_id"],
+            }
+            for r in rows
+        ]
+    )

@@ -83,3 +83,27 @@ def test_the_calibration_page_queues_and_shows_a_head_to_head(store: Store) -> N
     at.run()
     table = next(d.value for d in at.dataframe if "B score" in d.value.columns)
     assert list(table["pairs"]) == [N] and list(table["B wins"]) == [2]
+
+
+def test_every_run_against_the_teacher_from_the_ablation_page(store: Store) -> None:
+    pop = populate(store)
+    assert pw.versus_teacher(store, pop.experiment_id) == []
+    at = app("views/ablation.py")
+    assert not at.exception and any("No run has been judged" in c.value for c in at.caption)
+    at.button(key="vs_teacher").click().run()
+    assert any("Queued 1 comparison(s)." in s.value for s in at.success), [e.value for e in at.error]
+    (job,) = [j for j in store.list_jobs() if j["kind"] == "pairwise"]
+    assert job["spec"]["judge"]["rubric"] == pw.DEFAULT_RUBRIC
+    assert pw.launch_versus_teacher(store, pop.experiment_id) == []  # already queued: not twice
+    _run(store, job["id"])
+    (row,) = pw.versus_teacher(store, pop.experiment_id)
+    # The teacher wins 2 of 12 (broken JSON only, no reference): the student scores 5/12.
+    assert (row["run_id"], row["train_size"], row["pairs"]) == (pop.run_id, 16, N)
+    assert row["student_score"] == pytest.approx(5 / 12)
+    low, high = row["ci"]
+    assert low <= row["student_score"] <= high
+    at.run()
+    table = next(d.value for d in at.dataframe if "student score" in d.value.columns)
+    assert list(table["train size"]) == [16] and list(table["student score"]) == [pytest.approx(5 / 12)]
+    at.button(key="vs_teacher").click().run()
+    assert any("Every finished run is judged already." in s.value for s in at.success)

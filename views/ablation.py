@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import ablation, ui
+from engine import ablation, jobs, pairwise_job, ui
 from engine.store import ACTIVE, Store
 
 st.title("Ablation")
@@ -73,6 +73,47 @@ def outputs_view(store: Store, exp_id: str) -> None:
             st.caption(f"Page {min(int(page), pages)} of {pages}")
 
 
+def versus_teacher_view(store: Store, exp_id: str) -> None:
+    """Each run against the teacher, by a pairwise judge: how close is the student?"""
+    rows = pairwise_job.versus_teacher(store, exp_id)
+    with st.expander(
+        "Against the teacher (pairwise judge)", expanded=bool(rows), icon=":material/compare_arrows:"
+    ):
+        if rows:
+            st.dataframe(
+                ui.versus_teacher_frame(rows),
+                hide_index=True,
+                column_config={
+                    "student score": st.column_config.ProgressColumn(
+                        min_value=0.0, max_value=1.0, format="%.2f"
+                    )
+                },
+            )
+            st.caption(
+                "Student score = (student wins + ties / 2) / decided pairs on the test split, each pair "
+                "asked in both orders: 0.5 means as good as the teacher."
+            )
+        else:
+            st.caption(
+                "No run has been judged against the teacher yet. The teacher's own model judges each "
+                "test answer of a run against its answer, in both orders (Calibration → Head to head "
+                "for other judges and rubrics)."
+            )
+        if st.button("Judge every finished run against the teacher", key="vs_teacher"):
+            try:
+                queued = pairwise_job.launch_versus_teacher(store, exp_id)
+            except ValueError as err:
+                st.error(f"Not queued: {err}")
+            else:
+                if queued and ui.autostart_enabled():
+                    jobs.ensure_scheduler(store)
+                st.success(
+                    f"Queued {len(queued)} comparison(s)."
+                    if queued
+                    else "Every finished run is judged already."
+                )
+
+
 store = Store()
 exps = store.list_experiments()
 if not exps:
@@ -86,4 +127,5 @@ focus = ui.focus_index(ids, st.session_state.get("focus_experiment"))
 exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
 st.session_state["focus_experiment"] = exp_id
 curve_view(store, exp_id)
+versus_teacher_view(store, exp_id)
 outputs_view(store, exp_id)
