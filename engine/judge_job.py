@@ -14,6 +14,7 @@ A ``demo`` endpoint starts the simulated teacher, which also plays a simple judg
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +114,22 @@ def default_endpoint(store: Store, target: JudgeTarget) -> TeacherSpec:
     return _experiment_spec(store, exp_id)[1].teacher
 
 
+def check_endpoint(endpoint: TeacherSpec) -> TeacherSpec:
+    """The endpoint, if a judge job can call it (checked at launch, not in the worker).
+
+    Raises:
+        ValueError: a local model (it cannot judge yet) or an endpoint without a base URL.
+    """
+    if endpoint.kind == "demo":
+        return endpoint
+    if endpoint.kind == "local" or not endpoint.base_url:
+        raise ValueError(
+            "a local teacher cannot judge yet; give the judge an OpenAI-compatible endpoint "
+            "(Another endpoint than the experiment's teacher)"
+        )
+    return endpoint
+
+
 def launch_judge(
     store: Store,
     target: dict[str, Any],
@@ -146,7 +163,7 @@ def launch_judge(
     try:
         judge = JudgeSpec(
             name=name,
-            endpoint=endpoint or default_endpoint(store, tgt),
+            endpoint=check_endpoint(endpoint or default_endpoint(store, tgt)),
             rubric=rubric,
             use_reference=use_reference,
         )
@@ -238,6 +255,20 @@ def judge_targets(store: Store) -> list[tuple[str, dict[str, Any]]]:
         if exp.get("dataset_id"):
             out.append((f"{exp['name']} · teacher answers", {"experiment_id": exp["id"], "teacher": True}))
     return out
+
+
+def target_options(store: Store) -> dict[str, str]:
+    """:func:`judge_targets` for a picker: a stable key per target -> its label.
+
+    A widget keeps its value across reruns; a key names the target itself, where a list
+    position would point at another run as soon as a new one appears.
+    """
+    return {json.dumps(target, sort_keys=True): label for label, target in judge_targets(store)}
+
+
+def target_of(key: str) -> dict[str, Any]:
+    """The judge target a :func:`target_options` key names."""
+    return dict(json.loads(key))
 
 
 def endpoint_from_form(base_url: str, model: str, api_key_env: str | None = None) -> TeacherSpec:

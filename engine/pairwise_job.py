@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from engine.context import JobContext
 from engine.evaluation.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
-from engine.judge_job import JudgeTarget, collect_items, default_endpoint, endpoint_url
+from engine.judge_job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
 from engine.llm import ChatClient
 from engine.review import parse_ref
 from engine.specs import Spec, SpecError, TeacherSpec, format_validation_error
@@ -70,20 +70,38 @@ def _by_example(store: Store, target: JudgeTarget) -> dict[int, JudgeItem]:
     return out
 
 
+def side_dataset(store: Store, target: JudgeTarget) -> str | None:
+    """The dataset a side's answers answer (through the run's or the given experiment)."""
+    exp_id = target.experiment_id
+    if target.run_id is not None:
+        exp_id = (store.get_run(target.run_id) or {}).get("experiment_id")
+    exp = store.get_experiment(exp_id) if exp_id else None
+    return exp.get("dataset_id") if exp else None
+
+
 def collect_pairs(store: Store, a: JudgeTarget, b: JudgeTarget) -> tuple[list[int], list[PairItem]]:
     """The examples both sides answered, in example order, as pairs (A = ``a``'s answer).
 
+    The reference is the dataset's own gold answer, never a side's: a run whose dataset has
+    no gold stores the teacher's answer as its reference, and a judge shown that would hand
+    every pair to the teacher.
+
     Raises:
-        ValueError: a side does not exist, has no answers, or the two share no example.
+        ValueError: a side does not exist or has no answers, the sides answer different
+            datasets, or they share no example.
     """
-    left, right = _by_example(store, a), _by_example(store, b)
-    common = sorted(set(left) & set(right))
+    left, right = _by_example(store, a), _by_example(store, b)  # each side exists and answered
+    dataset_a, dataset_b = side_dataset(store, a), side_dataset(store, b)
+    if dataset_a is None or dataset_a != dataset_b:
+        raise ValueError(
+            f"the two answer sets answer different datasets ({dataset_a} and {dataset_b}): "
+            "compare answers to the same inputs"
+        )
+    gold = {e["idx"]: e.get("reference") for e in store.get_examples(dataset_a)}
+    common = sorted(i for i in set(left) & set(right) if left[i].prompt == right[i].prompt)
     if not common:
         raise ValueError("the two answer sets share no example: pick answers to the same inputs")
-    pairs = [
-        PairItem(left[i].prompt, left[i].output, right[i].output, left[i].reference or right[i].reference)
-        for i in common
-    ]
+    pairs = [PairItem(left[i].prompt, left[i].output, right[i].output, gold.get(i)) for i in common]
     return common, pairs
 
 
@@ -108,11 +126,13 @@ def launch_pairwise(
         raise SpecError(format_validation_error(err, "pairwise sides")) from None
     if side_key(left) == side_key(right):
         raise SpecError("pairwise: a and b are the same answers; pick two different ones")
-    collect_pairs(store, left, right)  # fail now, not in a worker
+    _, pairs = collect_pairs(store, left, right)  # fail now, not in a worker
+    if use_reference and not any(p.reference for p in pairs):
+        raise ValueError("the dataset has no reference answers to show the judge; untick the reference")
     try:
         judge = JudgeSpec(
             name=name,
-            endpoint=endpoint or default_endpoint(store, left),
+            endpoint=check_endpoint(endpoint or default_endpoint(store, left)),
             rubric=rubric,
             use_reference=use_reference,
             mode="pairwise",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine import pairwise_job as pw
@@ -67,13 +69,31 @@ def test_refusals_name_the_problem(store: Store) -> None:
         pw.launch_pairwise(store, {"run_id": "run-missing"}, run, "r")
     with pytest.raises(SpecError, match="rubric"):
         pw.launch_pairwise(store, run, {"experiment_id": pop.experiment_id, "teacher": True}, "")
+    other = populate(store)  # another experiment, another dataset
+    with pytest.raises(ValueError, match="answer different datasets"):
+        pw.launch_pairwise(
+            store, {"run_id": other.run_id}, {"experiment_id": pop.experiment_id, "teacher": True}, "r"
+        )
+    from engine.specs import TeacherSpec
+
+    with pytest.raises(ValueError, match="a local teacher cannot judge"):
+        teacher = {"experiment_id": pop.experiment_id, "teacher": True}
+        pw.launch_pairwise(store, run, teacher, "r", endpoint=TeacherSpec(kind="local", model="x"))
     assert not [j for j in store.list_jobs() if j["kind"] == "pairwise"]
+    # References come from the dataset's gold answers, whatever a side stored as its reference.
+    _, pairs = pw.collect_pairs(
+        store,
+        pw.JudgeTarget(run_id=pop.run_id),
+        pw.JudgeTarget(experiment_id=pop.experiment_id, teacher=True),
+    )
+    gold = {e["prompt"]: e["reference"] for e in store.get_examples(pop.dataset_id)}
+    assert all(p.reference == gold[p.prompt] for p in pairs)
 
 
 def test_the_calibration_page_queues_and_shows_a_head_to_head(store: Store) -> None:
     pop = populate(store)
     at = app("views/calibration.py")
-    assert at.selectbox(key="hh_b").value == 1  # the teacher's answers by default
+    assert json.loads(at.selectbox(key="hh_b").value)["teacher"] is True  # the teacher by default
     at.text_input(key="hh_rubric").set_value("Correct JSON wins.")
     at.button(key="hh_run").click().run()
     assert not at.error, [e.value for e in at.error]

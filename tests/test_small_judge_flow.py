@@ -75,8 +75,8 @@ def test_train_a_small_judge_then_calibrate_it(store: Store, tiny_encoder: Path)
     at = app("views/calibration.py")
     table = next(d.value for d in at.dataframe if "small judge" in d.value.columns)
     assert list(table["small judge"]) == ["small-strict"] and list(table["learnt from"]) == ["strict"]
-    at.text_input(key="sj_name").set_value("small-lenient")
-    at.selectbox(key="sj_from").set_value("lenient")
+    at.selectbox(key="sj_from").set_value("lenient").run()
+    assert at.text_input(key="sj_name_lenient").value == "small-lenient"  # follows the source
     at.button(key="sj_train").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Queued small-judge training" in s.value for s in at.success), [s.value for s in at.success]

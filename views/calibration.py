@@ -43,13 +43,11 @@ def _queue(launch: Callable[[], str], done: str) -> None:
 
 def run_judge_control() -> None:
     """Queue a ``judge`` job: pick the answers, name the judge, write the rubric, pick a model."""
-    targets = judge_job.judge_targets(store)
+    targets = judge_job.target_options(store)
     if not targets:
         st.caption("Nothing to judge yet: run an experiment first.")
         return
-    pick = st.selectbox(
-        "Answers to judge", range(len(targets)), format_func=lambda i: targets[i][0], key="jr_target"
-    )
+    pick = st.selectbox("Answers to judge", list(targets), format_func=targets.__getitem__, key="jr_target")
     name = st.text_input("Judge name", value="judge", key="jr_name")
     rubric = st.text_area("Rubric", key="jr_rubric", placeholder="One criterion a line.")
     use_ref = st.checkbox("Show the reference answer to the judge", key="jr_ref")
@@ -72,7 +70,7 @@ def run_judge_control() -> None:
             if own
             else None
         )
-        return judge_job.launch_judge(store, targets[pick][1], rubric, name, endpoint, use_ref)
+        return judge_job.launch_judge(store, judge_job.target_of(pick), rubric, name, endpoint, use_ref)
 
     _queue(launch, "Queued judge job {job_id}; its verdicts appear here when it finishes (see Runs).")
 
@@ -89,7 +87,8 @@ def small_judge_control() -> None:
     else:
         c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
         source = c1.selectbox("Learn from", big, key="sj_from", help="SME labels override its verdicts.")
-        name = c2.text_input("Small judge name", value=f"small-{source}", key="sj_name")
+        # Keyed on the source, so picking another judge to learn from also renames the default.
+        name = c2.text_input("Small judge name", value=f"small-{source}", key=f"sj_name_{source}")
         if c3.button("Train", key="sj_train", icon=":material/model_training:"):
             _queue(
                 lambda: small_judge_flow.launch_training(store, source, name),
@@ -109,17 +108,15 @@ def small_judge_control() -> None:
             for c in ("$ / 1,000 verdicts", "big judge $ / 1,000")
         },
     )
-    targets = judge_job.judge_targets(store)
+    targets = judge_job.target_options(store)
     if not targets:
         return
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     who = c1.selectbox("Small judge", [t["name"] for t in trained], key="sj_run_name")
-    pick = c2.selectbox(
-        "Answers to judge", range(len(targets)), format_func=lambda i: targets[i][0], key="sj_target"
-    )
+    pick = c2.selectbox("Answers to judge", list(targets), format_func=targets.__getitem__, key="sj_target")
     if c3.button("Judge", key="sj_run", icon=":material/gavel:"):
         _queue(
-            lambda: small_judge_flow.launch_run(store, who, targets[pick][1]),
+            lambda: small_judge_flow.launch_run(store, who, judge_job.target_of(pick)),
             f"Queued {who} on those answers ({{job_id}}); calibrate it here when it finishes.",
         )
 
@@ -131,18 +128,17 @@ with st.expander("Small judge: the trusted judge's verdicts, for pennies", icon=
 
 def head_to_head_control() -> None:
     """Queue a pairwise comparison of two answer sets, and show every comparison's win rate."""
-    targets = judge_job.judge_targets(store)
+    targets = judge_job.target_options(store)
     if len(targets) < 2:
         st.caption("Two answer sets are needed (a run and its teacher, or two runs): run an experiment.")
     else:
-
-        def label(i: int) -> str:
-            return targets[i][0]
-
+        keys = list(targets)
         c1, c2 = st.columns(2)
-        a = c1.selectbox("A", range(len(targets)), format_func=label, key="hh_a")
-        teacher = next((i for i, t in enumerate(targets) if t[1].get("teacher")), len(targets) - 1)
-        b = c2.selectbox("B", range(len(targets)), index=teacher, format_func=label, key="hh_b")
+        a = c1.selectbox("A", keys, format_func=targets.__getitem__, key="hh_a")
+        teacher = next(
+            (i for i, k in enumerate(keys) if judge_job.target_of(k).get("teacher")), len(keys) - 1
+        )
+        b = c2.selectbox("B", keys, index=teacher, format_func=targets.__getitem__, key="hh_b")
         c1, c2 = st.columns([1, 2])
         name = c1.text_input("Judge name", value="pairwise", key="hh_name")
         rubric = c2.text_input("Rubric", key="hh_rubric", placeholder="What makes one answer better.")
@@ -150,7 +146,7 @@ def head_to_head_control() -> None:
         if st.button("Compare", key="hh_run", icon=":material/compare_arrows:"):
             _queue(
                 lambda: pairwise_job.launch_pairwise(
-                    store, targets[a][1], targets[b][1], rubric, name, use_reference=use_ref
+                    store, judge_job.target_of(a), judge_job.target_of(b), rubric, name, use_reference=use_ref
                 ),
                 "Queued head-to-head {job_id}: each pair is asked in both orders.",
             )
