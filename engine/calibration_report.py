@@ -65,15 +65,22 @@ def pointwise_judges(store: Store) -> list[str]:
 
 
 def calibration_set(
-    store: Store, judges: Sequence[str], prefix: str | None = None, annotator: str | None = None
+    store: Store,
+    judges: Sequence[str],
+    prefix: str | None = None,
+    annotator: str | None = None,
+    exclude: frozenset[str] | set[str] = frozenset(),
 ) -> CalibrationSet:
-    """The items labelled by SMEs and judged by every one of ``judges``, sorted by ref."""
+    """The items labelled by SMEs and judged by every one of ``judges``, sorted by ref.
+
+    ``exclude``: refs to leave out (e.g. the answers a small judge was trained on).
+    """
     sme = sme_labels(store, prefix, annotator)
     by_judge = {
         j: {v["item_ref"]: v for v in store.list_judge_verdicts(j, prefix) if v["verdict"] in JUDGE_LABELS}
         for j in judges
     }
-    refs = sorted(r for r in sme if all(r in by_judge[j] for j in judges))
+    refs = sorted(r for r in sme if r not in exclude and all(r in by_judge[j] for j in judges))
     return CalibrationSet(
         refs=refs,
         sme=[sme[r] for r in refs],

@@ -116,11 +116,14 @@ def launch_training(
         engine.specs.SpecError: a bad name or setting (the message names it).
         ValueError: fewer than two accepted and two rejected answers to learn from.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SpecError(f"small judge: name {name!r}: use letters, digits, '.', '_' and '-' (100 at most)")
-    if name == from_judge:
+    taken = set(store.judge_names()) | {p.name for p in small_judges_dir(store).glob("*") if p.is_dir()}
+    if name in taken or name == from_judge:
+        # Its verdicts would overwrite that judge's, and a queued retraining would relabel
+        # the model in use before the new one exists.
         raise SpecError(
-            f"small judge: name {name!r} is the big judge's; pick another so both can be compared"
+            f"small judge: the name {name!r} is taken by a judge of this workspace; pick a new one"
         )
     # torch and transformers load here, on a click, not when the Calibration page opens.
     from engine.evaluation.small_judge import BUNDLED_ENCODER, SmallJudgeSpec
@@ -151,6 +154,27 @@ def launch_training(
     return store.enqueue("small_judge", job_spec)
 
 
+def trained_on(store: Store, name: str) -> set[str]:
+    """Item refs small judge ``name`` learnt from (its training answers, not the held-out ones).
+
+    Calibration leaves them out: a judge agrees with the labels it was fitted to.
+    """
+    folder = small_judges_dir(store) / name
+    try:
+        return _jsonl_values(folder / "items.jsonl", "id") - _jsonl_values(folder / "holdout.jsonl", "key")
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+def _jsonl_values(path: Path, field: str) -> set[str]:
+    return {str(json.loads(line)[field]) for line in path.read_text().splitlines() if line.strip()}
+
+
+def calibration_exclusions(store: Store, judges: list[str]) -> set[str]:
+    """Refs to leave out when calibrating ``judges``: what any small judge among them learnt from."""
+    return set().union(*(trained_on(store, j) for j in judges)) if judges else set()
+
+
 def trained_small_judges(store: Store) -> list[dict[str, Any]]:
     """Small judges ready to judge: ``name``, ``dir``, ``from_judge``, ``use_reference``, ``report``."""
     out = []
@@ -159,8 +183,11 @@ def trained_small_judges(store: Store) -> list[dict[str, Any]]:
         report_path, flow_path = folder / "report.json", folder / FLOW_FILE
         if not (report_path.exists() and (folder / "model").is_dir()):
             continue
-        flow = json.loads(flow_path.read_text()) if flow_path.exists() else {}
-        report = json.loads(report_path.read_text())
+        try:
+            flow = json.loads(flow_path.read_text()) if flow_path.exists() else {}
+            report = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            continue  # a half-written or damaged folder must not break the Calibration page
         out.append(
             {
                 "name": report.get("name", folder.name),

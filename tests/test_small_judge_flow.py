@@ -39,8 +39,12 @@ def test_items_are_what_the_judge_saw_with_sme_labels_beside(store: Store) -> No
 
 def test_refusals_name_the_problem(store: Store) -> None:
     pop = populate(store, labels=False)
-    with pytest.raises(SpecError, match="'strict' is the big judge's"):
+    with pytest.raises(SpecError, match="'strict' is taken by a judge"):
         flow.launch_training(store, "strict", "strict")
+    with pytest.raises(SpecError, match="'lenient' is taken"):  # its verdicts would be overwritten
+        flow.launch_training(store, "strict", "lenient")
+    with pytest.raises(SpecError, match="use letters, digits"):
+        flow.launch_training(store, "strict", "small\n")
     with pytest.raises(SpecError, match="use letters, digits"):
         flow.launch_training(store, "strict", "../escape")
     with pytest.raises(SpecError, match="epochs"):
@@ -69,8 +73,14 @@ def test_train_a_small_judge_then_calibrate_it(store: Store, tiny_encoder: Path)
     assert all(v["reason"].startswith("small-strict: P(accept)=") for v in verdicts)
     # Calibrated like any judge, on the same answers as the big judge it learnt from.
     assert "small-strict" in cr.pointwise_judges(store)
-    cset = cr.calibration_set(store, ["small-strict", "strict"])
-    assert len(cset.refs) == N and cr.judge_comparison(cset, "strict", "small-strict", n_boot=50)
+    # ...but only on answers it did not learn from (SME labels of its training answers are out).
+    fitted = flow.calibration_exclusions(store, ["small-strict", "strict"])
+    assert 0 < len(fitted) < N and fitted == flow.trained_on(store, "small-strict")
+    cset = cr.calibration_set(store, ["small-strict", "strict"], exclude=fitted)
+    assert len(cset.refs) == N - len(fitted) and not set(cset.refs) & fitted
+    assert cr.judge_comparison(cset, "strict", "small-strict", n_boot=50)
+    with pytest.raises(SpecError, match="'small-strict' is taken"):  # no retraining over a live model
+        flow.launch_training(store, "strict", "small-strict", encoder=str(tiny_encoder))
 
     at = app("views/calibration.py")
     table = next(d.value for d in at.dataframe if "small judge" in d.value.columns)

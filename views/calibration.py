@@ -237,7 +237,14 @@ who = c4.selectbox(
 )
 
 prefix = None if scope == ALL_RUNS else review.run_prefix(scope)
-cset = cr.calibration_set(store, [judge, *([other] if other else [])], prefix, who or None)
+shown = [judge, *([other] if other else [])]
+fitted = small_judge_flow.calibration_exclusions(store, shown)
+cset = cr.calibration_set(store, shown, prefix, who or None, exclude=fitted)
+if fitted:
+    st.caption(
+        f"{len(fitted)} answer(s) a small judge here was trained on are left out: a judge agrees with "
+        "the labels it was fitted to."
+    )
 cal = cr.judge_calibration(cset, judge, n_boot=N_BOOT)
 if cal is None:
     both = f"both {judge} and {other}" if other else judge
