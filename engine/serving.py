@@ -102,7 +102,10 @@ def read_server(store: Store, key: str) -> ServerInfo | None:
     path = _registry_path(store, key)
     try:
         info = ServerInfo(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+    except OSError:
+        return None
+    except (ValueError, TypeError):  # damaged or from another version: its guard lets it go
+        path.unlink(missing_ok=True)
         return None
     if not process_alive(info.pid, info.started_at):
         path.unlink(missing_ok=True)
@@ -182,7 +185,10 @@ def start_server(store: Store, key: str, model_dir: Path, timeout_s: float = STA
             )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0).status_code == 200:
-                _registry_path(store, key).write_text(json.dumps(asdict(info)))
+                # Atomic: a reader (or the guard) never sees half an entry.
+                tmp = _registry_path(store, key).with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(asdict(info)))
+                os.replace(tmp, _registry_path(store, key))
                 return info
         time.sleep(0.3)
     _kill(info)
