@@ -20,12 +20,43 @@ from engine.specs import ExperimentSpec
 from engine.store import Store
 
 
+def check_workspace(store: Store, spec: ExperimentSpec) -> None:
+    """Refuse, before any (paid) teacher call, names the workspace does not know.
+
+    A misspelt ``data.dataset`` would fail the teacher job; a misspelt ``curation.judge``
+    (with ``judge_missing: drop``) would drop every teacher answer after they were paid for.
+
+    Raises:
+        engine.specs.SpecError: the message names the field and what the workspace has.
+    """
+    from engine.data.datasets import find_dataset
+    from engine.specs import SpecError
+
+    if spec.data.source == "dataset" and spec.data.dataset:
+        try:
+            find_dataset(store, spec.data.dataset)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+    judge = spec.curation.judge
+    if judge and judge not in (names := store.judge_names()):
+        known = ", ".join(names) or "none yet"
+        raise SpecError(
+            f"curation.judge: no judge named {judge!r} has verdicts in this workspace (judges: {known}); "
+            "run it on the teacher answers first (Judge calibration), or fix the name"
+        )
+
+
 def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
     """Queue an experiment: one teacher job, then one train job per (size, seed).
 
     Everything is written in one transaction, so a launch is either fully queued or not at all.
     Returns the experiment id.
+
+    Raises:
+        engine.specs.SpecError: the spec names a dataset or judge this workspace does not
+            have (see :func:`check_workspace`); nothing is queued.
     """
+    check_workspace(store, spec)
     spec_dict = spec.model_dump(mode="json")
     with store.tx() as conn:
         exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())

@@ -8,6 +8,7 @@ follows :mod:`engine.specs` as it grows instead of breaking.
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,7 +228,9 @@ def parse_int_list(text: str, field_name: str) -> list[int]:
 
 def parse_optional_int(text: str, field_name: str) -> int | None:
     """``""`` -> None, ``"1,000"`` -> 1000; a SpecError naming ``field_name`` otherwise."""
-    cleaned = text.strip().replace(",", "").replace("_", "")
+    cleaned = text.strip().replace("_", "")
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", cleaned):  # thousands separators, not "1,2"
+        cleaned = cleaned.replace(",", "")
     if not cleaned:
         return None
     try:

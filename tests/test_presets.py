@@ -88,3 +88,25 @@ def test_optional_numbers_in_the_form() -> None:
     assert spec.curation.judge == "j"
     with pytest.raises(SpecError, match=r"teacher\.tokens_per_minute: expected a whole number"):
         launch_form.spec_from_form(values | {"teacher.tokens_per_minute": "lots"})
+
+
+def test_launch_refuses_names_the_workspace_does_not_know(store: Store) -> None:
+    from engine import ablation
+    from engine.specs import demo_spec
+
+    spec = demo_spec("fast")
+    spec.curation.judge = "strcit"
+    with pytest.raises(SpecError, match=r"curation\.judge: no judge named 'strcit'.*judges: none yet"):
+        ablation.launch_experiment(store, spec)
+    spec.curation.judge = None
+    spec.data.dataset, spec.data.source = "my-tickets", "dataset"
+    with pytest.raises(SpecError, match=r"data\.dataset: no dataset with id or name 'my-tickets'"):
+        ablation.launch_experiment(store, spec)
+    assert store.list_experiments() == [] and store.list_jobs() == []  # nothing queued
+    store.save_judge_verdicts("strict", [{"item_ref": "run:r:1", "verdict": "accept"}])
+    spec = demo_spec("fast")
+    spec.curation.judge = "strict"
+    assert ablation.launch_experiment(store, spec)
+    with pytest.raises(SpecError, match="expected a whole number"):
+        launch_form.parse_optional_int("1,2", "student.save_steps")
+    assert launch_form.parse_optional_int("12,000", "x") == 12000
