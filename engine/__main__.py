@@ -7,6 +7,7 @@ Commands:
     cancel ID                       cancel a job, or every unfinished job of an experiment
     resume ID                       continue a failed/cancelled train job (or run) from its checkpoint
     curve EXPERIMENT_ID             print an experiment's curve table
+    versus-teacher EXPERIMENT_ID    judge every finished run against the teacher (pairwise) [--wait]
     export RUN_ID OUT_DIR           standalone model folder (adapter merged) + model card; alias merge
     scheduler [--idle-exit S]       run the scheduler in the foreground
     worker JOB_ID                   run one job (the scheduler starts these)
@@ -162,6 +163,28 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def cmd_versus_teacher(args: argparse.Namespace, store: Store) -> int:
+    from engine import pairwise_job
+
+    try:
+        queued = pairwise_job.launch_versus_teacher(store, args.experiment)
+    except ValueError as err:  # SpecError too
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    print(f"queued {len(queued)} comparison(s)" + (": " + " ".join(queued) if queued else ""))
+    if queued:
+        jobs.ensure_scheduler(store)
+        if args.wait:
+            _wait(store, args.experiment)
+    print(f"{'train_size':>10}  {'seed':>4}  {'student score':>13}  {'95% CI':>14}  {'pairs':>5}  judge")
+    for row in pairwise_job.versus_teacher(store, args.experiment):
+        score = "—" if row["student_score"] is None else f"{row['student_score']:.3f}"
+        ci = "—" if row["ci"] is None else f"[{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]"
+        size, seed, pairs = row["train_size"], row["seed"], row["pairs"]
+        print(f"{size:>10}  {seed:>4}  {score:>13}  {ci:>14}  {pairs:>5}  {row['judge']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Sensei engine")
     parser.add_argument("--home", help="workspace folder (default: $SENSEI_HOME or ./workspace)")
@@ -180,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id", help="the train job's id, or its run's id")
     p = sub.add_parser("curve", help="print an experiment's curve")
     p.add_argument("experiment")
+    p = sub.add_parser("versus-teacher", help="judge every finished run against the teacher (pairwise)")
+    p.add_argument("experiment")
+    p.add_argument("--wait", action="store_true", help="follow the comparisons until they finish")
     p = sub.add_parser(
         "export", aliases=["merge"], help="write a run's model as a standalone folder (adapter merged)"
     )
@@ -209,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "resume": cmd_resume,
         "export": cmd_export,
         "merge": cmd_export,
+        "versus-teacher": cmd_versus_teacher,
     }
     return commands[args.cmd](args, store)
 

@@ -140,7 +140,8 @@ def launch_pairwise(
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "judge")) from None
     spec = PairwiseJobSpec(judge=judge, a=left, b=right).model_dump(mode="json")
-    return store.enqueue(JOB_KIND, spec)
+    exp_id = left.experiment_id or (store.get_run(left.run_id or "") or {}).get("experiment_id")
+    return store.enqueue(JOB_KIND, spec, experiment_id=exp_id)  # listed with A's experiment
 
 
 def main(ctx: JobContext) -> None:

@@ -43,3 +43,19 @@ def test_cancel_experiment_from_cli(capsys, store: Store, monkeypatch) -> None:
     assert main(["--home", str(store.home), "cancel", exp_id]) == 0
     assert "cancelled 3 job(s)" in capsys.readouterr().out
     assert {j["status"] for j in store.list_jobs(experiment_id=exp_id)} == {"cancelled"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cleanup_processes")
+def test_versus_teacher_from_the_cli_runs_in_a_worker(capsys, store: Store) -> None:
+    from tests.review_data import N, populate
+
+    pop = populate(store)
+    assert main(["--home", str(store.home), "versus-teacher", pop.experiment_id, "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "queued 1 comparison(s)" in out and "pairwise succeeded" in out
+    row = out.strip().splitlines()[-1].split()
+    # n=16 seed 0: the demo judge (no reference) sees the teacher win 2 of 12 pairs.
+    assert row[:3] == ["16", "0", f"{5 / 12:.3f}"] and row[-2:] == [str(N), "vs-teacher"]
+    assert main(["--home", str(store.home), "versus-teacher", pop.experiment_id]) == 0
+    assert "queued 0 comparison(s)" in capsys.readouterr().out  # judged already
