@@ -41,14 +41,10 @@ def flat_row(lengths: list[int], vocab: int, seed: int = 0) -> tuple[list[torch.
     return examples, batch
 
 
-@pytest.mark.parametrize(
-    ("kv_heads", "lengths"),
-    [(4, [7, 1, 30, 12]), (2, [7, 1, 30, 12]), (4, [20, 18, 19])],
-    ids=["skewed", "skewed-gqa", "balanced"],
-)
-def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int, lengths: list[int]) -> None:
+def random_model(config_cls: Any, model_cls: Any, kv_heads: int = 4) -> Any:
+    """A randomly initialised 2-layer decoder of ``model_cls`` (sdpa attention)."""
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = config_cls(
         vocab_size=200,
         hidden_size=64,
         intermediate_size=128,
@@ -57,8 +53,17 @@ def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int, lengt
         num_key_value_heads=kv_heads,
         attn_implementation="sdpa",
     )
-    model = LlamaForCausalLM(config).eval()
-    examples, batch = flat_row(lengths, config.vocab_size)
+    return model_cls(config)
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "lengths"),
+    [(4, [7, 1, 30, 12]), (2, [7, 1, 30, 12]), (4, [20, 18, 19])],
+    ids=["skewed", "skewed-gqa", "balanced"],
+)
+def test_varlen_attention_gives_each_example_its_own_logits(kv_heads: int, lengths: list[int]) -> None:
+    model = random_model(LlamaConfig, LlamaForCausalLM, kv_heads=kv_heads).eval()
+    examples, batch = flat_row(lengths, model.config.vocab_size)
     with torch.no_grad():
         alone = [model(input_ids=x[None], use_cache=False).logits[0] for x in examples]
         with varlen_attention(model, max_length=64):
@@ -81,31 +86,12 @@ def test_skewed_rows_are_attended_in_length_groups() -> None:
 def test_a_model_that_drops_the_boundaries_is_caught_before_training() -> None:
     from transformers import StableLmConfig, StableLmForCausalLM
 
-    torch.manual_seed(0)
     # StableLM's decoder layers call their attention without the extra kwargs.
-    config = StableLmConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        attn_implementation="sdpa",
-    )
-    model = StableLmForCausalLM(config)
+    model = random_model(StableLmConfig, StableLmForCausalLM)
     assert varlen_unsupported(model, 128) is None  # nothing in its config says so
     assert "do not pass the attention kwargs on" in (varlen_probe(model) or "")
     assert model.training and model.config._attn_implementation == "sdpa"  # restored
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=100,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            attn_implementation="sdpa",
-        )
-    )
+    llama = random_model(LlamaConfig, LlamaForCausalLM)
     assert varlen_probe(llama) is None
 
 
