@@ -37,6 +37,11 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
             find_dataset(store, spec.data.dataset)
         except ValueError as err:
             raise SpecError(str(err)) from None
+    if spec.ablation.versus_teacher and spec.teacher.kind == "local":
+        raise SpecError(
+            "ablation.versus_teacher: a local teacher cannot judge yet; judge runs from "
+            "Judge calibration → Head to head with an endpoint instead"
+        )
     judge = spec.curation.judge
     if judge and judge not in (names := store.judge_names()):
         known = ", ".join(names) or "none yet"
@@ -47,7 +52,8 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
 
 
 def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
-    """Queue an experiment: one teacher job, then one train job per (size, seed).
+    """Queue an experiment: one teacher job, then one train job per (size, seed), each followed
+    by a pairwise comparison with the teacher when ``ablation.versus_teacher``.
 
     Everything is written in one transaction, so a launch is either fully queued or not at all.
     Returns the experiment id.
@@ -73,6 +79,16 @@ def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
                     run_id=run_id,
                 )
                 store.link_run_job(conn, run_id, job_id)
+                if spec.ablation.versus_teacher:
+                    from engine.pairwise_job import JOB_KIND, versus_teacher_spec
+
+                    store.add_job(
+                        conn,
+                        JOB_KIND,
+                        versus_teacher_spec(spec, exp_id, run_id),
+                        experiment_id=exp_id,
+                        depends_on=[job_id],
+                    )
     return exp_id
 
 

@@ -62,6 +62,11 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("ablation.train_sizes", "Train sizes", "Comma-separated; each is the first n examples of one pool."),
         ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
         ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
+        (
+            "ablation.versus_teacher",
+            "Judge runs vs teacher",
+            "Pairwise, both orders: 2 judge calls per test item.",
+        ),
         ("data.source", "Data", "demo: the generated ticket task; dataset: one imported on the Data page."),
         ("data.dataset", "Dataset", "Name or id of an imported dataset (for Data = dataset)."),
         ("data.demo_examples", "Demo examples", "Generated examples (train pool + test)."),

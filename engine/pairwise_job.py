@@ -290,6 +290,25 @@ def versus_teacher(store: Store, experiment_id: str, judge: str | None = None) -
     return sorted(rows, key=lambda row: (row["train_size"] or 0, row["seed"] or 0, row["judge"]))
 
 
+def versus_teacher_spec(spec: Any, experiment_id: str, run_id: str) -> dict[str, Any]:
+    """The job spec comparing run ``run_id`` with its experiment's teacher (queued at launch,
+    before the run exists: its pairs are collected when the job runs).
+
+    Raises:
+        ValueError: the teacher cannot judge (a local model).
+    """
+    judge = JudgeSpec(
+        name="vs-teacher",
+        endpoint=check_endpoint(spec.teacher),
+        rubric=DEFAULT_RUBRIC,
+        mode="pairwise",
+    )
+    job = PairwiseJobSpec(
+        judge=judge, a=JudgeTarget(run_id=run_id), b=JudgeTarget(**teacher_side(experiment_id))
+    )
+    return job.model_dump(mode="json")
+
+
 def launch_versus_teacher(
     store: Store, experiment_id: str, rubric: str = DEFAULT_RUBRIC, name: str = "vs-teacher"
 ) -> list[str]:

@@ -297,6 +297,10 @@ class AblationSpec(Spec):
     """Training seeds; each size is trained once per seed."""
     metric: str | None = None
     """Metric for the curve; default depends on the task (field_accuracy for JSON)."""
+    versus_teacher: bool = False
+    """After each run, a pairwise judge (the teacher's own model) compares its test answers with
+    the teacher's, in both orders: the Ablation page shows each size's score against the
+    teacher (0.5 = as good). Costs two judge calls per test example and run."""
 
     @field_validator("train_sizes")
     @classmethod

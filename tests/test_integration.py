@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cleanup_processes")]
 
 def test_two_size_ablation_end_to_end(store: Store) -> None:
     spec = demo_spec("fast")
+    spec.ablation.versus_teacher = True  # each run then faces its teacher (pairwise, demo judge)
     exp_id = ablation.launch_experiment(store, spec)
     subprocess.Popen(
         [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
@@ -53,6 +54,12 @@ def test_two_size_ablation_end_to_end(store: Store) -> None:
         assert losses and losses[-1] < losses[0]
         meta = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())
         assert meta["train_size"] == run["train_size"]
+
+    from engine.pairwise_job import versus_teacher
+
+    versus = versus_teacher(store, exp_id)
+    assert [r["train_size"] for r in versus] == spec.ablation.train_sizes
+    assert all(r["pairs"] == spec.data.test_size and 0 <= r["student_score"] <= 1 for r in versus)
 
     curve = ablation.experiment_curve(store, exp_id)
     assert curve.sizes == spec.ablation.train_sizes

@@ -127,3 +127,24 @@ def test_every_run_against_the_teacher_from_the_ablation_page(store: Store) -> N
     assert list(table["train size"]) == [16] and list(table["student score"]) == [pytest.approx(5 / 12)]
     at.button(key="vs_teacher").click().run()
     assert any("Every finished run is judged already." in s.value for s in at.success)
+
+
+def test_an_ablation_can_queue_each_run_against_its_teacher(store: Store) -> None:
+    from engine import ablation
+    from engine.specs import demo_spec
+
+    spec = demo_spec("fast")
+    spec.ablation.versus_teacher = True
+    exp_id = ablation.launch_experiment(store, spec)
+    train = {j["run_id"]: j["id"] for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "train"}
+    versus = [j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "pairwise"]
+    assert len(versus) == len(train) == len(spec.ablation.train_sizes)
+    for job in versus:  # each waits for its run, and compares that run with the teacher
+        run_id = job["spec"]["a"]["run_id"]
+        assert job["depends_on"] == [train[run_id]]
+        assert job["spec"]["b"] == {"run_id": None, "experiment_id": exp_id, "teacher": True}
+    local = demo_spec("fast")
+    local.ablation.versus_teacher = True
+    local.teacher = local.teacher.model_copy(update={"kind": "local", "model": "some/model"})
+    with pytest.raises(SpecError, match=r"ablation\.versus_teacher: a local teacher cannot judge"):
+        ablation.launch_experiment(store, local)
