@@ -366,3 +366,37 @@ def versus_teacher_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             for r in rows
         ]
     )
+
+
+def versus_teacher_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """The student's pairwise score against the teacher by train size (log x), with each run's
+    95% interval, and the line where the student is as good as its teacher."""
+    scored = [r for r in rows if r["student_score"] is not None]
+    fig = go.Figure(
+        go.Scatter(
+            x=[r["train_size"] for r in scored],
+            y=[r["student_score"] for r in scored],
+            mode="markers",
+            name="student vs teacher (95% CI)",
+            text=[f"seed {r['seed']} · {r['judge']} · {r['pairs']} pairs" for r in scored],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [r["ci"][1] - r["student_score"] if r["ci"] else 0 for r in scored],
+                "arrayminus": [r["student_score"] - r["ci"][0] if r["ci"] else 0 for r in scored],
+            },
+            marker={"size": 10, "color": PRIMARY},
+        )
+    )
+    fig.add_hline(
+        y=0.5,
+        line_dash="dash",
+        line_color="#c0392b",
+        annotation_text="as good as the teacher",
+        annotation_position="top left",
+    )
+    sizes = sorted({r["train_size"] for r in scored})
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(s) for s in sizes], title="training examples")
+    fig.update_yaxes(range=[0, 1], title="student score")
+    fig.update_layout(margin={"t": 30, "b": 10}, height=320, showlegend=False)
+    return fig

@@ -123,6 +123,7 @@ def test_every_run_against_the_teacher_from_the_ablation_page(store: Store) -> N
     low, high = row["ci"]
     assert low <= row["student_score"] <= high
     at.run()
+    assert len(at.get("plotly_chart")) == 2  # the curve, and the score against the teacher
     table = next(d.value for d in at.dataframe if "student score" in d.value.columns)
     assert list(table["train size"]) == [16] and list(table["student score"]) == [pytest.approx(5 / 12)]
     at.button(key="vs_teacher").click().run()

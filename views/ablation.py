@@ -80,6 +80,7 @@ def versus_teacher_view(store: Store, exp_id: str) -> None:
         "Against the teacher (pairwise judge)", expanded=bool(rows), icon=":material/compare_arrows:"
     ):
         if rows:
+            st.plotly_chart(ui.versus_teacher_figure(rows), key="versus_teacher_chart")
             st.dataframe(
                 ui.versus_teacher_frame(rows),
                 hide_index=True,
