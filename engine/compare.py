@@ -11,7 +11,6 @@ interactive playground), and a failure becomes that column's error, never an exc
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from engine.data.prompts import render_prompt
 from engine.llm import build_messages, resolve_api_key
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
+from engine.training.metadata import read_metadata
 
 
 @dataclass
@@ -178,11 +178,8 @@ def experiment_spec(store: Store, experiment_id: str) -> ExperimentSpec:
 def run_mode(store: Store, run_id: str) -> Literal["completion", "chat"]:
     """How a run's student is asked: as it was trained (runs before prompt formats were raw)."""
     run = store.get_run(run_id)
-    meta_path = Path(run["run_dir"]) / "metadata.json" if run else None
-    if meta_path is None or not meta_path.exists():
-        return "completion"
     try:
-        fmt = json.loads(meta_path.read_text()).get("prompt_format")
+        fmt = read_metadata(run["run_dir"]).get("prompt_format") if run else None
     except (OSError, ValueError):
         return "completion"
     return "chat" if fmt == "chat" else "completion"

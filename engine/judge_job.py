@@ -189,9 +189,8 @@ def endpoint_url(folder: Path, endpoint: TeacherSpec) -> Iterator[tuple[str, str
             # The port changes every run; the behaviour does not, so cache on the behaviour.
             yield url, "demo-judge"
         return
-    if endpoint.kind == "local" or not endpoint.base_url:
-        raise ValueError("a local teacher cannot judge yet; give the judge an OpenAI-compatible endpoint")
-    yield endpoint.base_url, endpoint.base_url.rstrip("/")
+    url = str(check_endpoint(endpoint).base_url)
+    yield url, url.rstrip("/")
 
 
 def main(ctx: JobContext) -> None:

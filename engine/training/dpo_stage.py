@@ -25,7 +25,7 @@ from engine.training.generate import generate
 from engine.training.health import HealthCallback
 from engine.training.pairs import build_dpo_pairs
 from engine.training.sft import StoreCallback
-from engine.training.trainer import causal_lm
+from engine.training.student import causal_lm
 
 DPO_SPAN = (0.6, 0.85)
 """Share of the train job's progress bar used by pair building and DPO (SFT ends at its start)."""

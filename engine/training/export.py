@@ -24,18 +24,12 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from engine.training.metadata import hash_weights
+from engine.training.metadata import hash_weights, read_metadata
 from engine.training.student import is_adapter_dir, load_student
 
 
 class ArtifactMismatch(RuntimeError):
     """A run's adapter does not fit the base model it would be loaded on."""
-
-
-def read_metadata(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``metadata.json`` (``{}`` when it has none, e.g. an older run)."""
-    path = Path(run_dir) / "metadata.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _model_dir(run_dir: Path) -> Path:
@@ -167,8 +161,7 @@ def merge_run(
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
     model, tokenizer = load_run_model(run_dir, base_model_ref, device="cpu")
     merged: PreTrainedModel = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    meta_path = run_dir / "metadata.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("prompt_format") == "chat":
+    if read_metadata(run_dir).get("prompt_format") == "chat":
         # An adapter's base brings its own generation config: stop at the template's end of turn.
         from engine.training.formats import set_stop_tokens
 

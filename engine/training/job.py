@@ -45,13 +45,13 @@ from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
 from engine.training.sft import StoreCallback, TrainResult, train_sft
 from engine.training.student import (
+    causal_lm,
     device_precision,
     ensure_tiny_base,
     load_student,
     require_quantization_support,
     save_student,
 )
-from engine.training.trainer import causal_lm
 
 TRAIN_SPAN = (0.02, 0.85)
 """Share of the job's progress bar filled by training; evaluation fills the rest."""

@@ -88,6 +88,12 @@ def base_model_record(model_ref: str | Path, revision: str | None) -> dict[str, 
     return {"kind": "hub", "id": str(model_ref), "revision": revision or "main", "content_hash": None}
 
 
+def read_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``metadata.json`` (``{}`` when it has none, e.g. an older run)."""
+    path = Path(run_dir) / "metadata.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def build_metadata(
     *,
     base: dict[str, Any],

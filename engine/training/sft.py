@@ -27,8 +27,8 @@ from engine.context import JobContext
 from engine.specs import StudentSpec
 from engine.store import Store
 from engine.training.packing import RowPackedCollator
-from engine.training.student import device_precision, lora_config
-from engine.training.trainer import SenseiSFTTrainer, causal_lm
+from engine.training.student import causal_lm, device_precision, lora_config
+from engine.training.trainer import SenseiSFTTrainer
 from engine.training.varlen import has_varlen_kernel, varlen_attention, varlen_probe, varlen_unsupported
 
 log = logging.getLogger(__name__)

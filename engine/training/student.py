@@ -328,6 +328,12 @@ def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     return out_dir
 
 
+def causal_lm(model: Any) -> Any:
+    """The ``...ForCausalLM`` inside a model as a trainer holds it (a ``PeftModel``'s base)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def num_parameters(model: PreTrainedModel, trainable_only: bool = False) -> int:
     """Number of (trainable) parameters, counting tied weights once."""
     seen: set[int] = set()

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
+from engine.training.student import causal_lm
+
 # Config fields that change the logits (TRL's fused head applies them; the compact loss does not).
 LOGIT_TRANSFORMS = (
     "final_logit_softcapping",
@@ -33,12 +35,6 @@ LOGIT_TRANSFORMS = (
 )
 # Above this many logits (completion tokens x vocabulary) TRL's chunked head saves the memory.
 MAX_COMPACT_LOGITS = 1 << 27  # 512 MiB of fp32 logits, as much again for their gradient
-
-
-def causal_lm(model: Any) -> Any:
-    """The ``...ForCausalLM`` inside a model as the trainer holds it (accelerate, PEFT)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 class SenseiSFTTrainer(SFTTrainer):

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from engine.training.student import causal_lm
+
 VARLEN_ATTENTION = "sensei_varlen_sdpa"
 # Attention implementations that already attend within each example of a flattened row.
 VARLEN_KERNELS = (
@@ -183,11 +185,13 @@ def varlen_sdpa_attention(
 
     _, heads, total, dim = query.shape
     window = kwargs.get("sliding_window")
-    longest = int(kwargs.get("max_length_q") or (cu[1:] - cu[:-1]).max())
-    if window is not None and longest > window:
-        raise ValueError(
-            f"{VARLEN_ATTENTION}: an example of {longest} tokens exceeds the {window}-token sliding window"
-        )
+    if window is not None:
+        longest = int(kwargs.get("max_length_q") or (cu[1:] - cu[:-1]).max())
+        if longest > window:
+            raise ValueError(
+                f"{VARLEN_ATTENTION}: an example of {longest} tokens exceeds "
+                f"the {window}-token sliding window"
+            )
     flat = [x[0].transpose(0, 1) for x in (query, key, value)]  # (tokens, heads, dim)
     out = flat[0].new_empty(total, heads, dim)
     for group in _plan(cu, total):
@@ -207,12 +211,6 @@ def varlen_sdpa_attention(
 AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
 
 
-def _attention_owner(model: Any) -> Any:
-    """The ``PreTrainedModel`` whose config picks the attention (under PEFT, the base model)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def varlen_probe(model: Any, atol: float = 1e-3) -> str | None:
     """Why the padding-free attention gives this model wrong answers, or None when it does not.
 
@@ -221,7 +219,7 @@ def varlen_probe(model: Any, atol: float = 1e-3) -> str | None:
     whose layers drop the attention kwargs, or attend in a way this attention does not, is
     caught here instead of training on examples that see each other.
     """
-    owner = _attention_owner(model)
+    owner = causal_lm(model)  # its config picks the attention
     vocab = int(getattr(owner.config.get_text_config(), "vocab_size", 0) or 0)
     device = next(owner.parameters()).device
     gen = torch.Generator().manual_seed(0)
@@ -264,7 +262,7 @@ def varlen_attention(model: Any, max_length: int | None, probe: bool = True) -> 
     Raises:
         ValueError: :func:`varlen_unsupported` or :func:`varlen_probe` names a reason.
     """
-    owner = _attention_owner(model)
+    owner = causal_lm(model)
     reason = varlen_unsupported(owner, max_length) or (varlen_probe(model) if probe else None)
     if reason:
         raise ValueError(f"padding-free attention without flash-attention is not available: {reason}")
