@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.store_migrations import MIGRATIONS
-from engine.store_review import ReviewRecords
+from engine.store.migrations import MIGRATIONS
+from engine.store.review import ReviewRecords
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
