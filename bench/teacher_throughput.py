@@ -4,7 +4,7 @@ Against an OpenAI-compatible server on 127.0.0.1 that answers every request afte
 latency (the demo teacher with ``--latency``), no client can beat ``concurrency / latency``
 requests per second. This bench measures, in one run:
 
-* :class:`engine.llm.ChatClient` (async, bounded concurrency, cache off) on many distinct
+* :class:`engine.teacher.client.ChatClient` (async, bounded concurrency, cache off) on many distinct
   prompts, as a fraction of ``concurrency / latency``;
 * a naive client (the ``openai`` SDK's synchronous ``chat.completions.create`` in a loop) on a
   few prompts, as a fraction of its own bound ``1 / latency``;
@@ -37,8 +37,8 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 from engine.demo.teacher_server import start_demo_teacher
-from engine.llm import ChatClient
 from engine.specs import TeacherSpec
+from engine.teacher.client import ChatClient
 
 
 def _prompts(n: int, tag: str) -> list[str]:

@@ -21,9 +21,9 @@ import openai
 
 from engine import serving
 from engine.data.prompts import render_prompt
-from engine.llm import build_messages, resolve_api_key
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
+from engine.teacher.client import build_messages, resolve_api_key
 from engine.training.metadata import read_metadata
 
 

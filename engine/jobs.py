@@ -37,7 +37,7 @@ log = logging.getLogger("sensei.jobs")
 
 # Job kind -> "module:function". Each entry point is ``main(ctx: JobContext) -> None``.
 REGISTRY: dict[str, str] = {
-    "teacher": "engine.teacher_job:main",
+    "teacher": "engine.teacher.job:main",
     "train": "engine.training.job:main",
     "small_judge": "engine.evaluation.small_judge_job:main",
     "embed": "engine.data.diversity_job:main",

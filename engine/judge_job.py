@@ -8,7 +8,7 @@ enqueue one with :func:`launch_judge`, or ``store.enqueue("judge", spec)`` where
 
 Verdicts go to the store under the item refs the Review and Calibration pages read
 (``run:<run_id>:<idx>`` or ``teacher:<dataset_id>:<teacher_key>:<idx>``). Calls go through
-:class:`engine.llm.ChatClient`, so a re-run is answered from ``<home>/llm_cache.db`` for free.
+:class:`engine.teacher.client.ChatClient`, so a re-run is answered from ``<home>/llm_cache.db`` for free.
 A ``demo`` endpoint starts the simulated teacher, which also plays a simple judge.
 """
 
@@ -26,9 +26,9 @@ from pydantic import ValidationError, model_validator
 from engine import review
 from engine.context import JobContext
 from engine.evaluation.judge import JudgeItem, JudgeSpec, judge_pointwise
-from engine.llm import ChatClient, ChatResult
 from engine.specs import ExperimentSpec, Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store
+from engine.teacher.client import ChatClient, ChatResult
 
 JOB_KIND = "judge"
 
@@ -198,7 +198,7 @@ def main(ctx: JobContext) -> None:
 
     Raises:
         engine.specs.SpecError: the spec is invalid (the message names the field).
-        engine.llm.MissingApiKeyError: the endpoint's key variable is not set.
+        engine.teacher.client.MissingApiKeyError: the endpoint's key variable is not set.
         RuntimeError: every judge call failed.
     """
     for name in ("httpx", "httpx2"):  # one INFO line per request otherwise

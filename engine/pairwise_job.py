@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from engine.context import JobContext
 from engine.evaluation.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
 from engine.judge_job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
-from engine.llm import ChatClient
 from engine.review import parse_ref
 from engine.specs import Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store
+from engine.teacher.client import ChatClient
 
 JOB_KIND = "pairwise"
 PAIR_PREFIX = "pair:"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import teacher_job
 from engine.data.datasets import ensure_dataset
 from engine.data.importing import import_dataset
 from engine.specs import ExperimentSpec, SpecError, TaskSpec, TeacherSpec, load_spec
 from engine.store import Store
+from engine.teacher import job as teacher_job
 from tests.test_teacher_job import make_ctx
 
 GOOD = Path(__file__).parent / "data" / "good" / "prompt_completion.jsonl"

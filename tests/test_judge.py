@@ -36,8 +36,8 @@ from engine.evaluation.judge import (
     verdict_scores,
 )
 from engine.evaluation.judge_prompts import pairwise_messages, pointwise_messages
-from engine.llm import ChatClient
 from engine.specs import TeacherSpec
+from engine.teacher.client import ChatClient
 
 ACCEPT = '{"verdict": "accept", "reason": "meets the rubric"}'
 # CASE name -> (reply, finish_reason)

@@ -11,8 +11,8 @@ import pytest
 
 from engine.demo.task import DEMO_SYSTEM_PROMPT, DEMO_TEMPLATE, generate_examples, render_prompt
 from engine.demo.teacher_server import start_demo_teacher
-from engine.llm import ChatClient, ChatResult, MissingApiKeyError, build_messages
 from engine.specs import TaskSpec, TeacherSpec
+from engine.teacher.client import ChatClient, ChatResult, MissingApiKeyError, build_messages
 
 N = 40
 TASK = TaskSpec(system_prompt=DEMO_SYSTEM_PROMPT, prompt_template=DEMO_TEMPLATE, output_kind="json")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.demo.teacher_server import start_demo_teacher
-from engine.llm import ChatClient
-from engine.ratelimit import RateLimiter, TokenBucket, estimate_tokens
+from engine.teacher.client import ChatClient
+from engine.teacher.ratelimit import RateLimiter, TokenBucket, estimate_tokens
 
 
 class FakeClock:

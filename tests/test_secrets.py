@@ -20,10 +20,10 @@ import pytest
 from engine import jobs
 from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import start_demo_teacher
-from engine.llm import ChatClient
 from engine.review import annotations_jsonl
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
+from engine.teacher.client import ChatClient
 from tests.test_teacher_job import make_ctx
 
 pytestmark = pytest.mark.slow

@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import jobs, teacher_job
+from engine import jobs
 from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import prompt_key, start_demo_teacher
-from engine.llm import build_messages, request_hash
-from engine.llm_cache import cached_keys
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
+from engine.teacher import job as teacher_job
+from engine.teacher.cache import cached_keys
+from engine.teacher.client import build_messages, request_hash
 
 pytestmark = pytest.mark.slow
 

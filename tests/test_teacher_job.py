@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from engine import teacher_job
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
 from engine.data.demo_source import split_indices
-from engine.llm import MissingApiKeyError
 from engine.specs import ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
+from engine.teacher import job as teacher_job
+from engine.teacher.client import MissingApiKeyError
 
 
 def make_ctx(store: Store, spec: ExperimentSpec) -> JobContext:

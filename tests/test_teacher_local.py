@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import teacher_job
 from engine.data.prompts import render_messages
 from engine.demo.task import generate_examples
-from engine.llm import build_messages
 from engine.specs import AblationSpec, DataSpec, SpecError, TeacherSpec, TinyModelSpec, demo_spec, parse_spec
 from engine.store import Store
-from engine.teacher_local import LocalTeacher, local_scope
+from engine.teacher import job as teacher_job
+from engine.teacher.client import build_messages
+from engine.teacher.local import LocalTeacher, local_scope
 from engine.training.student import build_tiny_student
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 

@@ -12,7 +12,7 @@ from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, demo_spec
 from engine.store import Store
-from engine.teacher_playground import launch_teacher_job
+from engine.teacher.playground import launch_teacher_job
 from tests.test_pages import app, texts
 
 PAGE = "views/teacher.py"

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import teacher_job, teacher_view
+from engine import teacher_view
 from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import start_demo_teacher
-from engine.llm import MissingApiKeyError
 from engine.specs import AblationSpec, DataSpec, SpecError, demo_spec
 from engine.store import Store
-from engine.teacher_playground import (
+from engine.teacher import job as teacher_job
+from engine.teacher.client import MissingApiKeyError
+from engine.teacher.playground import (
     MAX_ROWS,
     Variant,
     answer_caption,

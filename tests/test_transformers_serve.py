@@ -20,10 +20,10 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from engine import teacher_job
 from engine.demo.task import generate_examples
 from engine.specs import AblationSpec, DataSpec, TeacherSpec, TinyModelSpec, demo_spec
 from engine.store import Store
+from engine.teacher import job as teacher_job
 from engine.training.student import build_tiny_student
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 

@@ -7,10 +7,10 @@ from typing import Any
 import streamlit as st
 
 from engine import teacher_view as tv
-from engine.llm import MissingApiKeyError
 from engine.specs import ExperimentSpec, SpecError, demo_spec
 from engine.store import Store
-from engine.teacher_playground import (
+from engine.teacher.client import MissingApiKeyError
+from engine.teacher.playground import (
     MAX_ROWS,
     Variant,
     answer_caption,

@@ -1,7 +1,7 @@
 """LLM judges: any OpenAI-compatible model grading answers against a rubric.
 
 A judge is an evaluator like the metrics and rules: configured by a :class:`JudgeSpec`,
-called through :class:`engine.llm.ChatClient` (so it is cached, concurrent and
+called through :class:`engine.teacher.client.ChatClient` (so it is cached, concurrent and
 cost-accounted), and returning one structured :class:`Verdict` per item.
 
 * pointwise: ``{"verdict": "accept" | "reject", "reason": "..."}`` per answer;
@@ -27,8 +27,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from engine.evaluation.judge_prompts import pairwise_messages, pointwise_messages
-from engine.llm import ChatClient, ChatResult, Messages
 from engine.specs import Spec, TeacherSpec
+from engine.teacher.client import ChatClient, ChatResult, Messages
 
 UNPARSABLE = "unparsable"
 ERROR = "error"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from engine.llm import Messages
+from engine.teacher.client import Messages
 
 if TYPE_CHECKING:
     from engine.evaluation.judge import JudgeItem, JudgeSpec, PairItem

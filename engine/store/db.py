@@ -3,7 +3,7 @@
 Layout under ``SENSEI_HOME`` (default ``./workspace``)::
 
     sensei.db            jobs, experiments, datasets, runs, metrics, outputs
-    llm_cache.db         the teacher/judge request cache (engine.llm)
+    llm_cache.db         the teacher/judge request cache (engine.teacher.client)
     runs/<run_id>/       spec, checkpoints, model/adapter, metadata.json
     experiments/<id>/    shared artifacts of one experiment (e.g. the tiny base model)
     logs/<job_id>.log    a worker's stdout/stderr

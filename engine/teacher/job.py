@@ -11,7 +11,7 @@ cache (``<home>/llm_cache.db``) means even lost batches are not paid for twice.
 
 For ``teacher.kind == "demo"`` the simulated teacher (:mod:`engine.demo.teacher_server`) is
 started on 127.0.0.1 for the duration of the job; for ``"local"`` a Hugging Face model answers
-in this process (:mod:`engine.teacher_local`); ``"openai"`` calls the configured endpoint.
+in this process (:mod:`engine.teacher.local`); ``"openai"`` calls the configured endpoint.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
 from engine.data.validate import parse_output
-from engine.llm import ChatClient, ChatResult, build_messages, request_hash
 from engine.specs import ExperimentSpec, TeacherSpec, parse_spec
+from engine.teacher.client import ChatClient, ChatResult, build_messages, request_hash
 
 if TYPE_CHECKING:
-    from engine.teacher_local import LocalTeacher
+    from engine.teacher.local import LocalTeacher
 
 FLUSH_EVERY = 16
 """Save answers after this many results..."""
@@ -50,7 +50,7 @@ def cache_scope(spec: ExperimentSpec) -> str:
     if t.kind == "demo":
         return f"demo-teacher(error_rate={t.demo_error_rate:g},seed={spec.data.seed})"
     if t.kind == "local":
-        from engine.teacher_local import local_scope
+        from engine.teacher.local import local_scope
 
         return local_scope(t)
     return str(t.base_url).rstrip("/")
@@ -93,7 +93,7 @@ def teacher_client(
             environment variable named by ``teacher.api_key_env``.
     """
     if teacher.kind == "local":
-        from engine.teacher_local import LocalTeacher
+        from engine.teacher.local import LocalTeacher
 
         return LocalTeacher(teacher, cache_path, cache_scope=scope)
     return ChatClient(teacher, cache_path, base_url_override=url, cache_scope=scope, api_key=api_key)
@@ -104,7 +104,7 @@ def main(ctx: JobContext) -> None:
 
     Raises:
         engine.specs.SpecError: the spec is invalid.
-        engine.llm.MissingApiKeyError: the teacher's key variable is not set.
+        engine.teacher.client.MissingApiKeyError: the teacher's key variable is not set.
         RuntimeError: more than half of the requests failed after retries, or a local
             teacher's model cannot be loaded.
     """

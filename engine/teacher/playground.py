@@ -7,7 +7,7 @@ reference when there is one, tokens, latency, cost, and what the full dataset wo
 
 Calls are small (at most :data:`MAX_ROWS` rows) and bounded in time (one retry, a short
 timeout), so a page may run them synchronously. They go through the same clients and cache as
-teacher jobs (:func:`engine.teacher_job.teacher_client`): an answer tried here is free when the
+teacher jobs (:func:`engine.teacher.job.teacher_client`): an answer tried here is free when the
 full job asks the same request. A key handed in (e.g. from Streamlit secrets) stays in memory.
 """
 
@@ -20,12 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from engine import teacher_job
 from engine.data.prompts import render_prompt
 from engine.data.validate import parse_output
-from engine.llm import ChatResult, build_messages
 from engine.specs import ExperimentSpec
 from engine.store import Store
+from engine.teacher import job as teacher_job
+from engine.teacher.client import ChatResult, build_messages
 
 MAX_ROWS = 5
 """Rows one playground call may answer."""
@@ -73,7 +73,7 @@ def run_variant(
 
     Raises:
         ValueError: too many rows.
-        engine.llm.MissingApiKeyError: a key variable is named but unset and no key was given.
+        engine.teacher.client.MissingApiKeyError: a key variable is named but unset and no key was given.
         RuntimeError: a local teacher's model cannot be loaded.
     """
     if len(rows) > MAX_ROWS:

@@ -5,7 +5,7 @@ chat-completions protocol (vLLM, TGI, Ollama, hosted APIs, ``transformers serve`
 teacher). What it adds to the ``openai`` SDK:
 
 * bounded concurrency (``TeacherSpec.concurrency`` requests in flight) and optional
-  requests/tokens-per-minute limits (:mod:`engine.ratelimit`), checked before every attempt;
+  requests/tokens-per-minute limits (:mod:`engine.teacher.ratelimit`), checked before every attempt;
 * retries with exponential backoff and jitter that honour ``Retry-After`` — the SDK's own,
   configured from ``max_retries`` and ``timeout_s``;
 * an on-disk SQLite cache keyed by a hash of the request, so re-running a batch costs nothing
@@ -37,9 +37,9 @@ from typing import Any
 import openai
 
 from engine.data.prompts import chat_messages, render_prompt
-from engine.llm_cache import cache_get, cache_put, open_cache
-from engine.ratelimit import RateLimiter, estimate_tokens
 from engine.specs import TaskSpec, TeacherSpec
+from engine.teacher.cache import cache_get, cache_put, open_cache
+from engine.teacher.ratelimit import RateLimiter, estimate_tokens
 
 Messages = list[dict[str, Any]]
 

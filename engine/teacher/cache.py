@@ -1,6 +1,6 @@
 """The on-disk answer cache shared by every teacher and judge client (``<home>/llm_cache.db``).
 
-A SQLite table keyed by request hash (:func:`engine.llm.request_hash`): an answer that is in
+A SQLite table keyed by request hash (:func:`engine.teacher.client.request_hash`): an answer that is in
 the cache is never asked for again, whichever client (HTTP or local model) produced it. Only
 successful answers are stored; nothing about the endpoint's credentials ever is.
 """

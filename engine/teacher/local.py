@@ -1,7 +1,7 @@
 """A local Hugging Face model as the teacher, for users without an endpoint.
 
-:class:`LocalTeacher` answers the same batches as :class:`engine.llm.ChatClient` and returns the
-same :class:`~engine.llm.ChatResult`\\ s, through the same on-disk cache, so the teacher job does
+:class:`LocalTeacher` answers the same batches as :class:`engine.teacher.client.ChatClient` and returns the
+same :class:`~engine.teacher.client.ChatResult`\\ s, through the same on-disk cache, so the teacher job does
 not care which one it has. The model (``TeacherSpec.model``: a Hub id or a local folder) is
 loaded once per process, only when some request is not cached, and answers greedily in
 batches of ``TeacherSpec.concurrency`` prompts with left padding
@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.prompts import has_chat_template, render_messages
-from engine.llm import (
+from engine.specs import TeacherSpec
+from engine.teacher.cache import open_cache
+from engine.teacher.client import (
     ChatResult,
     Messages,
     Results,
@@ -35,8 +37,6 @@ from engine.llm import (
     request_hash,
     serve_cached,
 )
-from engine.llm_cache import open_cache
-from engine.specs import TeacherSpec
 
 # One loaded model per process: a worker answers with one teacher, and the playground usually
 # tries the same one several times.
