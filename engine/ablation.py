@@ -96,7 +96,7 @@ def teacher_ceiling(store: Store, spec: ExperimentSpec, dataset_id: str | None) 
     """The teacher's own scores on the test split (against the references), if known."""
     if not dataset_id:
         return None
-    from engine.evaluation.metrics import aggregate, score
+    from engine.scoring.metrics import aggregate, score
 
     answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
     rows = []

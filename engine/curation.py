@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.evaluation.label_functions import RuleError, RuleResult
-from engine.evaluation.rules import Rule, apply_rules
 from engine.review import load_workspace_rules, sme_consensus, teacher_ref
+from engine.scoring.label_functions import RuleError, RuleResult
+from engine.scoring.rules import Rule, apply_rules
 from engine.specs import CurationSpec, ExperimentSpec
 from engine.store import Store
 from engine.training.pairs import RuleFn

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.evaluation.label_functions import RuleError, RuleResult
-from engine.evaluation.rules import Rule, apply_rules, load_rules
+from engine.scoring.label_functions import RuleError, RuleResult
+from engine.scoring.rules import Rule, apply_rules, load_rules
 from engine.specs import ExperimentSpec
 from engine.store import Store
 

@@ -1,6 +1,6 @@
 """The workspace's rules file, ``<home>/rules.yaml``: read, add and remove declarative rules.
 
-Every write validates the whole list with :func:`engine.evaluation.rules.parse_rules` first
+Every write validates the whole list with :func:`engine.scoring.rules.parse_rules` first
 (a bad field is refused with a message naming it, and nothing is saved) and replaces the file
 atomically, so a reader never sees half a file. Rule fields are data: nothing here imports or
 runs code; Python label functions are only *listed* from ``<home>/rules/*.py``.
@@ -16,10 +16,10 @@ from typing import Any, get_args
 
 import yaml
 
-from engine.evaluation.label_functions import RuleError, load_label_functions, rules_folder
-from engine.evaluation.rule_kinds import RuleSpec
-from engine.evaluation.rules import dump_rules, load_rules, parse_rules, rule_stats
 from engine.review import RULES_FILE
+from engine.scoring.kinds import RuleSpec
+from engine.scoring.label_functions import RuleError, load_label_functions, rules_folder
+from engine.scoring.rules import dump_rules, load_rules, parse_rules, rule_stats
 from engine.store import Store
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine import ablation, review
 from engine.demo.task import generate_examples
-from engine.evaluation.metrics import score
+from engine.scoring.metrics import score
 from engine.specs import AblationSpec, ExperimentSpec, demo_spec
 from engine.store import Store
 

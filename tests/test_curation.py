@@ -10,8 +10,8 @@ import pytest
 
 from engine import review
 from engine.curation import Decision, curate, decide, dpo_rule_fn, reason_key, rule_check
-from engine.evaluation.label_functions import RuleError, RuleResult
-from engine.evaluation.rules import load_rules
+from engine.scoring.label_functions import RuleError, RuleResult
+from engine.scoring.rules import load_rules
 from engine.specs import CurationSpec, ExperimentSpec, TaskSpec, demo_spec
 from engine.store import Store
 from engine.training.job import training_pool

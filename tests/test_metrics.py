@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.evaluation import metrics
-from engine.evaluation.metrics import aggregate, metric_names, score
+from engine.scoring import metrics
+from engine.scoring.metrics import aggregate, metric_names, score
 from engine.specs import TaskSpec
 
 JSON_TASK = TaskSpec(output_kind="json", json_fields=["intent", "product", "order_id", "urgency"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluation.rules import (
+from engine.scoring.rules import (
     RuleError,
     RuleResult,
     apply_rules,
@@ -227,7 +227,7 @@ def test_rules_typed_in_the_browser_cannot_execute_python(tmp_path: Path) -> Non
 
 # --------------------------------------------------------------------------- Python label functions
 LABEL_FILE = '''
-from engine.evaluation.label_functions import label_function
+from engine.scoring.label_functions import label_function
 
 @label_function("no_refunds")
 def no_refunds(text):
@@ -303,7 +303,7 @@ def test_rule_stats_coverage_overlap_conflict_by_hand(tmp_path: Path) -> None:
     write_rules_file(
         workspace,
         "votes.py",
-        "from engine.evaluation.label_functions import label_function\n"
+        "from engine.scoring.label_functions import label_function\n"
         "@label_function('likes_x')\n"
         "def likes_x(text):\n"
         "    return 'accept' if 'x' in text else None\n",

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import review, rules_file
-from engine.evaluation.rules import apply_rules
+from engine.scoring.rules import apply_rules
 from engine.store import Store
 from tests.review_data import populate
 from tests.test_pages import app, texts

@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from engine import review, rules_file
-from engine.evaluation.label_functions import RuleError, rules_folder
+from engine.scoring.label_functions import RuleError, rules_folder
 from engine.store import Store
 
 st.title("Rules")

@@ -281,7 +281,7 @@ def judge_pairwise(client: ChatClient, judge: JudgeSpec, items: Sequence[PairIte
 
 
 def verdict_scores(verdicts: Sequence[Verdict], name: str = "judge") -> list[dict[str, float]]:
-    """Per-example score rows, as :func:`engine.evaluation.metrics.aggregate` expects.
+    """Per-example score rows, as :func:`engine.scoring.metrics.aggregate` expects.
 
     ``<name>_accept`` is 1 only for a parsed accept; ``<name>_unparsable`` flags replies that
     could not be used (unparsable or failed), so the aggregate reports them separately.

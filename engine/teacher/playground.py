@@ -51,7 +51,7 @@ class Variant:
 def _score(spec: ExperimentSpec, output: str | None, reference: str | None) -> float | None:
     if output is None or reference is None:
         return None
-    from engine.evaluation.metrics import score
+    from engine.scoring.metrics import score
 
     return score(spec.task, output, reference).get(spec.curve_metric())
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from engine.context import JobContext
 from engine.curation import CurationResult, curate
-from engine.evaluation.metrics import aggregate, score
 from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
+from engine.scoring.metrics import aggregate, score
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
 from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from engine.data.validate import parse_output
-from engine.evaluation.metrics import exact_match, normalize_ws
+from engine.scoring.metrics import exact_match, normalize_ws
 from engine.specs import TaskSpec
 
 RuleFn = Callable[[str], bool]

@@ -4,7 +4,7 @@ A user writes rules in the UI or in YAML; each is a typed spec (``extra="forbid"
 its ``kind``. Rules are *data*: patterns, keywords and schemas are matched against the answer
 as text and are never evaluated, imported or executed. The one way to run Python is
 ``kind: python``, which names a function registered in a file of the workspace's ``rules/``
-folder (see :mod:`engine.evaluation.label_functions`); the spec itself carries no code.
+folder (see :mod:`engine.scoring.label_functions`); the spec itself carries no code.
 
 Example::
 
@@ -27,14 +27,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from engine.evaluation.label_functions import (
-    LabelFunction,
-    RuleError,
-    RuleResult,
-    label_function,
-    load_label_functions,
-)
-from engine.evaluation.rule_kinds import (
+from engine.scoring.kinds import (
     ForbiddenPhrases,
     JsonSchemaRule,
     KeywordsForbidden,
@@ -45,7 +38,14 @@ from engine.evaluation.rule_kinds import (
     RequiredFields,
     RuleSpec,
 )
-from engine.evaluation.rule_stats import RuleStats, rule_stats
+from engine.scoring.label_functions import (
+    LabelFunction,
+    RuleError,
+    RuleResult,
+    label_function,
+    load_label_functions,
+)
+from engine.scoring.stats import RuleStats, rule_stats
 from engine.specs import format_validation_error
 
 __all__ = [

@@ -1,9 +1,9 @@
 """Python label functions, loaded only from files in the workspace's ``rules/`` folder.
 
-Declarative rules (:mod:`engine.evaluation.rules`) cover most needs; when they do not, a
+Declarative rules (:mod:`engine.scoring.rules`) cover most needs; when they do not, a
 user with access to the workspace writes a function in ``<workspace>/rules/<anything>.py``::
 
-    from engine.evaluation.label_functions import label_function
+    from engine.scoring.label_functions import label_function
 
     @label_function("no_refund_promises")
     def no_refund_promises(text: str):

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.evaluation.label_functions import RuleResult
+from engine.scoring.label_functions import RuleResult
 
 
 class _Checks(Protocol):

@@ -2,7 +2,7 @@
 
 Every spec has ``extra="forbid"`` and is chosen by its ``kind`` (:data:`RuleSpec`). Patterns,
 keywords, phrases and schemas are matched as data and never evaluated. Load, bind and apply
-rules through :mod:`engine.evaluation.rules`.
+rules through :mod:`engine.scoring.rules`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from jsonschema_specifications import REGISTRY as _META_SCHEMAS
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from referencing.exceptions import Unresolvable
 
-from engine.evaluation.label_functions import LabelFunction, RuleError, RuleResult
+from engine.scoring.label_functions import LabelFunction, RuleError, RuleResult
 from engine.specs import Spec
 
 MAX_PATTERN_CHARS = 1000
