@@ -164,7 +164,7 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_versus_teacher(args: argparse.Namespace, store: Store) -> int:
-    from engine import pairwise_job
+    from engine.judges import pairwise as pairwise_job
 
     try:
         queued = pairwise_job.launch_versus_teacher(store, args.experiment)

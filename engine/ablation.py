@@ -80,7 +80,7 @@ def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
                 )
                 store.link_run_job(conn, run_id, job_id)
                 if spec.ablation.versus_teacher:
-                    from engine.pairwise_job import JOB_KIND, versus_teacher_spec
+                    from engine.judges.pairwise import JOB_KIND, versus_teacher_spec
 
                     store.add_job(
                         conn,

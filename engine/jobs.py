@@ -39,11 +39,11 @@ log = logging.getLogger("sensei.jobs")
 REGISTRY: dict[str, str] = {
     "teacher": "engine.teacher.job:main",
     "train": "engine.training.job:main",
-    "small_judge": "engine.evaluation.small_judge_job:main",
+    "small_judge": "engine.judges.small.job:main",
     "embed": "engine.data.diversity_job:main",
-    "judge": "engine.judge_job:main",
-    "small_judge_run": "engine.small_judge_flow:run_main",
-    "pairwise": "engine.pairwise_job:main",
+    "judge": "engine.judges.job:main",
+    "small_judge_run": "engine.judges.small.flow:run_main",
+    "pairwise": "engine.judges.pairwise:main",
     "sleep": "engine.jobs:sleep_job",  # a do-nothing job for tests and smoke checks
 }
 

@@ -351,7 +351,7 @@ def plan_sentence(spec: ExperimentSpec) -> str:
 
 
 def versus_teacher_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """:func:`engine.pairwise_job.versus_teacher` rows as a table."""
+    """:func:`engine.judges.pairwise.versus_teacher` rows as a table."""
     return pd.DataFrame(
         [
             {

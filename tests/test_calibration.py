@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.evaluation.calibration import calibrate, cohen_kappa, compare_judges
-from engine.evaluation.judge import Verdict
+from engine.judges.calibration import calibrate, cohen_kappa, compare_judges
+from engine.judges.judge import Verdict
 
 # The SME table. "accept" is the positive class; the unparsable reply counts as not-accept.
 #

@@ -55,7 +55,7 @@ def test_two_size_ablation_end_to_end(store: Store) -> None:
         meta = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())
         assert meta["train_size"] == run["train_size"]
 
-    from engine.pairwise_job import versus_teacher
+    from engine.judges.pairwise import versus_teacher
 
     versus = versus_teacher(store, exp_id)
     assert [r["train_size"] for r in versus] == spec.ablation.train_sizes

@@ -25,8 +25,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from engine.evaluation.calibration import calibrate
-from engine.evaluation.judge import (
+from engine.judges.calibration import calibrate
+from engine.judges.judge import (
     JudgeItem,
     JudgeSpec,
     PairItem,
@@ -35,7 +35,7 @@ from engine.evaluation.judge import (
     parse_verdict,
     verdict_scores,
 )
-from engine.evaluation.judge_prompts import pairwise_messages, pointwise_messages
+from engine.judges.prompts import pairwise_messages, pointwise_messages
 from engine.specs import TeacherSpec
 from engine.teacher.client import ChatClient
 

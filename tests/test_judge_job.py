@@ -7,7 +7,7 @@ import pytest
 from engine import review
 from engine.context import JobContext
 from engine.jobs import REGISTRY
-from engine.judge_job import launch_judge, main
+from engine.judges.job import launch_judge, main
 from engine.specs import SpecError
 from engine.store import Store
 from tests.review_data import MISTAKES, N, populate
@@ -24,7 +24,7 @@ def _run(store: Store, job_id: str) -> dict:
 
 
 def test_judges_a_run_and_rejudging_is_free(store: Store) -> None:
-    assert REGISTRY["judge"] == "engine.judge_job:main"
+    assert REGISTRY["judge"] == "engine.judges.job:main"
     pop = populate(store, labels=False, judges=False)
     job_id = launch_judge(store, {"run_id": pop.run_id}, RUBRIC, name="demo-judge", use_reference=True)
     job = _run(store, job_id)

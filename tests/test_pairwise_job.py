@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from engine import pairwise_job as pw
-from engine.calibration_report import pointwise_judges
 from engine.context import JobContext
 from engine.jobs import _resolve
+from engine.judges import pairwise as pw
+from engine.judges.report import pointwise_judges
 from engine.specs import SpecError
 from engine.store import Store
 from tests.review_data import N, populate

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import calibration_report as cr
 from engine import review, review_view
-from engine.evaluation.calibration import calibrate, compare_judges
+from engine.judges import report as cr
+from engine.judges.calibration import calibrate, compare_judges
 from engine.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tests.review_data import MISTAKES, N, populate, write_labels
 

@@ -17,17 +17,17 @@ from engine.context import JobContext
 from engine.data.prompts import render_prompt
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
 from engine.demo.teacher_server import corrupt
-from engine.evaluation.judge import JudgeItem, Verdict
-from engine.evaluation.small_judge import (
+from engine.jobs import REGISTRY, _resolve
+from engine.judges.judge import JudgeItem, Verdict
+from engine.judges.small.data import judge_text, merge_items, stratified_split
+from engine.judges.small.job import SmallJudgeJobSpec
+from engine.judges.small.model import (
     BUNDLED_ENCODER,
     SmallJudge,
     SmallJudgeSpec,
     resolve_encoder,
     train_small_judge,
 )
-from engine.evaluation.small_judge_data import judge_text, merge_items, stratified_split
-from engine.evaluation.small_judge_job import SmallJudgeJobSpec
-from engine.jobs import REGISTRY, _resolve
 from engine.specs import SpecError
 from engine.store import Store
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import calibration_report as cr
-from engine import small_judge_flow as flow
 from engine.context import JobContext
 from engine.jobs import _resolve
+from engine.judges import report as cr
+from engine.judges.small import flow
 from engine.specs import SpecError
 from engine.store import Store
 from tests.review_data import N, populate

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import ablation, jobs, pairwise_job, ui
+from engine import ablation, jobs, ui
+from engine.judges import pairwise as pairwise_job
 from engine.store import ACTIVE, Store
 
 st.title("Ablation")

@@ -8,9 +8,12 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from engine import calibration_report as cr
-from engine import jobs, judge_job, pairwise_job, review, small_judge_flow, ui
-from engine.evaluation.calibration import Calibration
+from engine import jobs, review, ui
+from engine.judges import job as judge_job
+from engine.judges import pairwise as pairwise_job
+from engine.judges import report as cr
+from engine.judges.calibration import Calibration
+from engine.judges.small import flow as small_judge_flow
 from engine.store import Store
 
 st.title("Judge calibration")

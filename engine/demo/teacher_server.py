@@ -140,7 +140,7 @@ def teacher_answer(prompt: str, answers: dict[str, str], error_rate: float, seed
     return reference, False
 
 
-_JUDGE_MARKER = "Decide whether the answer to the task"  # engine.evaluation.judge_prompts
+_JUDGE_MARKER = "Decide whether the answer to the task"  # engine.judges.prompts
 _PAIR_MARKER = "Decide which of two answers to the task"
 _SECTION = r"<{0}>\n(.*?)\n</{0}>"
 

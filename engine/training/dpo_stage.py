@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
-from engine.curation import dpo_rule_fn
+from engine.judges.curation import dpo_rule_fn
 from engine.specs import ExperimentSpec
 from engine.store import Store
 from engine.training.dpo import DPO_LOGGED_KEYS, train_dpo

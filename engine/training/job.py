@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
-from engine.curation import CurationResult, curate
+from engine.judges.curation import CurationResult, curate
 from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.scoring.metrics import aggregate, score
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
@@ -74,7 +74,7 @@ def training_pool(
     The order depends only on ``spec.data.seed``, so the first ``n`` rows are the same for
     every run and a larger size always contains the smaller ones. Rows without a teacher
     answer (or with an invalid one, when ``data.require_valid_output``, or one that curation
-    drops, see :mod:`engine.curation`) are dropped after the shuffle, which keeps that nesting
+    drops, see :mod:`engine.judges.curation`) are dropped after the shuffle, which keeps that nesting
     intact. ``curation`` is computed from ``spec.curation`` when not given.
 
     Returns:

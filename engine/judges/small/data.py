@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.evaluation.judge_prompts import _section
+from engine.judges.prompts import _section
 
 LABELS = ("reject", "accept")
 """Class index -> label; ``accept`` is class 1, the positive class as in calibration."""

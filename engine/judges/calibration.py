@@ -239,7 +239,7 @@ def calibrate(
     Args:
         sme: ``accept``/``reject`` (or True/False) per answer.
         judge: per answer, a verdict string (``accept``, ``reject``, ``unparsable``, ``error``)
-            or a :class:`engine.evaluation.judge.Verdict`.
+            or a :class:`engine.judges.judge.Verdict`.
         categories: optional SME error category per answer (None for none).
         n_boot: bootstrap resamples for the intervals (0: no intervals).
         seed: seed of the bootstrap's ``numpy`` generator (same seed, same intervals).

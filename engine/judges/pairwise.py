@@ -3,7 +3,7 @@
 "Is the student as good as the teacher?" is the question distillation exists for. A pointwise
 judge grades each answer alone; a pairwise judge sees the student's and the teacher's answer
 to the same input side by side and picks the better one (or a tie), asked in both orders so
-position bias cancels out (:func:`engine.evaluation.judge.judge_pairwise`). Two runs (say
+position bias cancels out (:func:`engine.judges.judge.judge_pairwise`). Two runs (say
 n=200 against n=800) compare the same way.
 
 Run by a worker as ``main(ctx)`` for job kind ``pairwise``; enqueue one with
@@ -28,8 +28,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.context import JobContext
-from engine.evaluation.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
-from engine.judge_job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
+from engine.judges.job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
+from engine.judges.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
 from engine.review import parse_ref
 from engine.specs import Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.evaluation.judge_prompts import pairwise_messages, pointwise_messages
+from engine.judges.prompts import pairwise_messages, pointwise_messages
 from engine.specs import Spec, TeacherSpec
 from engine.teacher.client import ChatClient, ChatResult, Messages
 

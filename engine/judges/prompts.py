@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from engine.teacher.client import Messages
 
 if TYPE_CHECKING:
-    from engine.evaluation.judge import JudgeItem, JudgeSpec, PairItem
+    from engine.judges.judge import JudgeItem, JudgeSpec, PairItem
 
 POINTWISE_SYSTEM = """You are a strict, impartial evaluator. Decide whether the answer to the task \
 input meets the rubric.

@@ -1,7 +1,7 @@
 """The small judge in the workspace: train one from a judge's verdicts, then let it judge.
 
 Calibration says how far a (big, paid) LLM judge agrees with the SMEs. Once it is trusted, a
-small judge (:mod:`engine.evaluation.small_judge`) can learn it: :func:`launch_training`
+small judge (:mod:`engine.judges.small.model`) can learn it: :func:`launch_training`
 collects every answer that judge graded, plus every SME-labelled answer (SME labels win),
 as the text that judge saw, and queues a ``small_judge`` job that writes the model to
 ``<workspace>/judges/small/<name>/``. :func:`launch_run` queues a ``small_judge_run`` job
@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.calibration_report import sme_labels
 from engine.context import JobContext
-from engine.evaluation.judge import JudgeItem
-from engine.evaluation.small_judge_data import LABELS, judge_text, merge_items
-from engine.judge_job import JudgeTarget, collect_items, teacher_items
+from engine.judges.job import JudgeTarget, collect_items, teacher_items
+from engine.judges.judge import JudgeItem
+from engine.judges.report import sme_labels
+from engine.judges.small.data import LABELS, judge_text, merge_items
 from engine.review import parse_ref
 from engine.specs import SpecError, format_validation_error
 from engine.store import Store
@@ -74,7 +74,7 @@ def resolve_items(store: Store, refs: list[str]) -> dict[str, JudgeItem]:
 
 
 def training_items(store: Store, from_judge: str, use_reference: bool = False) -> list[dict[str, Any]]:
-    """Items (:mod:`engine.evaluation.small_judge_data`) from a judge's verdicts and the SME labels.
+    """Items (:mod:`engine.judges.small.data`) from a judge's verdicts and the SME labels.
 
     Every answer ``from_judge`` graded accept/reject gives a ``judge`` item; every answer the
     SMEs labelled gives an ``sme`` item (their consensus), which overrides the judge's label of
@@ -126,7 +126,7 @@ def launch_training(
             f"small judge: the name {name!r} is taken by a judge of this workspace; pick a new one"
         )
     # torch and transformers load here, on a click, not when the Calibration page opens.
-    from engine.evaluation.small_judge import BUNDLED_ENCODER, SmallJudgeSpec
+    from engine.judges.small.model import BUNDLED_ENCODER, SmallJudgeSpec
 
     try:
         spec = SmallJudgeSpec(name=name, encoder=encoder or BUNDLED_ENCODER, **settings)
@@ -224,7 +224,7 @@ def run_main(ctx: JobContext) -> None:
     Spec: ``{"judge_dir": <folder of a trained small judge>, "use_reference": bool,
     "target": {"run_id": ...} | {"experiment_id": ..., "teacher": true}}``.
     """
-    from engine.evaluation.small_judge import SmallJudge
+    from engine.judges.small.model import SmallJudge
 
     judge = SmallJudge.load(ctx.spec["judge_dir"])
     target = JudgeTarget.model_validate(ctx.spec["target"])

