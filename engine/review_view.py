@@ -1,4 +1,4 @@
-"""Tables and lines the Review page draws, built from :class:`engine.review.ReviewItem`."""
+"""Tables and lines the Review page draws, built from :class:`engine.review.items.ReviewItem`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from engine.review import ReviewItem
+from engine.review.items import ReviewItem
 from engine.ui import format_ago
 
 FIRST_COLUMNS = ["#", "you", "SMEs", "failed", "rules rejecting"]

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import ablation, review
+from engine import ablation
 from engine.demo.task import generate_examples
+from engine.review import items as review
 from engine.scoring.metrics import score
 from engine.specs import AblationSpec, ExperimentSpec, demo_spec
 from engine.store import Store

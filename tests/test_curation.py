@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import review
 from engine.judges.curation import Decision, curate, decide, dpo_rule_fn, reason_key, rule_check
+from engine.review import items as review
 from engine.scoring.label_functions import RuleError, RuleResult
 from engine.scoring.rules import load_rules
 from engine.specs import CurationSpec, ExperimentSpec, TaskSpec, demo_spec

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import review
 from engine.context import JobContext
 from engine.jobs import REGISTRY
 from engine.judges.job import launch_judge, main
+from engine.review import items as review
 from engine.specs import SpecError
 from engine.store import Store
 from tests.review_data import MISTAKES, N, populate

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import review, rules_file
+from engine.review import items as review
+from engine.review import rules_file
 from engine.scoring.rules import apply_rules
 from engine.store import Store
 from tests.review_data import populate

@@ -20,7 +20,7 @@ import pytest
 from engine import jobs
 from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import start_demo_teacher
-from engine.review import annotations_jsonl
+from engine.review.items import annotations_jsonl
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
 from engine.teacher.client import ChatClient

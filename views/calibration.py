@@ -8,12 +8,13 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from engine import jobs, review, ui
+from engine import jobs, ui
 from engine.judges import job as judge_job
 from engine.judges import pairwise as pairwise_job
 from engine.judges import report as cr
 from engine.judges.calibration import Calibration
 from engine.judges.small import flow as small_judge_flow
+from engine.review import items as review
 from engine.store import Store
 
 st.title("Judge calibration")

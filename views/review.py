@@ -6,7 +6,8 @@ from functools import partial
 
 import streamlit as st
 
-from engine import review, review_view
+from engine import review_view
+from engine.review import items as review
 from engine.store import Store
 
 st.title("Review")

@@ -7,7 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from engine import review, rules_file
+from engine.review import items as review
+from engine.review import rules_file
 from engine.scoring.label_functions import RuleError, rules_folder
 from engine.store import Store
 

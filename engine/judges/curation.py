@@ -4,10 +4,10 @@ Three sources of evidence, set by ``ExperimentSpec.curation`` (:class:`engine.sp
 
 * the workspace's rules (``<home>/rules.yaml``): any rule that rejects an answer drops it;
 * one judge's stored verdicts on the teacher answers (item refs from
-  :func:`engine.review.teacher_ref`): anything but ``accept`` drops it, and a missing verdict
+  :func:`engine.review.items.teacher_ref`): anything but ``accept`` drops it, and a missing verdict
   keeps or drops it per ``judge_missing``;
 * the SMEs' labels on the teacher answers: where their consensus
-  (:func:`engine.review.sme_consensus`) exists it overrides rules and judge, because a person
+  (:func:`engine.review.items.sme_consensus`) exists it overrides rules and judge, because a person
   who read the answer knows better than either.
 
 :func:`curate` reads the store and returns one :class:`Decision` per teacher answer; the train
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.review import load_workspace_rules, sme_consensus, teacher_ref
+from engine.review.items import load_workspace_rules, sme_consensus, teacher_ref
 from engine.scoring.label_functions import RuleError, RuleResult
 from engine.scoring.rules import Rule, apply_rules
 from engine.specs import CurationSpec, ExperimentSpec

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError, model_validator
 
-from engine import review
 from engine.context import JobContext
 from engine.judges.judge import JudgeItem, JudgeSpec, judge_pointwise
+from engine.review import items as review
 from engine.specs import ExperimentSpec, Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store
 from engine.teacher.client import ChatClient, ChatResult

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from engine.context import JobContext
 from engine.judges.job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
 from engine.judges.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
-from engine.review import parse_ref
+from engine.review.items import parse_ref
 from engine.specs import Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store
 from engine.teacher.client import ChatClient

@@ -1,6 +1,6 @@
 """Judge calibration from the store: SME labels paired with stored judge verdicts.
 
-The SME side of each item is :func:`engine.review.sme_consensus` over the annotators' current
+The SME side of each item is :func:`engine.review.items.sme_consensus` over the annotators' current
 labels (or one annotator's label); the judge side is the verdict saved with
 :meth:`engine.store.Store.save_judge_verdicts`. Only items that have both count, and when two
 judges are compared only items all of them judged, so both face the same SME set. The
@@ -26,7 +26,7 @@ from engine.judges.calibration import (
     calibrate,
     compare_judges,
 )
-from engine.review import parse_ref, sme_consensus
+from engine.review.items import parse_ref, sme_consensus
 from engine.store import Store
 
 

@@ -25,7 +25,7 @@ from engine.judges.job import JudgeTarget, collect_items, teacher_items
 from engine.judges.judge import JudgeItem
 from engine.judges.report import sme_labels
 from engine.judges.small.data import LABELS, judge_text, merge_items
-from engine.review import parse_ref
+from engine.review.items import parse_ref
 from engine.specs import SpecError, format_validation_error
 from engine.store import Store
 

@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 import yaml
 
-from engine.review import RULES_FILE
+from engine.review.items import RULES_FILE
 from engine.scoring.kinds import RuleSpec
 from engine.scoring.label_functions import RuleError, load_label_functions, rules_folder
 from engine.scoring.rules import dump_rules, load_rules, parse_rules, rule_stats
