@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import serving
+from engine.serving import server as serving
 from engine.store import Store
 from tests.test_pages import app, finished_experiment, queued_experiment, texts
 

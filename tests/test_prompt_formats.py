@@ -9,8 +9,8 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer, GenerationConfig
 
-from engine import compare
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
+from engine.serving import compare
 from engine.specs import StudentSpec, TinyModelSpec
 from engine.store import Store
 from engine.training.export import prompt_note

@@ -1,4 +1,4 @@
-"""A run's student served through ``transformers serve`` (engine.serving) and asked via compare()."""
+"""A run's student served through ``transformers serve`` (engine.serving.server) and asked via compare()."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import compare, serving
 from engine.demo.task import generate_examples
 from engine.jobs import process_alive
+from engine.serving import compare
+from engine.serving import server as serving
 from engine.specs import TaskSpec, TinyModelSpec
 from engine.store import Store
 from engine.training.student import build_tiny_student

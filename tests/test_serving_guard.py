@@ -1,4 +1,4 @@
-"""Model servers stop themselves when unused (engine.serving_guard), with a real child process."""
+"""Model servers stop themselves when unused (engine.serving.guard), with a real child process."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import serving
-from engine.serving_guard import should_stop
+from engine.serving import server as serving
+from engine.serving.guard import should_stop
 from engine.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_idle_removed_replaced_and_never_registered_servers_are_stopped(tmp_path
 
 
 def _guard(registry: Path, idle: float) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "engine.serving_guard", "--registry", str(registry), "--idle", str(idle)]
+    cmd = [sys.executable, "-m", "engine.serving.guard", "--registry", str(registry), "--idle", str(idle)]
     proc = subprocess.Popen([*cmd, "--poll", "0.1", "--", *SLEEPER], cwd=ROOT, start_new_session=True)
     registry.write_text(json.dumps({"pid": proc.pid}))  # what start_server writes once healthy
     return proc

@@ -195,7 +195,7 @@ def test_what_the_pages_import_loads_no_torch() -> None:
                 for alias in node.names:  # "from engine import ui" names a module; "import Store" not
                     sub = f"{node.module}.{alias.name}"
                     modules.add(sub if _is_module(sub) else str(node.module))
-    assert "engine.judges.small.flow" in modules and "engine.compare" in modules
+    assert "engine.judges.small.flow" in modules and "engine.serving.compare" in modules
     code = (
         "import sys\n" + "".join(f"import {m}\n" for m in sorted(modules)) + "print('torch' in sys.modules)"
     )

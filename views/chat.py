@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import compare, serving, ui
+from engine import ui
+from engine.serving import compare
+from engine.serving import server as serving
 from engine.store import Store
 
 st.title("Compare")

@@ -7,7 +7,7 @@ so a server outlives the Streamlit rerun that started it. A registry file per se
 ``<workspace>/servers/<key>.json`` (port, pid, process start time, model folder), lets any
 later rerun or process find it again, and :func:`stop_server` / :func:`stop_all` end it.
 
-Servers stop themselves when unused: each runs under :mod:`engine.serving_guard`, which
+Servers stop themselves when unused: each runs under :mod:`engine.serving.guard`, which
 ends it once its registry file (touched on every use) is older than ``SENSEI_SERVE_IDLE_S``
 seconds (default 30 minutes), so a closed browser tab never pins a model in (GPU) memory.
 
@@ -138,7 +138,7 @@ def _serve_command(model_dir: Path, port: int, registry: Path, startup_s: float)
     # A GPU when the machine has one (a 7B student on CPU answers in minutes), else the CPU.
     device = os.environ.get("SENSEI_SERVE_DEVICE") or ("auto" if gpu_slots() else "cpu")
     serve = [program, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device]
-    guard = [sys.executable, "-m", "engine.serving_guard", "--registry", str(registry)]
+    guard = [sys.executable, "-m", "engine.serving.guard", "--registry", str(registry)]
     return [*guard, "--idle", str(idle_limit_s()), "--startup", str(startup_s + 30), "--", *serve]
 
 
@@ -159,7 +159,7 @@ def start_server(store: Store, key: str, model_dir: Path, timeout_s: float = STA
     port = _free_port()
     log_path = servers_dir(store) / f"{key}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # The guard is ``python -m engine.serving_guard``: the project must be importable from any cwd.
+    # The guard is ``python -m engine.serving.guard``: the project must be importable from any cwd.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     with open(log_path, "wb") as out:

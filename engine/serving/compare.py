@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import openai
 
-from engine import serving
 from engine.data.prompts import render_prompt
+from engine.serving import server as serving
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
 from engine.teacher.client import build_messages, resolve_api_key

@@ -2,12 +2,12 @@
 
 A model server started by the Compare page holds its model in memory (on a GPU machine, GPU
 memory a training job may be waiting for) long after the browser tab that wanted it closed.
-:mod:`engine.serving` therefore starts ``transformers serve`` under this guard::
+:mod:`engine.serving.server` therefore starts ``transformers serve`` under this guard::
 
-    python -m engine.serving_guard --registry <workspace>/servers/<key>.json --idle 1800 -- CMD...
+    python -m engine.serving.guard --registry <workspace>/servers/<key>.json --idle 1800 -- CMD...
 
 The guard runs ``CMD`` as its child and watches the server's registry entry, a JSON file that
-names the guard's pid and whose modification time :func:`engine.serving.ensure_model_server`
+names the guard's pid and whose modification time :func:`engine.serving.server.ensure_model_server`
 touches on every use. It stops the server (SIGTERM, then SIGKILL) and exits when the entry is
 older than ``--idle`` seconds (removing the entry first, so nobody is handed a dying server),
 when the entry is removed or names another server (stopped, or replaced), or when the server
