@@ -135,7 +135,7 @@ def cmd_cancel(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, store: Store) -> int:
-    from engine.resume import ResumeError, resume_job
+    from engine.training.resume import ResumeError, resume_job
 
     try:
         new_id = resume_job(store, args.id)

@@ -12,7 +12,10 @@ import pytest
 
 from engine import jobs
 from engine.context import JobContext
-from engine.resume import (
+from engine.specs import TinyModelSpec, demo_spec
+from engine.store import Store
+from engine.training import job as train_job
+from engine.training.resume import (
     CHECKPOINTS_DIR,
     ResumeError,
     checkpoint_step,
@@ -20,9 +23,6 @@ from engine.resume import (
     resumable,
     resume_job,
 )
-from engine.specs import TinyModelSpec, demo_spec
-from engine.store import Store
-from engine.training import job as train_job
 from tests.test_train_job import _setup
 
 

@@ -112,7 +112,7 @@ def test_a_planted_key_appears_in_no_file(
     assert result.error and KEY not in result.error and "***" in result.error
 
     # 3. A W&B offline run with the experiment's spec as its config, as a training run makes.
-    from engine import tracking
+    from engine.training import tracking
 
     run = tracking.start_run(store.home, "secret-check", "exp", bad_spec.model_dump(mode="json"))
     tracking.finish_run(run, {"field_accuracy": 0.5})

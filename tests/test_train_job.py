@@ -139,7 +139,7 @@ def test_short_pool_warns_and_missing_dataset_fails(store: Store, monkeypatch: p
 
 
 def test_tracking_env_and_secret_scrubbing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import tracking
+    from engine.training import tracking
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_DIR", raising=False)
@@ -159,7 +159,7 @@ def test_tracking_env_and_secret_scrubbing(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_sample_generations_table() -> None:
-    from engine import tracking
+    from engine.training import tracking
 
     logged: list[dict[str, Any]] = []
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import tracking, wandb_links
 from engine.store import Store
+from engine.training import tracking, wandb_links
 
 
 def test_offline_run_is_found_by_sidecar_and_by_scan(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import ablation, jobs, resume, ui, wandb_links
+from engine import ablation, jobs, ui
 from engine.store import Store
+from engine.training import resume, wandb_links
 
 st.title("Runs")
 st.write(

@@ -27,7 +27,6 @@ from typing import Any
 
 from engine.context import JobContext
 from engine.judges.curation import CurationResult, curate
-from engine.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.scoring.metrics import aggregate, score
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
@@ -43,6 +42,7 @@ from engine.training.formats import (
 from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
+from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.training.sft import StoreCallback, TrainResult, train_sft
 from engine.training.student import (
     causal_lm,
@@ -181,7 +181,7 @@ def main(ctx: JobContext) -> None:
             run_dir / "spec.json",
             {"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
         )
-    from engine import tracking
+    from engine.training import tracking
 
     report = tracking.report_to() if main_proc else []
     wandb_run = None
@@ -340,7 +340,7 @@ def evaluate_run(
             }
         )
     store.save_outputs(run_id, rows)
-    from engine.tracking import log_generations
+    from engine.training.tracking import log_generations
 
     log_generations(wandb_run, rows)
     metrics = aggregate(scores)

@@ -253,7 +253,8 @@ def train_sft(
         seed: Seed for data order, dropout and adapter initialisation.
         callbacks: Extra trainer callbacks; a :class:`StoreCallback` among them is used for
             the loss record and divergence check, else a private one is added.
-        report_to: Trainer integrations (``[]`` for none; ``None``: :func:`engine.tracking.report_to`).
+        report_to: Trainer integrations (``[]`` for none; ``None``:
+            :func:`engine.training.tracking.report_to`).
         run_name: Name shown by the integrations (default: the name of ``out_dir``).
         resume_from: A checkpoint folder to continue from (same data, spec and seed).
 
@@ -268,7 +269,7 @@ def train_sft(
     if tokenizer.eos_token is None:
         raise ValueError("train_sft: the tokenizer has no EOS token, so the student could not learn to stop")
     if report_to is None:
-        from engine.tracking import report_to as default_report_to
+        from engine.training.tracking import report_to as default_report_to
 
         report_to = default_report_to()
     callbacks = list(callbacks or [])

@@ -1,6 +1,6 @@
 """Find a training run's Weights & Biases record, link to it, and upload offline runs.
 
-Every train job starts a W&B run named after the store's run id (:mod:`engine.tracking`).
+Every train job starts a W&B run named after the store's run id (:mod:`engine.training.tracking`).
 When it starts, :func:`record_run` writes a small sidecar,
 ``<workspace>/wandb/sensei-runs/<run_id>.json`` (W&B id, project, entity, local folder, URL),
 so the Runs page can say where a run is without asking W&B. Runs logged before sidecars

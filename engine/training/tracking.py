@@ -102,7 +102,7 @@ def start_run(
         mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
         reinit="finish_previous",
     )
-    from engine.wandb_links import record_run
+    from engine.training.wandb_links import record_run
 
     record_run(store_home, name, run)  # lets the Runs page link to (or sync) this run
     return run
