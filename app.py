@@ -1,7 +1,7 @@
 """Sensei dashboard entry point: ``streamlit run app.py``.
 
 Sidebar (workspace, who am I, scheduler) and the page registry. Pages live in ``views/`` and
-only draw what ``engine.ui`` computes; the engine's scheduler runs the jobs in detached
+only draw what ``engine.ui.common`` computes; the engine's scheduler runs the jobs in detached
 processes, so closing the browser never stops an experiment.
 
 The first run of each workspace starts that scheduler (``jobs.ensure_scheduler``, which is
@@ -20,8 +20,9 @@ import getpass
 
 import streamlit as st
 
-from engine import jobs, ui
+from engine import jobs
 from engine.store import Store
+from engine.ui import common as ui
 
 st.set_page_config(page_title="Sensei", page_icon=":material/school:", layout="wide")
 

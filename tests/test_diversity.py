@@ -13,7 +13,6 @@ import pytest
 
 from engine import jobs
 from engine.context import JobContext
-from engine.data import data_view as dv
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.diversity_job import latest_embed_job
@@ -22,6 +21,7 @@ from engine.data.importing import import_dataset
 from engine.demo.task import generate_examples
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
+from engine.ui import data as dv
 
 DATA = Path(__file__).parent / "data"
 JSON_TASK = TaskSpec(name="tickets", output_kind="json", json_fields=["intent", "product", "order_id"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import launch_form, presets
 from engine.specs import ExperimentSpec, SpecError, StudentSpec
 from engine.store import Store
+from engine.ui import launch_form, presets
 
 
 @pytest.mark.parametrize("label", list(presets.PRESETS))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import review_view
 from engine.judges import report as cr
 from engine.judges.calibration import calibrate, compare_judges
 from engine.review import items as review
 from engine.store import MIGRATIONS, SCHEMA_VERSION, Store
+from engine.ui import review as review_view
 from tests.review_data import MISTAKES, N, populate, write_labels
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.presets import diff_sentence, spec_diff
 from engine.specs import demo_spec
+from engine.ui.presets import diff_sentence, spec_diff
 
 
 def test_diff_lists_changed_leaves_only() -> None:

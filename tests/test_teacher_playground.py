@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from engine import teacher_view
 from engine.data.datasets import ensure_dataset
 from engine.demo.teacher_server import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, SpecError, demo_spec
@@ -23,6 +22,7 @@ from engine.teacher.playground import (
     run_variant,
     variant_labels,
 )
+from engine.ui import teacher as teacher_view
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 
 FAST = demo_spec("fast")

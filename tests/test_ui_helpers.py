@@ -1,4 +1,4 @@
-"""engine.ui: the tables, figures and specs the pages draw, tested without Streamlit."""
+"""engine.ui.common: the tables, figures and specs the pages draw, tested without Streamlit."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from engine import ablation, ui
+from engine import ablation
 from engine.specs import SpecError, demo_spec
 from engine.store import Store
+from engine.ui import common as ui
 
 
 def test_format_duration_and_ago() -> None:

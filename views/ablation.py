@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import ablation, jobs, ui
+from engine import ablation, jobs
 from engine.judges import pairwise as pairwise_job
 from engine.store import ACTIVE, Store
+from engine.ui import common as ui
 
 st.title("Ablation")
 st.write(

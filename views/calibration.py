@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from engine import jobs, ui
+from engine import jobs
 from engine.judges import job as judge_job
 from engine.judges import pairwise as pairwise_job
 from engine.judges import report as cr
@@ -16,6 +16,7 @@ from engine.judges.calibration import Calibration
 from engine.judges.small import flow as small_judge_flow
 from engine.review import items as review
 from engine.store import Store
+from engine.ui import common as ui
 
 st.title("Judge calibration")
 st.write(

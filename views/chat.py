@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import ui
 from engine.serving import compare
 from engine.serving import server as serving
 from engine.store import Store
+from engine.ui import common as ui
 
 st.title("Compare")
 st.write(

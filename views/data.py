@@ -9,8 +9,6 @@ from typing import Any
 
 import streamlit as st
 
-from engine import ui
-from engine.data import data_view as dv
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
@@ -18,6 +16,8 @@ from engine.data.diversity_job import latest_embed_job
 from engine.data.importing import import_dataset, import_info
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store
+from engine.ui import common as ui
+from engine.ui import data as dv
 
 FORMATS_HELP = (
     "**JSONL / JSON** — chat (`messages`), `prompt`/`completion`, `instruction`/`input`/`output`, "

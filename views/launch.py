@@ -7,10 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from engine import presets, ui
-from engine.launch_form import FORM_GROUPS, FormField
 from engine.specs import ExperimentSpec, SpecError, load_spec
 from engine.store import Store
+from engine.ui import common as ui
+from engine.ui import presets
+from engine.ui.launch_form import FORM_GROUPS, FormField
 
 st.title("Launch an experiment")
 st.write(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import ui
 from engine.specs import demo_spec
 from engine.store import Store
+from engine.ui import common as ui
 
 store = Store()
 

@@ -6,9 +6,9 @@ from functools import partial
 
 import streamlit as st
 
-from engine import review_view
 from engine.review import items as review
 from engine.store import Store
+from engine.ui import review as review_view
 
 st.title("Review")
 st.write(

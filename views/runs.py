@@ -6,9 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import ablation, jobs, ui
+from engine import ablation, jobs
 from engine.store import Store
 from engine.training import resume, wandb_links
+from engine.ui import common as ui
 
 st.title("Runs")
 st.write(

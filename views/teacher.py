@@ -6,7 +6,6 @@ from typing import Any
 
 import streamlit as st
 
-from engine import teacher_view as tv
 from engine.specs import ExperimentSpec, SpecError, demo_spec
 from engine.store import Store
 from engine.teacher.client import MissingApiKeyError
@@ -18,6 +17,7 @@ from engine.teacher.playground import (
     launch_teacher_job,
     variant_labels,
 )
+from engine.ui import teacher as tv
 
 st.title("Teacher")
 st.write(

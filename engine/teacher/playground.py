@@ -214,7 +214,7 @@ def launch_teacher_job(store: Store, spec: ExperimentSpec) -> str:
 
     The scheduler is woken (unless autostart is off), as for a full launch.
     """
-    from engine import ui
+    from engine.ui import common as ui
 
     spec = spec.model_copy(update={"name": f"{spec.name} · teacher only"[:200]})
     spec_dict = spec.model_dump(mode="json")

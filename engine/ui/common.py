@@ -18,7 +18,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine import ablation, jobs
-from engine.launch_form import (  # noqa: F401  (the Launch form's public helpers)
+from engine.specs import ExperimentSpec
+from engine.store import ACTIVE, TERMINAL, Store
+from engine.ui.launch_form import (  # noqa: F401  (the Launch form's public helpers)
     FORM_FIELDS,
     LIST_FIELDS,
     OPTIONAL_FIELDS,
@@ -26,12 +28,10 @@ from engine.launch_form import (  # noqa: F401  (the Launch form's public helper
     parse_int_list,
     spec_from_form,
 )
-from engine.specs import ExperimentSpec
-from engine.store import ACTIVE, TERMINAL, Store
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
-# The Launch form (fields, defaults, parsing) lives in engine.launch_form; re-exported here.
+# The Launch form (fields, defaults, parsing) lives in engine.ui.launch_form; re-exported here.
 
 
 # ----------------------------------------------------------------------- scheduler

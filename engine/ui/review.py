@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from engine.review.items import ReviewItem
-from engine.ui import format_ago
+from engine.ui.common import format_ago
 
 FIRST_COLUMNS = ["#", "you", "SMEs", "failed", "rules rejecting"]
 TEXT_CHARS = 120

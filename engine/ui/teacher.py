@@ -138,7 +138,7 @@ def row_label(row: Mapping[str, Any], width: int = 70) -> str:
 # ----------------------------------------------------------------------------- jobs
 def teacher_jobs_frame(store: Store, limit: int = 10, now: float | None = None) -> pd.DataFrame:
     """The latest teacher jobs: status, progress, message (answers and cost so far), ETA."""
-    from engine.ui import format_duration
+    from engine.ui.common import format_duration
 
     rows = []
     for j in store.list_jobs(limit=200):
