@@ -36,7 +36,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from engine.demo.teacher_server import start_demo_teacher
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.specs import TeacherSpec
 from engine.teacher.client import ChatClient
 

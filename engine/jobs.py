@@ -40,7 +40,7 @@ REGISTRY: dict[str, str] = {
     "teacher": "engine.teacher.job:main",
     "train": "engine.training.job:main",
     "small_judge": "engine.judges.small.job:main",
-    "embed": "engine.data.diversity_job:main",
+    "embed": "engine.data.embed_job:main",
     "judge": "engine.judges.job:main",
     "small_judge_run": "engine.judges.small.flow:run_main",
     "pairwise": "engine.judges.pairwise:main",

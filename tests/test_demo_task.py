@@ -9,6 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from engine.data.validate import parse_output
+from engine.demo.simulated_teacher import corrupt, teacher_answer
 from engine.demo.task import (
     DEMO_FIELDS,
     DEMO_TEMPLATE,
@@ -19,7 +20,6 @@ from engine.demo.task import (
     make_reference,
     render_prompt,
 )
-from engine.demo.teacher_server import corrupt, teacher_answer
 from engine.specs import TaskSpec, demo_spec
 
 

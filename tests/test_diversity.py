@@ -15,8 +15,8 @@ from engine import jobs
 from engine.context import JobContext
 from engine.data import diversity as div
 from engine.data import embeddings as emb
-from engine.data.diversity_job import latest_embed_job
-from engine.data.diversity_job import main as embed_main
+from engine.data.embed_job import latest_embed_job
+from engine.data.embed_job import main as embed_main
 from engine.data.importing import import_dataset
 from engine.demo.task import generate_examples
 from engine.specs import SpecError, TaskSpec
@@ -172,7 +172,7 @@ def test_cluster_map_finds_topics_with_representatives() -> None:
 
 def test_dataset_embeddings_are_cached_and_the_embed_job_writes_them(store: Store, demo_dataset: str) -> None:
     job_id = store.enqueue("embed", {"dataset_id": demo_dataset})
-    assert jobs.REGISTRY["embed"] == "engine.data.diversity_job:main"
+    assert jobs.REGISTRY["embed"] == "engine.data.embed_job:main"
     assert latest_embed_job(store, demo_dataset)["id"] == job_id
     calls: list[int] = []
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.demo.task import DEMO_SYSTEM_PROMPT, DEMO_TEMPLATE, generate_examples, render_prompt
-from engine.demo.teacher_server import start_demo_teacher
 from engine.specs import TaskSpec, TeacherSpec
 from engine.teacher.client import ChatClient, ChatResult, MissingApiKeyError, build_messages
 

@@ -158,7 +158,7 @@ def test_compare_and_export_ask_a_run_as_it_was_trained(store: Store) -> None:
 
 @pytest.mark.slow
 def test_train_job_with_a_chat_student(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from engine.data.demo_source import demo_rows
+    from engine.demo.source import demo_rows
     from engine.specs import demo_spec
     from tests.test_train_job import _run_job, _setup
 

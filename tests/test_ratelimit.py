@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo.teacher_server import start_demo_teacher
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.teacher.client import ChatClient
 from engine.teacher.ratelimit import RateLimiter, TokenBucket, estimate_tokens
 

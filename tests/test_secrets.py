@@ -19,7 +19,7 @@ import pytest
 
 from engine import jobs
 from engine.data.datasets import ensure_dataset
-from engine.demo.teacher_server import start_demo_teacher
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.review.items import annotations_jsonl
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store

@@ -15,8 +15,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from engine.context import JobContext
 from engine.data.prompts import render_prompt
+from engine.demo.simulated_teacher import corrupt
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
-from engine.demo.teacher_server import corrupt
 from engine.jobs import REGISTRY, _resolve
 from engine.judges.judge import JudgeItem, Verdict
 from engine.judges.small.data import judge_text, merge_items, stratified_split

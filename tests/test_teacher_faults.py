@@ -23,7 +23,7 @@ import pytest
 
 from engine import jobs
 from engine.data.datasets import ensure_dataset
-from engine.demo.teacher_server import prompt_key, start_demo_teacher
+from engine.demo.simulated_teacher import prompt_key, start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
 from engine.teacher import job as teacher_job

@@ -9,7 +9,7 @@ import pytest
 
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
-from engine.data.demo_source import split_indices
+from engine.demo.source import split_indices
 from engine.specs import ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
 from engine.teacher import job as teacher_job

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.data.datasets import ensure_dataset
-from engine.demo.teacher_server import start_demo_teacher
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, demo_spec
 from engine.store import Store
 from engine.teacher.playground import launch_teacher_job

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.data.datasets import ensure_dataset
-from engine.demo.teacher_server import start_demo_teacher
+from engine.demo.simulated_teacher import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, SpecError, demo_spec
 from engine.store import Store
 from engine.teacher import job as teacher_job

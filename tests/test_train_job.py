@@ -10,7 +10,7 @@ import pytest
 
 from engine.context import JobContext
 from engine.data.datasets import dataset_hash
-from engine.data.demo_source import demo_rows
+from engine.demo.source import demo_rows
 from engine.specs import ExperimentSpec, demo_spec
 from engine.store import Store
 from engine.training import job as train_job

@@ -12,7 +12,7 @@ import streamlit as st
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
-from engine.data.diversity_job import latest_embed_job
+from engine.data.embed_job import latest_embed_job
 from engine.data.importing import import_dataset, import_info
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store

@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from engine.data.demo_source import demo_rows
 from engine.data.prompts import render_prompt
+from engine.demo.source import demo_rows
 from engine.specs import ExperimentSpec
 from engine.store import Store
 

@@ -11,7 +11,7 @@ projection (UMAP would separate clusters better but is not a dependency). Each c
 representative is the example nearest its centre.
 
 Embedding 500 short prompts takes about 8 s on 2 CPU cores; the Data page computes small
-datasets inline and queues an ``embed`` job (:mod:`engine.data.diversity_job`) for the rest.
+datasets inline and queues an ``embed`` job (:mod:`engine.data.embed_job`) for the rest.
 """
 
 from __future__ import annotations

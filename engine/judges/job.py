@@ -180,7 +180,7 @@ def launch_judge(
 def endpoint_url(folder: Path, endpoint: TeacherSpec) -> Iterator[tuple[str, str]]:
     """``(base_url, cache_scope)`` of the judging endpoint; a demo one runs for the block."""
     if endpoint.kind == "demo":
-        from engine.demo.teacher_server import start_demo_teacher  # only the demo needs FastAPI
+        from engine.demo.simulated_teacher import start_demo_teacher  # only the demo needs FastAPI
 
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "demo_judge.jsonl"

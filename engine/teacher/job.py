@@ -9,7 +9,7 @@ request hash) is skipped, so a killed job re-run continues where it stopped, and
 one re-run does nothing. Answers are saved in small batches as they arrive, and the request
 cache (``<home>/llm_cache.db``) means even lost batches are not paid for twice.
 
-For ``teacher.kind == "demo"`` the simulated teacher (:mod:`engine.demo.teacher_server`) is
+For ``teacher.kind == "demo"`` the simulated teacher (:mod:`engine.demo.simulated_teacher`) is
 started on 127.0.0.1 for the duration of the job; for ``"local"`` a Hugging Face model answers
 in this process (:mod:`engine.teacher.local`); ``"openai"`` calls the configured endpoint.
 """
@@ -63,7 +63,7 @@ def demo_endpoint(folder: Path, spec: ExperimentSpec, rows: list[dict[str, Any]]
     Yields:
         Its base URL (``http://127.0.0.1:<port>/v1``).
     """
-    from engine.demo.teacher_server import start_demo_teacher  # only the demo needs FastAPI
+    from engine.demo.simulated_teacher import start_demo_teacher  # only the demo needs FastAPI
 
     folder.mkdir(parents=True, exist_ok=True)
     data_path = folder / "demo_teacher.jsonl"

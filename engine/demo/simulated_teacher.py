@@ -14,7 +14,7 @@ the successful answers served.
 
 Run it by hand::
 
-    python -m engine.demo.teacher_server --port 8001 --data prompts.jsonl --error-rate 0.15
+    python -m engine.demo.simulated_teacher --port 8001 --data prompts.jsonl --error-rate 0.15
 
 or, from Python, :func:`start_demo_teacher` (a context manager yielding the base URL).
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``, ``GET /stats``.
@@ -310,9 +310,9 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: ``python -m engine.demo.teacher_server [options]``."""
+    """CLI entry point: ``python -m engine.demo.simulated_teacher [options]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m engine.demo.teacher_server",
+        prog="python -m engine.demo.simulated_teacher",
         description="Simulated OpenAI-compatible teacher for the demo task.",
     )
     add = parser.add_argument
@@ -409,7 +409,7 @@ def start_demo_teacher(
     cmd = [
         sys.executable,
         "-m",
-        "engine.demo.teacher_server",
+        "engine.demo.simulated_teacher",
         "--fd",
         str(sock.fileno()),
         "--data",
