@@ -211,3 +211,37 @@ def _is_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
+
+
+def test_engine_never_imports_streamlit() -> None:
+    """Every engine module imports in a process that has no streamlit: decisions stay testable."""
+    import pkgutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import engine
+
+    root = Path(__file__).resolve().parents[1]
+    names = [
+        m.name for m in pkgutil.walk_packages(engine.__path__, "engine.") if not m.name.endswith("__main__")
+    ]
+    assert "engine.ui.common" in names and "engine.store.db" in names
+    code = "import sys\n" + "".join(f"import {m}\n" for m in names) + "print('streamlit' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_engine_root_holds_only_the_spine() -> None:
+    """Features live in domain packages; the root keeps specs, store, jobs, context, devices, CLI."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "engine"
+    modules = sorted(p.stem for p in root.glob("*.py"))
+    assert len(modules) <= 12, modules
+    prefixes = [m.split("_")[0] for m in modules if not m.startswith("__")]
+    assert len(prefixes) == len(set(prefixes)), modules
+    packages = {p.parent.name for p in root.glob("*/__init__.py")}
+    for pkg in packages:  # no engine/<pkg>/<other package>_*.py: that module belongs in <other package>
+        for path in (root / pkg).glob("*.py"):
+            assert path.stem.split("_")[0] not in packages - {pkg} or "_" not in path.stem, path
