@@ -6,7 +6,9 @@ Commands:
     status [EXPERIMENT_ID]          experiments and jobs with their state
     cancel ID                       cancel a job, or every unfinished job of an experiment
     resume ID                       continue a failed/cancelled train job (or run) from its checkpoint
-    curve EXPERIMENT_ID             print an experiment's curve table
+    curve EXPERIMENT_ID [--json]    an experiment's curve: points with intervals, fit, baselines, next size
+    extend EXPERIMENT_ID --sizes N… --seeds S…   add cells to an experiment (teacher answers reused)
+    report EXPERIMENT_ID -o DIR     self-contained HTML report + PNG + CSV (optionally --compare)
     versus-teacher EXPERIMENT_ID    judge every finished run against the teacher (pairwise) [--wait]
     export RUN_ID OUT_DIR           standalone model folder (adapter merged) + model card; alias merge
     scheduler [--idle-exit S]       run the scheduler in the foreground
@@ -16,40 +18,87 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from engine import ablation, jobs
 from engine.specs import SpecError, demo_spec, load_spec
 from engine.store import TERMINAL, Store
 
 
-def _print_curve(store: Store, exp_id: str) -> int:
-    curve = ablation.experiment_curve(store, exp_id)
+def _print_curve(
+    store: Store, exp_id: str, metric: str | None = None, target: str | None = None, as_json: bool = False
+) -> int:
+    curve = ablation.experiment_curve(store, exp_id, metric=metric)
     if curve is None:
         print(f"no experiment {exp_id}", file=sys.stderr)
         return 2
-    if not curve.sizes:
+    if metric and curve.metrics and metric not in curve.metrics:
+        print(f"no metric {metric!r} in {exp_id} (metrics: {', '.join(curve.metrics)})", file=sys.stderr)
+        return 2
+    try:
+        report = curve.to_json(_target(target))
+    except SpecError as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0 if curve.points else 1
+    if not curve.points:
         print("no finished runs yet")
         return 1
-    print(f"{'train_size':>10}  {curve.metric:>16}  {'std':>7}  {'seeds':>5}  {'gain/100 ex':>11}")
+    print(f"{'train_size':>10}  {curve.metric:>16}  {'95% interval':>17}  {'seeds':>5}  {'gain/100 ex':>11}")
     for row in curve.table():
         gain = "" if row["gain_per_100"] is None else f"{row['gain_per_100']:+.4f}"
+        ci = f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row["ci_low"] == row["ci_low"] else "—"
+        print(f"{row['train_size']:>10}  {row[curve.metric]:>16.4f}  {ci:>17}  {row['seeds']:>5}  {gain:>11}")
+    for name, value in curve.baselines.items():
+        print(f"baseline {name}: {value:.4f}")
+    fit = report["fit"]
+    if fit:
         print(
-            f"{row['train_size']:>10}  {row[curve.metric]:>16.4f}  {row['std']:>7.4f}"
-            f"  {row['seeds']:>5}  {gain:>11}"
+            f"fit: {fit['family']} {_params(fit['params'])}; held out n={fit['heldout_size']:.0f}: "
+            f"error {fit['heldout_error']:+.4f}, {'inside' if fit['inside_band'] else 'OUTSIDE'} its band"
         )
-    if curve.ceiling is not None:
-        print(f"teacher ceiling: {curve.ceiling:.4f}")
-    if curve.fit:
-        far = curve.sizes[-1] * 4
-        print(
-            f"fit: {curve.metric} ≈ {curve.fit['c']:.3f} - {curve.fit['a']:.3f}·n^-{curve.fit['b']:.3f}"
-            f"  (predicts {curve.predict(far):.4f} at n={far})"
-        )
+    else:
+        print(f"no fit: {report['no_fit_reason']}")
+    if marginal := report["marginal"]:
+        gains = [
+            f"{label} -> {g['gain']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
+            for label, g in (
+                ("+10% data", marginal["per_10_percent"]),
+                ("+1,000", marginal["per_1000_examples"]),
+            )
+        ]
+        print(f"at n={marginal['at_size']}: " + ", ".join(gains))
+    if goal := report["to_target"]:
+        where = "never within reach of this fit" if goal["size"] is None else f"n≈{goal['size']:.0f}"
+        hi = "∞" if goal["ci_high"] is None else f"{goal['ci_high']:.0f}"
+        lo = "∞" if goal["ci_low"] is None else f"{goal['ci_low']:.0f}"
+        cost = f", teacher ${goal['teacher_usd']:.2f}" if "teacher_usd" in goal else ""
+        print(f"target {goal['target']:.4f} ({goal['target_spec']}): {where} [{lo}, {hi}]{cost}")
+    nxt = report["next_size"]
+    print(f"next size: {nxt['size'] if nxt['size'] is not None else '—'} ({nxt['reason']})")
     print(curve.summary_line())
     return 0
+
+
+def _params(params: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in params.items())
+
+
+def _target(raw: str | None) -> str | float | None:
+    if raw is None or raw.strip().endswith("%"):
+        return raw
+    try:
+        return float(raw)
+    except ValueError:
+        raise SpecError(
+            f"--target {raw!r}: give a metric value (0.9) or a share of the teacher (95%)"
+        ) from None
 
 
 def _wait(store: Store, exp_id: str) -> str:
@@ -95,11 +144,47 @@ def cmd_launch(args: argparse.Namespace, store: Store) -> int:
     except SpecError as err:
         print(f"refused, nothing queued:\n{err}", file=sys.stderr)
         return 2
-    exp_id = ablation.launch_experiment(store, spec)
+    if not Path(args.spec).read_text(encoding="utf-8", errors="replace").strip():
+        print(f"refused, nothing queued:\n{args.spec}: the spec file is empty", file=sys.stderr)
+        return 2
+    try:
+        exp_id = ablation.launch_experiment(store, spec)
+    except SpecError as err:
+        print(f"refused, nothing queued:\n{err}", file=sys.stderr)
+        return 2
     jobs.ensure_scheduler(store)
     print(exp_id)
     if args.wait:
         return 0 if _wait(store, exp_id) == "succeeded" else 1
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace, store: Store) -> int:
+    try:
+        new_runs = ablation.extend_experiment(store, args.experiment, args.sizes, args.seeds)
+    except SpecError as err:
+        print(f"refused, nothing queued:\n{err}", file=sys.stderr)
+        return 2
+    print(f"queued {len(new_runs)} new run(s)" + (": " + " ".join(new_runs) if new_runs else ""))
+    if new_runs:
+        jobs.ensure_scheduler(store, idle_exit_s=60)
+        if args.wait:
+            status = _wait(store, args.experiment)
+            print(f"experiment {args.experiment}: {status}")
+            return 0 if status == "succeeded" else 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, store: Store) -> int:
+    from engine.ablation.report import write_report
+
+    try:
+        paths = write_report(store, args.experiment, Path(args.out), metric=args.metric, compare=args.compare)
+    except (SpecError, KeyError) as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -201,8 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id")
     p = sub.add_parser("resume", help="continue a failed or cancelled train job from its last checkpoint")
     p.add_argument("id", help="the train job's id, or its run's id")
-    p = sub.add_parser("curve", help="print an experiment's curve")
+    p = sub.add_parser("curve", help="print an experiment's curve, fit and what more data buys")
     p.add_argument("experiment")
+    p.add_argument("--json", action="store_true", help="machine-readable: points, fit, baselines, next size")
+    p.add_argument("--metric", help="any metric of the runs (default: the spec's curve metric)")
+    p.add_argument("--target", help="a metric value (0.9) or a share of the teacher (95%%); default 100%%")
+    p = sub.add_parser("extend", help="add train sizes or seeds to an experiment (only new cells run)")
+    p.add_argument("experiment")
+    p.add_argument("--sizes", type=int, nargs="+", default=[], help="train sizes to add")
+    p.add_argument("--seeds", type=int, nargs="+", default=[], help="seeds to add")
+    p.add_argument("--wait", action="store_true", help="follow the new runs until they finish")
+    p = sub.add_parser("report", help="write an HTML report (chart, points, fit, diff, comments) + PNG + CSV")
+    p.add_argument("experiment")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--metric", help="metric of the curve")
+    p.add_argument("--compare", nargs="*", default=[], help="experiments to overlay")
     p = sub.add_parser("versus-teacher", help="judge every finished run against the teacher (pairwise)")
     p.add_argument("experiment")
     p.add_argument("--wait", action="store_true", help="follow the comparisons until they finish")
@@ -226,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "worker":
         return jobs.run_worker(store, args.job_id)
     if args.cmd == "curve":
-        return _print_curve(store, args.experiment)
+        return _print_curve(store, args.experiment, args.metric, args.target, args.json)
     commands = {
         "demo": cmd_demo,
         "launch": cmd_launch,
@@ -236,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "merge": cmd_export,
         "versus-teacher": cmd_versus_teacher,
+        "extend": cmd_extend,
+        "report": cmd_report,
     }
     return commands[args.cmd](args, store)
 

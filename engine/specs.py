@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+"""2: ``student.budget`` (default ``early_stop``), ``ablation.zero_shot`` and three seeds by default.
+A version-1 spec keeps the behaviour it was run with (fixed steps, no zero-shot run)."""
 
 
 class Spec(BaseModel):
@@ -189,8 +192,23 @@ class StudentSpec(Spec):
     """Peak learning rate."""
     batch_size: int = Field(16, ge=1, le=4096)
     """Per-device batch size."""
+    budget: Literal["early_stop", "epochs", "steps"] = "early_stop"
+    """How long each run trains, so that sizes compare fairly. ``early_stop``: a validation
+    slice (``val_fraction`` of the run's own training examples, never the test split) is
+    scored every ``eval_steps``; training stops after ``patience`` scores without a better
+    validation loss (or at ``max_steps``) and keeps the best checkpoint. ``epochs``: the same
+    number of passes (``epochs``) at every size. ``steps``: exactly ``max_steps`` at every size
+    (a small set is then seen many more times than a large one)."""
     max_steps: int = Field(600, ge=1)
-    """Optimizer steps per run. Fixed across sizes so an ablation varies data, not compute."""
+    """Optimizer steps per run with ``budget: steps``; the most a run may take with ``early_stop``."""
+    epochs: float = Field(10.0, gt=0, le=10_000)
+    """Passes over the training examples with ``budget: epochs``."""
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    """``early_stop``: share of each run's examples held out to validate on (at least 4, at most 256)."""
+    eval_steps: int | None = Field(None, ge=1)
+    """``early_stop``: validate every this many steps (default: once an epoch, within 10-50 steps)."""
+    patience: int = Field(3, ge=1, le=1000)
+    """``early_stop``: validations without a better loss before training stops."""
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     """Fraction of steps spent warming up the learning rate."""
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
@@ -291,10 +309,14 @@ class CurationSpec(Spec):
 class AblationSpec(Spec):
     """The grid: one run per (train size, seed)."""
 
-    train_sizes: list[int] = Field(default_factory=lambda: [50, 200, 800])
-    """Training-set sizes; each is the first n examples of one shuffled pool."""
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    """Training seeds; each size is trained once per seed."""
+    train_sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 400, 800])
+    """Training-set sizes; each is the first n examples of one shuffled pool. A fit is validated
+    by predicting the largest size from the others, so it needs at least four sizes."""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    """Training seeds; each size is trained once per seed. Several seeds measure the noise: each
+    point of the curve is their mean with an interval."""
+    zero_shot: bool = True
+    """Also score the untrained student (size 0, seed 0) on the test split: the curve's floor."""
     metric: str | None = None
     """Metric for the curve; default depends on the task (field_accuracy for JSON)."""
     versus_teacher: bool = False
@@ -343,6 +365,19 @@ class ExperimentSpec(Spec):
     curation: CurationSpec = Field(default_factory=CurationSpec)
     """Which teacher answers are kept for training (rules, judge, SME labels)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        # A stored version-1 spec ran every size for a fixed max_steps and had no zero-shot
+        # run; reading it back must not change what it describes.
+        if isinstance(data, dict) and data.get("version", SPEC_VERSION) < 2:
+            data = {**data, "version": SPEC_VERSION}
+            if isinstance(data.get("student"), dict) and "budget" not in data["student"]:
+                data["student"] = {**data["student"], "budget": "steps"}
+            if isinstance(data.get("ablation"), dict) and "zero_shot" not in data["ablation"]:
+                data["ablation"] = {**data["ablation"], "zero_shot": False}
+        return data
+
     @model_validator(mode="after")
     def _sizes_fit_pool(self) -> ExperimentSpec:
         if self.data.source == "demo":
@@ -389,6 +424,26 @@ class ExperimentSpec(Spec):
     def fingerprint(self) -> str:
         """Short content hash of the spec; identical specs give identical fingerprints."""
         return spec_hash(self.model_dump(mode="json"))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Every leaf that differs between two spec dicts, as ``(dotted key, old, new)``, sorted.
+
+    Lists are compared as values; a key present on one side only shows ``None`` on the other.
+    """
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 def spec_hash(obj: Any) -> str:
@@ -492,9 +547,14 @@ def demo_spec(preset: str = "standard") -> ExperimentSpec:
             data=DataSpec(demo_examples=140, test_size=20),
             teacher=DEMO_TEACHER,
             student=StudentSpec(
-                max_steps=12, batch_size=8, learning_rate=3e-3, logging_steps=2, max_new_tokens=48
+                budget="steps",
+                max_steps=12,
+                batch_size=8,
+                learning_rate=3e-3,
+                logging_steps=2,
+                max_new_tokens=48,
             ),
-            ablation=AblationSpec(train_sizes=[16, 64]),
+            ablation=AblationSpec(train_sizes=[16, 64], seeds=[0], zero_shot=False),
         )
     if preset != "standard":
         raise SpecError(f"demo preset: unknown preset {preset!r} (standard, fast)")

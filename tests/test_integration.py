@@ -63,5 +63,5 @@ def test_two_size_ablation_end_to_end(store: Store) -> None:
 
     curve = ablation.experiment_curve(store, exp_id)
     assert curve.sizes == spec.ablation.train_sizes
-    assert curve.ceiling is not None and curve.ceiling > 0.5
+    assert curve.teacher is not None and curve.teacher > 0.5
     assert curve.summary_line().startswith("curve field_accuracy: 16=")

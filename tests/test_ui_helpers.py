@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,7 @@ from engine import ablation
 from engine.specs import SpecError, demo_spec
 from engine.store import Store
 from engine.ui import common as ui
+from engine.ui import curves
 
 
 def test_format_duration_and_ago() -> None:
@@ -26,7 +28,7 @@ def test_format_duration_and_ago() -> None:
 def test_form_defaults_round_trip_to_the_same_spec() -> None:
     base = demo_spec("standard")
     values = ui.form_defaults(base)
-    assert values["ablation.train_sizes"] == "50, 200, 800"
+    assert values["ablation.train_sizes"] == "50, 100, 200, 400, 800"
     assert values["teacher.base_url"] == ""
     assert ui.spec_from_form(values, base) == base
 
@@ -103,40 +105,90 @@ def test_jobs_frame_status_and_active_jobs() -> None:
     assert ui.focus_index(["a", "b"], "b") == 1 and ui.focus_index(["a"], "zz") == 0
 
 
-def _curve(**kw) -> ablation.Curve:
-    base = dict(
-        metric="field_accuracy",
-        sizes=[16, 32, 64],
-        mean=[0.3, 0.5, 0.6],
-        std=[0.02, 0.01, 0.0],
-        n_seeds=[2, 2, 1],
-        points=[{"train_size": 16, "seed": 0, "field_accuracy": 0.29}],
-    )
-    return ablation.Curve(**(base | kw))
+def _curve(sizes: list[int], means: list[float], seeds: int = 3, **kw: Any) -> ablation.Curve:
+    points = [
+        ablation.Point(n, m, m - 0.03, m + 0.02, seeds, [m] * seeds)
+        for n, m in zip(sizes, means, strict=True)
+    ]
+    runs = [
+        {
+            "run_id": f"run-{n}-{s}",
+            "train_size": n,
+            "seed": s,
+            "field_accuracy": m,
+            "steps": 10.0,
+            "epochs": 2.5,
+        }
+        for n, m in zip(sizes, means, strict=True)
+        for s in range(seeds)
+    ]
+    return ablation.Curve(metric="field_accuracy", points=points, runs=runs, **kw)
 
 
-def test_curve_figure_has_mean_seeds_ceiling_and_extrapolated_fit() -> None:
-    curve = _curve(ceiling=0.85)
-    curve.fit = ablation.fit_power_law(curve.sizes, curve.mean)
+def test_curve_figure_has_intervals_seeds_baselines_and_a_fit_band() -> None:
+    sizes, means = [16, 32, 64, 128, 256], [0.3, 0.45, 0.56, 0.64, 0.7]
+    curve = _curve(sizes, means, baselines={"teacher": 0.85, "zero_shot": 0.02})
+    curve.curve_fit = ablation.choose_fit(sizes, means, [p.stderr for p in curve.points])
     assert curve.fit is not None
-    fig = ui.curve_figure(curve)
-    names = [t.name for t in fig.data]
-    assert names == ["single seed", "mean over seeds (± std)", "power-law fit"]
+    fig = curves.curve_figure(curve)
+    kinds = [t.name for t in fig.data]
+    assert kinds[0] == "single seeds" and "(95% interval)" in kinds[1] and "fit band" in kinds[2]
+    assert fig.data[3].name.startswith("fit (")
     assert fig.layout.xaxis.type == "log"
-    assert max(fig.data[2].x) == pytest.approx(64 * 4)
-    assert list(fig.data[1].error_y.array) == curve.std
-    assert fig.layout.shapes[0].y0 == 0.85 and fig.layout.shapes[0].line.dash == "dash"
-    assert "predicts" in ui.fit_sentence(curve)
+    assert max(fig.data[3].x) == pytest.approx(256 * 4)
+    assert list(fig.data[1].error_y.arrayminus) == pytest.approx([0.03] * 5)
+    teacher = next(s for s in fig.layout.shapes if s.line.dash == "dash")
+    assert teacher.y0 == 0.85  # the teacher is a reference line, not a ceiling
+    assert any("teacher (reference)" in a.text for a in fig.layout.annotations)
+    assert any(line.startswith("Fit:") for line in curves.fit_sentences(curve))
+    percent = curves.curve_figure(curve, axis="percent_of_teacher")
+    assert percent.data[1].y[-1] == pytest.approx(100 * 0.7 / 0.85)
 
 
-def test_curve_figure_without_fit_or_ceiling() -> None:
-    curve = _curve(sizes=[16], mean=[0.3], std=[0.0], n_seeds=[1])
-    fig = ui.curve_figure(curve)
-    assert [t.name for t in fig.data] == ["mean over seeds (± std)"] and not fig.layout.shapes
-    assert ui.fit_sentence(curve) is None
-    frame = ui.curve_frame(_curve())
-    assert list(frame.columns) == ["train_size", "field_accuracy", "std", "seeds", "gain_per_100"]
+def test_curve_figure_without_fit_or_baselines_says_why() -> None:
+    curve = _curve([16], [0.3], seeds=1)
+    curve.curve_fit = ablation.choose_fit([16], [0.3])
+    fig = curves.curve_figure(curve)
+    assert [t.name for t in fig.data] == ["mean over seeds (95% interval)"] and not fig.layout.shapes
+    assert curves.fit_sentences(curve) == ["No fit: a validated fit needs at least 4 sizes (1 so far)."]
+    frame = curves.points_frame(_curve([16, 32], [0.3, 0.5]))
+    assert list(frame.columns) == [
+        "train_size",
+        "field_accuracy",
+        "ci_low",
+        "ci_high",
+        "seeds",
+        "gain_per_100",
+    ]
     assert frame.loc[1, "gain_per_100"] == pytest.approx(100 * 0.2 / 16)
+    runs = curves.runs_frame(_curve([16], [0.3], seeds=2))
+    assert list(runs["steps"]) == [10, 10] and list(runs["epochs"]) == [2.5, 2.5]
+
+
+def test_page_state_round_trips_through_the_url() -> None:
+    ids, metrics = ["exp-a", "exp-b", "exp-c"], ["field_accuracy", "exact_match"]
+    query = curves.to_query("exp-a", ["exp-b", "exp-c"], "exact_match", "percent_of_teacher")
+    assert curves.parse_query(query, ids, metrics) == {
+        "experiment": "exp-a",
+        "compare": ["exp-b", "exp-c"],
+        "metric": "exact_match",
+        "axis": "percent_of_teacher",
+    }
+    hostile = {
+        "experiment": "../../etc/passwd",
+        "compare": "exp-b,$HOME,exp-b",
+        "metric": "{0.__class__}",
+        "axis": "x",
+    }
+    assert curves.parse_query(hostile, ids, metrics) == {
+        "experiment": None,
+        "compare": ["exp-b"],
+        "metric": None,
+        "axis": "absolute",
+    }
+    assert curves.parse_ints("1600, 3_200", "sizes") == [1600, 3200]
+    with pytest.raises(ValueError, match="sizes: '1e12' is not a whole number"):
+        curves.parse_ints("1e12", "sizes")
 
 
 def test_store_backed_frames(store: Store) -> None:

@@ -5,27 +5,41 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import ablation, jobs
+from engine.ablation.compare import Overlay, overlay
 from engine.judges import pairwise as pairwise_job
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
+from engine.ui import curves
 
 st.title("Ablation")
 st.write(
-    "See how the student's score grows with the number of training examples, and what "
-    "the next 100 examples are worth."
+    "See how the student's score grows with the number of training examples, what the next "
+    "examples are worth and cost, and compare recipes side by side. The link in your browser "
+    "reproduces this view."
 )
 
 
 @st.cache_data(ttl=3, show_spinner=False)
-def _curve(home: str, exp_id: str) -> ablation.Curve | None:
-    return ablation.experiment_curve(Store(home), exp_id)
+def _overlay(home: str, exp_id: str, compare: tuple[str, ...], metric: str | None) -> Overlay:
+    return overlay(Store(home), exp_id, list(compare), metric)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _next_size(home: str, exp_id: str, metric: str | None, target: str | None) -> dict:
+    curve = ablation.experiment_curve(Store(home), exp_id, metric=metric)
+    return curve.next_size(target) if curve else {"size": None, "reason": "no experiment"}
 
 
 @st.fragment(run_every=5)
-def curve_view(store: Store, exp_id: str) -> None:
-    """The curve redraws itself while runs finish."""
-    curve = _curve(str(store.home), exp_id)
-    if curve is None or not curve.sizes:
+def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None, axis: str) -> None:
+    """The curves redraw themselves while runs finish."""
+    ov = _overlay(str(store.home), exp_id, tuple(compare), metric)
+    for other, why in ov.refused.items():
+        st.warning(f"Not overlaid: {other} — {why}.")
+    for line in ov.warnings():
+        st.warning(line)
+    curve = ov.curves.get(exp_id)
+    if curve is None or not curve.points:
         if any(j["status"] in ACTIVE for j in store.list_jobs(experiment_id=exp_id)):
             st.info(
                 "Runs are still in progress — the curve appears as soon as the first one "
@@ -39,24 +53,126 @@ def curve_view(store: Store, exp_id: str) -> None:
             )
             st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
         return
-    st.plotly_chart(ui.curve_figure(curve), key="curve_chart")
+    if axis == "percent_of_teacher" and curve.teacher is None:
+        st.caption("The teacher's score is not known yet: drawn in absolute values.")
+        axis = "absolute"
+    st.plotly_chart(curves.overlay_figure(ov, axis), key="curve_chart")
     st.caption(curve.summary_line())
-    if fit := ui.fit_sentence(curve):
-        st.caption(fit)
-    elif len(curve.sizes) < 3:
-        st.caption("A power-law fit (and its extrapolation) needs at least three sizes.")
+    target = st.session_state.get("abl_target") or None
+    try:
+        sentences = curves.fit_sentences(curve, target)
+    except ValueError as err:
+        sentences = [f"Target: {err}"]
+    for line in sentences:
+        st.caption(line)
     st.dataframe(
-        ui.curve_frame(curve),
+        curves.points_frame(curve),
         hide_index=True,
         column_config={
             "train_size": st.column_config.NumberColumn("train size"),
             curve.metric: st.column_config.NumberColumn(format="%.4f"),
-            "std": st.column_config.NumberColumn("std over seeds", format="%.4f"),
+            "ci_low": st.column_config.NumberColumn("95% low", format="%.4f"),
+            "ci_high": st.column_config.NumberColumn("95% high", format="%.4f"),
             "gain_per_100": st.column_config.NumberColumn("gain per +100 examples", format="%+.4f"),
         },
     )
+    with st.expander("Runs: steps, epochs and score of each"):
+        st.dataframe(
+            curves.runs_frame(curve),
+            hide_index=True,
+            column_config={
+                curve.metric: st.column_config.NumberColumn(format="%.4f"),
+                "epochs": st.column_config.NumberColumn(format="%.1f"),
+            },
+        )
+    if ov.diffs:
+        st.subheader("What differs between the compared experiments")
+        st.dataframe(curves.diff_frame(ov), hide_index=True)
 
 
+def grow_view(store: Store, exp_id: str, metric: str | None) -> None:
+    """Suggest the next size; add sizes or seeds to this experiment (teacher answers reused)."""
+    with st.expander("Grow this experiment", icon=":material/add_chart:"):
+        target = st.session_state.get("abl_target") or None
+        try:
+            nxt = _next_size(str(store.home), exp_id, metric, target)
+        except ValueError as err:
+            nxt = {"size": None, "reason": str(err)}
+        size = nxt.get("size")
+        st.caption(f"Suggested next size: **{size if size is not None else '—'}** — {nxt['reason']}.")
+        with st.form("extend"):
+            sizes = st.text_input("Sizes to add", value=str(size or ""), help="e.g. 1600, 3200")
+            seeds = st.text_input("Seeds to add", value="", help="e.g. 3, 4")
+            if st.form_submit_button("Add these cells"):
+                try:
+                    new_runs = ablation.extend_experiment(
+                        store, exp_id, curves.parse_ints(sizes, "sizes"), curves.parse_ints(seeds, "seeds")
+                    )
+                except ValueError as err:
+                    st.error(f"Not queued: {err}")
+                else:
+                    if new_runs and ui.autostart_enabled():
+                        jobs.ensure_scheduler(store)
+                    st.success(
+                        f"Queued {len(new_runs)} new run(s); the teacher's answers are reused."
+                        if new_runs
+                        else "Every one of those cells exists already."
+                    )
+
+
+def discussion_view(store: Store, exp_id: str) -> None:
+    """Comments and decisions under the experiment, append-only."""
+    st.subheader("Discussion")
+    notes = store.list_notes(exp_id)
+    if notes:
+        st.dataframe(curves.notes_frame(notes), hide_index=True)
+    else:
+        st.caption('No comments yet. Say what you see, or record a decision ("collect 2k more").')
+    with st.form("note", clear_on_submit=True):
+        text = st.text_area("Comment", max_chars=20_000)
+        decision = st.checkbox("This is a decision", help="e.g. 'ship run X', 'collect 2k more'")
+        if st.form_submit_button("Post"):
+            author = str(st.session_state.get("annotator") or "").strip()
+            try:
+                store.add_note(exp_id, author, text, "decision" if decision else "comment")
+            except ValueError as err:
+                st.error(f"Not posted: {err} (set 'Who am I' in the sidebar)")
+            else:
+                st.rerun()
+
+
+def export_view(store: Store, exp_id: str, compare: list[str], metric: str | None) -> None:
+    """The report (HTML with the interactive chart), the points as CSV, the chart as PNG."""
+    from engine.ablation import report
+
+    with st.expander("Export", icon=":material/download:"):
+        cols = st.columns(3)
+        cols[0].download_button(
+            "HTML report",
+            data=report.html_report(store, exp_id, compare, metric),
+            file_name=f"{exp_id}-report.html",
+            mime="text/html",
+            on_click="ignore",
+        )
+        cols[1].download_button(
+            "Points (CSV)",
+            data=report.points_csv(store, exp_id, compare, metric),
+            file_name=f"{exp_id}-points.csv",
+            mime="text/csv",
+            on_click="ignore",
+        )
+        if cols[2].button("Chart as PNG"):
+            try:
+                png = report.chart_png(store, exp_id, compare, metric)
+            except RuntimeError as err:
+                st.error(str(err))
+            else:
+                st.download_button(
+                    "Download PNG", data=png, file_name=f"{exp_id}-curve.png", mime="image/png"
+                )
+
+
+@st.fragment(run_every=10)
 def outputs_view(store: Store, exp_id: str) -> None:
     """Per-example test outputs of one finished run, a page at a time."""
     runs = [r for r in store.list_runs(exp_id) if r["status"] == "succeeded"]
@@ -126,9 +242,47 @@ if not exps:
     st.stop()
 ids = [e["id"] for e in exps]
 labels = {e["id"]: ui.experiment_label(e) for e in exps}
-focus = ui.focus_index(ids, st.session_state.get("focus_experiment"))
+state = curves.parse_query(st.query_params.to_dict(), ids, [])
+focus = ui.focus_index(ids, state["experiment"] or st.session_state.get("focus_experiment"))
 exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
 st.session_state["focus_experiment"] = exp_id
-curve_view(store, exp_id)
+metrics = _overlay(str(store.home), exp_id, (), None).curves.get(exp_id)
+metric_names = metrics.metrics if metrics else []
+state = curves.parse_query(st.query_params.to_dict(), ids, metric_names)
+pick, axis_box, target_box = st.columns([3, 2, 1])
+compare = pick.multiselect(
+    "Compare with",
+    [i for i in ids if i != exp_id],
+    default=[c for c in state["compare"] if c != exp_id],
+    format_func=labels.__getitem__,
+    help="Experiments on the same task and test split share the plot; the spec diff says what differs.",
+)
+default_metric = metrics.metric if metrics else None
+metric = (
+    axis_box.selectbox(
+        "Metric",
+        metric_names,
+        index=metric_names.index(state["metric"] or default_metric)
+        if (state["metric"] or default_metric) in metric_names
+        else 0,
+    )
+    if metric_names
+    else None
+)
+axis = axis_box.radio(
+    "Axis",
+    curves.AXES,
+    index=curves.AXES.index(state["axis"]),
+    format_func={"absolute": "score", "percent_of_teacher": "% of teacher"}.__getitem__,
+    horizontal=True,
+)
+target_box.text_input(
+    "Target", key="abl_target", placeholder="100%", help="A score (0.9) or a share of the teacher (95%)"
+)
+st.query_params.from_dict(curves.to_query(exp_id, compare, metric, axis))
+curve_view(store, exp_id, compare, metric, axis)
+grow_view(store, exp_id, metric)
 versus_teacher_view(store, exp_id)
 outputs_view(store, exp_id)
+discussion_view(store, exp_id)
+export_view(store, exp_id, compare, metric)

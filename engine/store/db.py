@@ -151,6 +151,13 @@ class Store(ReviewRecords):
         )
         return exp_id
 
+    def set_experiment_spec(self, conn: sqlite3.Connection, exp_id: str, spec: dict, spec_hash: str) -> None:
+        """Replace an experiment's spec (its grid grew); inside the caller's transaction."""
+        conn.execute(
+            "UPDATE experiments SET spec_json=?, spec_hash=? WHERE id=?",
+            (json.dumps(spec), spec_hash, exp_id),
+        )
+
     def get_experiment(self, exp_id: str) -> dict[str, Any] | None:
         with self.read() as conn:
             return _row(conn.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone())
@@ -469,6 +476,20 @@ class Store(ReviewRecords):
                     for r in rows
                 ],
             )
+
+    def output_scores(self, run_ids: Iterable[str]) -> dict[str, dict[int, dict[str, float]]]:
+        """Per-example scores of many runs in one read: ``{run_id: {idx: {metric: value}}}``."""
+        ids = list(run_ids)
+        out: dict[str, dict[int, dict[str, float]]] = {r: {} for r in ids}
+        with self.read() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT run_id, idx, scores_json FROM outputs WHERE run_id IN ({marks})", chunk
+                ):
+                    out[row[0]][int(row[1])] = json.loads(row[2])
+        return out
 
     def list_outputs(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:

@@ -88,4 +88,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0003_job_devices",
         "ALTER TABLE jobs ADD COLUMN devices_json TEXT",
     ),
+    (
+        "0004_experiment_notes",
+        """
+        CREATE TABLE experiment_notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, experiment_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('comment', 'decision')),
+            author TEXT NOT NULL, text TEXT NOT NULL, ts REAL NOT NULL
+        );
+        CREATE INDEX experiment_notes_exp ON experiment_notes(experiment_id, id);
+        """,
+    ),
 ]

@@ -1,5 +1,6 @@
 """Review records of the workspace: SME annotations (append-only, full history), the error
-taxonomy, and stored judge verdicts. Mixed into :class:`engine.store.Store`."""
+taxonomy, stored judge verdicts, and each experiment's discussion (comments and decisions,
+append-only). Mixed into :class:`engine.store.Store`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 ANNOTATION_LABELS = ("accept", "reject")
+NOTE_KINDS = ("comment", "decision")
+MAX_NOTE_CHARS = 20_000
 
 
 class ReviewRecords:
@@ -131,3 +134,34 @@ class ReviewRecords:
         """Names of the judges that have verdicts in this workspace."""
         with self.read() as conn:
             return [r[0] for r in conn.execute("SELECT DISTINCT judge_name FROM judge_verdicts ORDER BY 1")]
+
+    # -------------------------------------------------------------- discussion
+    def add_note(self, experiment_id: str, author: str, text: str, kind: str = "comment") -> int:
+        """Append a comment or a decision record (e.g. "collect 2k more") to an experiment."""
+        author, text = author.strip(), text.strip()
+        if not author:
+            raise ValueError("a note needs an author")
+        if not text:
+            raise ValueError("a note needs some text")
+        if len(text) > MAX_NOTE_CHARS:
+            raise ValueError(f"a note holds at most {MAX_NOTE_CHARS:,} characters ({len(text):,} given)")
+        if kind not in NOTE_KINDS:
+            raise ValueError(f"note kind {kind!r} is not one of {', '.join(NOTE_KINDS)}")
+        with self.tx() as conn:
+            if conn.execute("SELECT 1 FROM experiments WHERE id=?", (experiment_id,)).fetchone() is None:
+                raise ValueError(f"no experiment {experiment_id}")
+            cur = conn.execute(
+                "INSERT INTO experiment_notes(experiment_id, kind, author, text, ts) VALUES (?,?,?,?,?)",
+                (experiment_id, kind, author, text, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def list_notes(self, experiment_id: str) -> list[dict[str, Any]]:
+        """An experiment's comments and decisions, oldest first."""
+        with self.read() as conn:
+            rows = conn.execute(
+                "SELECT id, experiment_id, kind, author, text, ts FROM experiment_notes"
+                " WHERE experiment_id=? ORDER BY id",
+                (experiment_id,),
+            )
+            return [dict(r) for r in rows]

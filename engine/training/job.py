@@ -43,7 +43,7 @@ from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.metadata import base_model_record, build_metadata, write_json
 from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
-from engine.training.sft import StoreCallback, TrainResult, train_sft
+from engine.training.sft import StoreCallback, TrainResult, split_validation, train_sft
 from engine.training.student import (
     causal_lm,
     device_precision,
@@ -140,7 +140,7 @@ def main(ctx: JobContext) -> None:
     if not pool:
         raise RuntimeError(f"dataset {dataset_id}: no usable teacher answers to train on")
     rows = pool[:train_size]
-    if len(rows) < train_size:
+    if train_size and len(rows) < train_size:
         _event(
             ctx,
             run_id,
@@ -208,13 +208,15 @@ def main(ctx: JobContext) -> None:
         ]
         ckpt_dir = run_dir / CHECKPOINTS_DIR
         resume_from = _resume_point(ctx, run_id, ckpt_dir) if main_proc else last_checkpoint(ckpt_dir)
-        sft = not (student.dpo.enabled and not student.dpo.after_sft)
+        zero_shot = train_size == 0
+        sft = not zero_shot and not (student.dpo.enabled and not student.dpo.after_sft)
+        train_rows, val_rows = split_validation(rows, student, seed)
         with oom_guard(writer, ctx.job_id, run_id, student.batch_size):
             if sft:
                 result = train_sft(
                     model,
                     tokenizer,
-                    sft_rows(rows, prompt_format, spec.task.system_prompt),
+                    sft_rows(train_rows, prompt_format, spec.task.system_prompt),
                     student,
                     ckpt_dir,
                     seed,
@@ -222,12 +224,17 @@ def main(ctx: JobContext) -> None:
                     report_to=report,
                     run_name=run_id,
                     resume_from=resume_from,
+                    eval_rows=sft_rows(val_rows, prompt_format, spec.task.system_prompt)
+                    if val_rows
+                    else None,
                 )
-            else:  # DPO alone: the student's own answers, as loaded, give the rejected side
-                _event(ctx, run_id, "info", "sft_skipped", "DPO alone (student.dpo.after_sft: false)")
-                result = TrainResult(model, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0)
+                _event(ctx, run_id, "info", "stopped", _stop_sentence(result, len(train_rows), len(val_rows)))
+            else:  # zero-shot, or DPO alone: the student's own answers, as loaded
+                if not zero_shot:
+                    _event(ctx, run_id, "info", "sft_skipped", "DPO alone (student.dpo.after_sft: false)")
+                result = TrainResult(model, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, stop_reason="zero_shot")
             trained = result.model
-            if student.dpo.enabled:
+            if student.dpo.enabled and not zero_shot:
                 trained = run_dpo_stage(
                     ctx, run_id, spec, rows, trained, tokenizer, writer, result.steps, report, run_dir / "dpo"
                 )
@@ -246,6 +253,13 @@ def main(ctx: JobContext) -> None:
             "tokens_seen": result.tokens_seen,
             "wall_time_s": round(result.wall_time_s, 3),
             "tokens_per_s": round(result.tokens_per_s, 1),
+            "budget": student.budget,
+            "epochs": result.epochs,
+            "stop_reason": result.stop_reason,
+            "best_step": result.best_step,
+            "best_eval_loss": result.best_eval_loss,
+            "n_train": len(train_rows),
+            "n_val": len(val_rows),
         }
         write_json(
             run_dir / "metadata.json",
@@ -274,12 +288,16 @@ def main(ctx: JobContext) -> None:
         )
 
         metrics = evaluate_run(ctx, run_id, spec, dataset_id, trained, tokenizer, wandb_run)
-        metrics["n_train"] = float(len(rows))
+        metrics["n_train"] = float(len(train_rows))
         if sft:
             metrics.update(
                 train_loss=result.final_loss,
                 train_time_s=result.wall_time_s,
                 tokens_per_s=result.tokens_per_s,
+                train_steps=float(result.steps),
+                train_epochs=result.epochs,
+                best_step=float(result.best_step),
+                n_val=float(len(val_rows)),
             )
         store.set_run_metrics(run_id, metrics)
         # The final model is saved: checkpoints (optimizer state included) are dead weight now.
@@ -288,6 +306,19 @@ def main(ctx: JobContext) -> None:
     finally:
         tracking.finish_run(wandb_run, metrics, failed=failed)
     ctx.progress(1.0, "done", force=True)
+
+
+def _stop_sentence(result: TrainResult, n_train: int, n_val: int) -> str:
+    """One line for the run's events: how long it trained and why it stopped."""
+    why = {
+        "early_stop": "validation loss stopped improving",
+        "max_steps": "reached student.max_steps before the validation loss stopped improving",
+        "epochs": "the epochs budget ran out",
+        "steps": "the steps budget ran out",
+    }.get(result.stop_reason, result.stop_reason)
+    kept = f"; kept step {result.best_step}" if result.best_eval_loss is not None else ""
+    val = f" (validated on {n_val} held out)" if n_val else ""
+    return f"trained {result.steps} steps = {result.epochs:g} epochs of {n_train} examples{val}: {why}{kept}"
 
 
 def evaluate_run(

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from transformers import (
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    set_seed,
+)
 from trl import SFTConfig
 
 from engine.context import JobContext
@@ -34,7 +40,7 @@ from engine.training.varlen import has_varlen_kernel, varlen_attention, varlen_p
 log = logging.getLogger(__name__)
 
 # Keys of the trainer's log dict mirrored into the store's metric stream.
-LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy")
+LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_loss")
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +61,11 @@ class TrainResult:
         wall_time_s: Seconds spent in ``trainer.train()``.
         tokens_per_s: ``tokens_seen / wall_time_s``.
         losses: ``(step, loss)`` of every logged point.
+        epochs: Passes over the training rows (``steps`` x effective batch / rows).
+        stop_reason: ``early_stop`` (validation loss stopped improving), ``max_steps``
+            (the cap of an early-stopped run), ``epochs`` or ``steps`` (the budget ran out).
+        best_step: The step whose weights were kept (early stopping), else the last step.
+        best_eval_loss: The validation loss of those weights (early stopping only).
     """
 
     model: Any
@@ -66,6 +77,46 @@ class TrainResult:
     wall_time_s: float
     tokens_per_s: float
     losses: list[tuple[int, float]] = field(default_factory=list)
+    epochs: float = 0.0
+    stop_reason: str = "steps"
+    best_step: int = 0
+    best_eval_loss: float | None = None
+
+
+def steps_per_epoch(spec: StudentSpec, n_rows: int) -> int:
+    """Optimizer steps for one pass over ``n_rows`` examples (one process)."""
+    return max(1, math.ceil(n_rows / (spec.batch_size * spec.gradient_accumulation_steps)))
+
+
+def step_budget(spec: StudentSpec, n_rows: int) -> int:
+    """The most optimizer steps a run on ``n_rows`` examples takes under ``spec.budget``."""
+    if spec.budget == "epochs":
+        return max(1, math.ceil(spec.epochs * steps_per_epoch(spec, n_rows)))
+    return spec.max_steps
+
+
+def eval_interval(spec: StudentSpec, n_rows: int) -> int:
+    """Steps between two validations with early stopping: once an epoch, within 10-50 steps."""
+    if spec.eval_steps:
+        return spec.eval_steps
+    return min(max(steps_per_epoch(spec, n_rows), 10), 50)
+
+
+def split_validation(rows: list[Any], spec: StudentSpec, seed: int) -> tuple[list[Any], list[Any]]:
+    """Carve the early-stopping validation slice out of a run's own training rows.
+
+    ``val_fraction`` of the rows (at least 4, at most 256, never more than half), picked with
+    the run's seed; the test split is never touched. Returns ``(train, validation)``; with a
+    budget other than ``early_stop``, or fewer than 8 rows, everything trains.
+    """
+    if spec.budget != "early_stop" or len(rows) < 8:
+        return list(rows), []
+    k = min(max(round(len(rows) * spec.val_fraction), 4), 256, len(rows) // 2)
+    import random
+
+    chosen = set(random.Random(f"val-{seed}-{len(rows)}").sample(range(len(rows)), k))
+    train = [r for i, r in enumerate(rows) if i not in chosen]
+    return train, [r for i, r in enumerate(rows) if i in chosen]
 
 
 class StoreCallback(TrainerCallback):
@@ -138,9 +189,20 @@ class StoreCallback(TrainerCallback):
 
 
 def sft_config(
-    spec: StudentSpec, out_dir: Path, seed: int, report_to: list[str], run_name: str | None = None
+    spec: StudentSpec,
+    out_dir: Path,
+    seed: int,
+    report_to: list[str],
+    run_name: str | None = None,
+    n_rows: int | None = None,
+    early_stop: bool = False,
 ) -> SFTConfig:
-    """The ``SFTConfig`` for a student recipe (names checked against transformers 5 / TRL 1)."""
+    """The ``SFTConfig`` for a student recipe (names checked against transformers 5 / TRL 1).
+
+    ``n_rows`` (the training rows) sets the step budget of ``budget: epochs`` and the
+    validation interval; ``early_stop`` validates, checkpoints at each validation and loads
+    the best checkpoint at the end.
+    """
     # ``gpus=0`` asks for the CPU even on a GPU machine (e.g. to leave the GPU to a teacher).
     cuda = torch.cuda.is_available() and spec.gpus > 0
     # TRL turns bf16 on by default; on CPU that is autocast emulation, slower and noisier,
@@ -165,7 +227,7 @@ def sft_config(
         max_length=max_length,
         per_device_train_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        max_steps=spec.max_steps,
+        max_steps=step_budget(spec, n_rows) if n_rows else spec.max_steps,
         learning_rate=spec.learning_rate,
         lr_scheduler_type=spec.lr_scheduler,
         # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
@@ -181,14 +243,36 @@ def sft_config(
         report_to=report_to,
         # Checkpoints hold model, optimizer, scheduler, RNG states and the step, so a resumed
         # run replays exactly the batches an uninterrupted one would have seen.
-        save_strategy="steps" if spec.save_steps else "no",
-        save_steps=spec.save_steps or 500,
-        save_total_limit=spec.save_total_limit,
-        eval_strategy="no",
+        **_checkpointing(spec, n_rows or 1, early_stop),
         dataloader_num_workers=0,
         disable_tqdm=True,
         completion_only_loss=True,
     )
+
+
+def _checkpointing(spec: StudentSpec, n_rows: int, early_stop: bool) -> dict[str, Any]:
+    """Checkpoint and validation settings: periodic checkpoints for resume, or, with early
+    stopping, a checkpoint at each validation so that the best one can be loaded back."""
+    if not early_stop:
+        return {
+            "save_strategy": "steps" if spec.save_steps else "no",
+            "save_steps": spec.save_steps or 500,
+            "save_total_limit": spec.save_total_limit,
+            "eval_strategy": "no",
+        }
+    every = eval_interval(spec, n_rows)
+    return {
+        "eval_strategy": "steps",
+        "eval_steps": every,
+        "save_strategy": "steps",
+        "save_steps": every,
+        # The best checkpoint is always kept on top of the newest ones.
+        "save_total_limit": spec.save_total_limit,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "per_device_eval_batch_size": spec.batch_size,
+    }
 
 
 def truncate_tokenized(dataset: Dataset, max_length: int) -> Dataset:
@@ -240,8 +324,15 @@ def train_sft(
     report_to: list[str] | None = None,
     run_name: str | None = None,
     resume_from: Path | None = None,
+    eval_rows: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` on prompt/completion rows for ``spec.max_steps`` optimizer steps.
+    """Fine-tune ``model`` on prompt/completion rows within the budget of ``spec.budget``.
+
+    ``budget: steps`` trains ``spec.max_steps`` steps, ``epochs`` ``spec.epochs`` passes; with
+    ``early_stop`` and ``eval_rows`` the validation loss on ``eval_rows`` is measured every
+    :func:`eval_interval` steps, training stops after ``spec.patience`` validations without a
+    better one (or at ``max_steps``), and the best weights are kept. Without ``eval_rows`` an
+    ``early_stop`` budget trains ``max_steps``.
 
     Args:
         model: The student (full fine-tune, or LoRA when ``spec.lora.enabled``).
@@ -257,6 +348,7 @@ def train_sft(
             :func:`engine.training.tracking.report_to`).
         run_name: Name shown by the integrations (default: the name of ``out_dir``).
         resume_from: A checkpoint folder to continue from (same data, spec and seed).
+        eval_rows: The validation rows of early stopping (same shape as ``train_rows``).
 
     Returns:
         The :class:`TrainResult`.
@@ -280,17 +372,23 @@ def train_sft(
 
     # Seed before PEFT wraps the model: the adapter's random init must be reproducible too.
     set_seed(seed)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
+    early_stop = spec.budget == "early_stop" and bool(eval_rows)
+    if early_stop:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.patience))
+    dataset = _rows_dataset(train_rows)
     trainer = SenseiSFTTrainer(
         model=model,
-        args=sft_config(spec, Path(out_dir), seed, report_to, run_name),
+        args=sft_config(spec, Path(out_dir), seed, report_to, run_name, len(train_rows), early_stop),
         train_dataset=dataset,
+        eval_dataset=_rows_dataset(eval_rows) if early_stop and eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(spec.lora) if spec.lora.enabled else None,
         callbacks=callbacks,
     )
     if spec.padding_free and not spec.packing:
         trainer.train_dataset = truncate_tokenized(trainer.train_dataset, spec.max_length)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = truncate_tokenized(trainer.eval_dataset, spec.max_length)
     attention = padding_free_attention(trainer, spec, int(tokenizer.pad_token_id))
     start = time.perf_counter()
     with attention:
@@ -304,14 +402,31 @@ def train_sft(
     losses = recorder.losses or [
         (int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e
     ]
+    state = trainer.state
+    steps = int(state.global_step)
+    if early_stop:
+        stop_reason = "early_stop" if steps < state.max_steps else "max_steps"
+        best = state.best_model_checkpoint
+        best_step = int(best.rsplit("-", 1)[-1]) if best else steps
+    else:
+        stop_reason, best_step = ("epochs" if spec.budget == "epochs" else "steps"), steps
+    per_step = spec.batch_size * spec.gradient_accumulation_steps * max(1, trainer.accelerator.num_processes)
     return TrainResult(
         model=trainer.model,
         final_loss=losses[-1][1] if losses else float(output.training_loss),
         first_loss=losses[0][1] if losses else float(output.training_loss),
         mean_loss=float(output.training_loss),
-        steps=int(trainer.state.global_step),
+        steps=steps,
         tokens_seen=tokens,
         wall_time_s=wall,
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         losses=list(losses),
+        epochs=round(steps * per_step / len(train_rows), 3),
+        stop_reason=stop_reason,
+        best_step=best_step,
+        best_eval_loss=float(state.best_metric) if early_stop and state.best_metric is not None else None,
     )
+
+
+def _rows_dataset(rows: list[dict[str, Any]] | None) -> Dataset:
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows or []])

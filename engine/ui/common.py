@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -239,84 +238,6 @@ def loss_figure(store: Store, experiment_id: str) -> go.Figure | None:
         height=340,
     )
     return fig
-
-
-def curve_figure(curve: ablation.Curve, extrapolate: float = 4.0) -> go.Figure:
-    """Metric vs train size (log x): seeds as dots, mean ± std over seeds, teacher ceiling
-    (dashed) and, when fitted, the power law (dotted) out to ``extrapolate`` x the largest size."""
-    fig = go.Figure()
-    if any(k > 1 for k in curve.n_seeds):  # single seeds only add information next to a mean
-        fig.add_trace(
-            go.Scatter(
-                x=[p["train_size"] for p in curve.points],
-                y=[p[curve.metric] for p in curve.points],
-                mode="markers",
-                name="single seed",
-                text=[f"seed {p['seed']}" for p in curve.points],
-                marker={"size": 7, "opacity": 0.5, "color": "#7f8c8d"},
-            )
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=curve.sizes,
-            y=curve.mean,
-            mode="lines+markers",
-            name="mean over seeds (± std)",
-            error_y={"type": "data", "array": curve.std, "visible": True},
-            marker={"size": 10, "color": PRIMARY},
-            line={"color": PRIMARY},
-        )
-    )
-    ticks = list(curve.sizes)
-    if curve.fit and curve.sizes:
-        far = max(curve.sizes) * extrapolate
-        xs = np.geomspace(min(curve.sizes), far, 60)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=[curve.predict(float(x)) for x in xs],
-                mode="lines",
-                name="power-law fit",
-                line={"dash": "dot", "color": "#e67e22", "width": 2},
-            )
-        )
-        ticks.append(int(far))
-    if curve.ceiling is not None:
-        fig.add_hline(
-            y=curve.ceiling,
-            line_dash="dash",
-            line_color="#c0392b",
-            annotation_text=f"teacher {curve.ceiling:.3f}",
-            annotation_position="top left",
-        )
-    # Ticks at the measured sizes (and the extrapolation's end) read better than log decades.
-    fig.update_xaxes(
-        type="log", tickvals=ticks, ticktext=[str(t) for t in ticks], title="training examples (log scale)"
-    )
-    fig.update_layout(
-        yaxis_title=curve.metric,
-        margin={"t": 30, "b": 10},
-        height=420,
-        legend={"orientation": "h", "y": -0.2},
-    )
-    return fig
-
-
-def curve_frame(curve: ablation.Curve) -> pd.DataFrame:
-    """Per-size table: mean, std, seeds, marginal gain per extra 100 examples."""
-    return pd.DataFrame(curve.table(), columns=["train_size", curve.metric, "std", "seeds", "gain_per_100"])
-
-
-def fit_sentence(curve: ablation.Curve, extrapolate: float = 4.0) -> str | None:
-    """``fit: y ≈ c - a·n^-b, predicts v at n=N``; None without a fit."""
-    if not curve.fit or not curve.sizes:
-        return None
-    far = int(max(curve.sizes) * extrapolate)
-    f = curve.fit
-    return (
-        f"fit: {curve.metric} ≈ {f['c']:.3f} − {f['a']:.3f}·n^−{f['b']:.3f}"
-        f" (rmse {f['rmse']:.3f}); predicts {curve.predict(far):.3f} at n={far}"
-    )
 
 
 def outputs_page(store: Store, run_id: str, page: int, page_size: int = 20) -> tuple[pd.DataFrame, int]:

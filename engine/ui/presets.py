@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.specs import ExperimentSpec, StudentSpec, demo_spec
+from engine.specs import ExperimentSpec, StudentSpec, demo_spec, spec_diff
 from engine.store import Store
 
 IGNORED_IN_DIFF = ("name", "version")
@@ -63,26 +63,6 @@ PRESETS: dict[str, Callable[[], ExperimentSpec]] = {
 def preset(label: str) -> ExperimentSpec:
     """The preset called ``label`` (re-validated, so a preset can never be an invalid spec)."""
     return ExperimentSpec.model_validate(PRESETS[label]().model_dump())
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Every leaf that differs between two spec dicts, as ``(dotted key, old, new)``, sorted.
-
-    Lists are compared as values; a key present on one side only shows ``None`` on the other.
-    """
-    a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 def diff_sentence(old: Mapping[str, Any] | None, new: Mapping[str, Any], old_name: str = "") -> str:
