@@ -218,3 +218,15 @@ def test_bad_arguments_raise() -> None:
         import_dataset(store, GOOD / "qa.tsv", task=TASK, rules=["polish"])
     with pytest.raises(ValueError, match="format"):
         read_records(GOOD / "qa.tsv", fmt="xlsx")
+
+
+def test_a_bad_prompt_template_is_a_spec_error_before_reading(store: Store) -> None:
+    from engine.specs import SpecError
+    from engine.ui.data import make_task
+
+    task = TaskSpec.model_construct(name="qa", prompt_template="{input.foo}", output_kind="text")
+    with pytest.raises(SpecError, match=r"task\.prompt_template: .*attribute"):
+        import_dataset(store, GOOD / "qa.tsv", task=task, test_size=1)
+    with pytest.raises(SpecError, match=r"task\.prompt_template: .*format specs"):
+        make_task("qa", "text", template="{input}{input:>5000000}")
+    assert_nothing_written(store)

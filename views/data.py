@@ -136,7 +136,7 @@ def _task_inputs(path: Path) -> tuple[dict[str, Any], TaskSpec | None]:
             name, kind, extra if kind == "label" else "", extra if kind == "json" else "", template
         )
     except ValueError as err:
-        st.error(f"Task: {str(err).splitlines()[-1]}")
+        st.error(str(err))
         return opts, None
     return opts, task
 

@@ -30,7 +30,7 @@ from engine.data.importers import common_system_prompt, read_records
 from engine.data.prompts import render_prompt
 from engine.data.report import ImportReport, Issue, Mode, Record
 from engine.data.validate import parse_output
-from engine.specs import TaskSpec
+from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
 
 _ANSWER_FIELD = {
@@ -139,7 +139,8 @@ def import_dataset(
         ``message`` says why.
 
     Raises:
-        ValueError: invalid arguments (test size, threshold, rules, prompt template).
+        ValueError: invalid arguments (test size, threshold, rules).
+        SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
     """
     if isinstance(test_size, float) and not 0 < test_size < 1:
         raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
@@ -147,7 +148,9 @@ def import_dataset(
         raise ValueError(f"test_size must be at least 1, got {test_size}")
     if mode not in ("strict", "valid_only"):
         raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
-    render_prompt(task.prompt_template, "")  # a bad template is the caller's error, not the file's
+    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
+    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
+        raise SpecError(f"task.prompt_template: prompt_template {problem}")
 
     records, report = read_records(path, fmt=fmt, shape=shape, mapping=mapping)
     report.mode = mode

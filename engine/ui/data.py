@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from engine.data.cleaning import RuleSpec, apply_rules
 from engine.data.importers import read_records
@@ -25,7 +26,7 @@ from engine.data.importing import _check_outputs, import_info
 from engine.data.readers import Fatal, detect_format, open_sources
 from engine.data.report import ImportReport, Issue, Record
 from engine.data.shapes import detect_shape
-from engine.specs import TaskSpec
+from engine.specs import SpecError, TaskSpec
 from engine.store import Store
 
 UPLOAD_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet"]
@@ -131,7 +132,7 @@ def make_task(
     """A task from the page's inputs; ``labels`` and ``fields`` are comma-separated.
 
     Raises:
-        pydantic.ValidationError: e.g. a label task without labels.
+        SpecError: one line per refused field, e.g. ``task.prompt_template: ...``.
     """
     spec = {
         "name": name or "task",
@@ -140,7 +141,15 @@ def make_task(
         "json_fields": [s.strip() for s in fields.split(",") if s.strip()],
         "prompt_template": template,
     }
-    return TaskSpec.model_validate(spec)
+    try:
+        return TaskSpec.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError(
+            "\n".join(
+                ".".join(["task", *map(str, e["loc"])]) + ": " + e["msg"].removeprefix("Value error, ")
+                for e in err.errors()
+            )
+        ) from None
 
 
 @dataclass
