@@ -230,3 +230,17 @@ def test_a_bad_prompt_template_is_a_spec_error_before_reading(store: Store) -> N
     with pytest.raises(SpecError, match=r"task\.prompt_template: .*format specs"):
         make_task("qa", "text", template="{input}{input:>5000000}")
     assert_nothing_written(store)
+
+
+def test_parsed_but_deep_rows_and_answers_are_refused_not_crashed(tmp_path: Path) -> None:
+    from engine.data.validate import parse_output
+
+    path = tmp_path / "deep.jsonl"
+    ok = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    path.write_text(ok + "\n" + '{"messages": ' + "[" * 200 + "]" * 200 + "}\n")
+    records, report = read_records(path)
+    [issue] = report.issues
+    assert (issue.kind, issue.line, issue.field) == ("too_deep", 2, "messages") and len(records) == 1
+    task = TaskSpec(name="x", output_kind="json", json_fields=["n"])
+    assert parse_output(task, '{"n": ' + "9" * 5000 + "}") == (False, None)
+    assert parse_output(task, "[" * 100_000) == (False, None)

@@ -3,8 +3,10 @@
 One reader per format; each yields ``(number, value)`` rows where ``number`` is what a person
 would look up (a JSONL or CSV line, a JSON array item, a Parquet row) and records problems it
 can pin to a row as :class:`~engine.data.report.Issue` s. A problem that stops the whole file
-is raised as :class:`Fatal`. Nothing here knows about row shapes; see
-:mod:`engine.data.importers`.
+is raised as :class:`Fatal`. Every error the JSON parser can raise (bad syntax, nesting past
+the recursion limit, an integer of more than 4,300 digits) is such an issue, never a traceback,
+and a parsed row nested deeper than :data:`MAX_DEPTH` is refused before anything recurses
+into it. Nothing here knows about row shapes; see :mod:`engine.data.importers`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +36,12 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+MAX_DEPTH = 64
+"""Deepest nesting of lists and objects a JSON row may have (a chat row needs about 5)."""
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BOM = b"\xef\xbb\xbf"
+_BIG_INT = re.compile(r"value has (\d+) digits")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class Fatal(Exception):
@@ -97,22 +104,89 @@ def _jsonl(path: Path, name: str, issues: list[Issue]) -> Iterator[tuple[int, An
             issues.append(Issue(name, n, "line", None, "undecodable", reason))
             continue
         try:
-            yield n, json.loads(text)
-        except json.JSONDecodeError as err:
-            issues.append(
-                Issue(name, n, "line", None, "bad_json", f"invalid JSON: {err.msg} (column {err.colno})")
-            )
+            value = json.loads(text)
+        except (ValueError, RecursionError) as err:  # not only JSONDecodeError: see _json_error
+            kind, reason = _json_error(err)
+            issues.append(Issue(name, n, "line", None, kind, reason))
+            continue
+        if too_deep(value):
+            issues.append(Issue(name, n, "line", _deep_key(value), "too_deep", _DEEP))
+            continue
+        yield n, value
 
 
-def _json_array(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of lists and objects)"
+
+
+def _json_error(err: Exception) -> tuple[str, str]:
+    """``(kind, reason)`` of any exception ``json.loads`` raises.
+
+    Besides :class:`json.JSONDecodeError` the parser raises :class:`RecursionError` for deep
+    nesting (``[[[[...``) and a plain :class:`ValueError` for an integer of more than 4,300
+    digits (Python's guard against slow int parsing).
+    """
+    if isinstance(err, json.JSONDecodeError):
+        return "bad_json", f"invalid JSON: {err.msg} (column {err.colno})"
+    if isinstance(err, RecursionError):
+        return "too_deep", _DEEP
+    digits = _BIG_INT.search(str(err))
+    if digits:
+        limit = sys.get_int_max_str_digits()
+        return "bad_json", f"invalid JSON: a number has {digits.group(1)} digits (at most {limit})"
+    return "bad_json", f"invalid JSON: {err}"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels (without recursing)."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _deep_key(row: Any) -> str | None:
+    """The top-level key of a too-deep row that holds the deep part (None for a bare list)."""
+    if not isinstance(row, dict):
+        return None
+    return next((str(k) for k, v in row.items() if too_deep(v, MAX_DEPTH - 1)), None)
+
+
+def _error_line(text: str, err: Exception) -> int | None:
+    """The line of ``text`` where a parser error without a position (see :func:`_json_error`) is."""
+    if isinstance(err, json.JSONDecodeError):
+        return err.lineno
+    if isinstance(err, RecursionError):
+        depth = 0
+        for token in _JSON_TOKEN.finditer(text):
+            char = token.group()
+            depth += 1 if char in "[{" else -1 if char in "]}" else 0
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, token.start()) + 1
+        return None
+    digits = _BIG_INT.search(str(err))
+    number = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text) if digits else None
+    return text.count("\n", 0, number.start()) + 1 if number else None
+
+
+def _json_array(path: Path, name: str, issues: list[Issue]) -> Iterator[tuple[int, Any]]:
     text = _read_bytes(path, name).decode("utf-8", errors="surrogateescape")
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise fatal(name, "bad_json", f"invalid JSON: {err.msg} (column {err.colno})", err.lineno) from None
+    except (ValueError, RecursionError) as err:
+        # One JSON value: an item the parser cannot read stops the whole file.
+        kind, reason = _json_error(err)
+        raise fatal(name, kind, reason, _error_line(text, err)) from None
     if not isinstance(value, list):
         raise fatal(name, "bad_json", "expected a JSON array of objects (or JSON Lines: one object per line)")
-    yield from enumerate(value, start=1)
+    for n, item in enumerate(value, start=1):
+        if too_deep(item):
+            issues.append(Issue(name, n, "item", _deep_key(item), "too_deep", _DEEP))
+        else:
+            yield n, item
 
 
 def _csv(path: Path, name: str, delimiter: str, issues: list[Issue]) -> Source:
@@ -212,7 +286,7 @@ def open_sources(path: Path, fmt: str, issues: list[Issue]) -> list[Source]:
     if fmt == "jsonl" or (fmt == "json" and not _starts_with_bracket(path)):
         return [Source(path.name, "line", _jsonl(path, path.name, issues))]
     if fmt == "json":
-        return [Source(path.name, "item", _json_array(path, path.name))]
+        return [Source(path.name, "item", _json_array(path, path.name, issues))]
     if fmt in ("csv", "tsv"):
         return [_csv(path, path.name, "," if fmt == "csv" else "\t", issues)]
     if fmt == "parquet":

@@ -20,6 +20,7 @@ Mode = Literal["strict", "valid_only"]
 
 ISSUE_KINDS = (
     "bad_json",
+    "too_deep",
     "undecodable",
     "bad_encoding",
     "missing_field",

@@ -93,6 +93,9 @@ def write_good() -> None:
     )
 
 
+DEEP = 20_000  # far past any recursion limit, small enough to commit
+
+
 # name -> (content, manifest entry: expected kind, line (None: whole file), field, import options)
 def bad_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
     ok = json.dumps({"instruction": "Say hi.", "output": "Hi"})
@@ -153,6 +156,14 @@ def bad_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
         "csv_bad_quote.csv": ('prompt,completion\nHi?,Hello\n"unterminated,x\n', {}),
         "tsv_duplicate_header.tsv": ("prompt\tprompt\nHi?\tHello\n", {}),
     }
+    # Parser errors other than JSONDecodeError: nesting past the recursion limit (RecursionError)
+    # as a line, as a .json file and inside a messages field; an integer past Python's
+    # 4,300-digit guard (a plain ValueError).
+    deep = "[" * DEEP + "]" * DEEP
+    files["deep_nesting.jsonl"] = (jl(pc, deep, pc), {})
+    files["deep_nesting.json"] = (f'[\n{{"prompt": "Say hi."}},\n{deep}\n]\n', {})
+    files["deep_messages.jsonl"] = (jl(pc, pc, f'{{"messages": {deep}}}'), {})
+    files["big_integer.jsonl"] = (jl(pc, f'{{"prompt": "Count.", "completion": {"9" * 5000}}}'), {})
     out = {k: (v.encode() if isinstance(v, str) else v, o) for k, (v, o) in files.items()}
     # Real invalid UTF-8: a Latin-1 "café" on line 2, and in a CSV cell on line 3.
     out["undecodable.jsonl"] = (pc.encode() + b'\n{"prompt": "caf\xe9", "completion": "x"}\n', {})
@@ -194,6 +205,10 @@ EXPECTED = {
     "parquet_wrong_type.parquet": ("wrong_type", None, "prompt"),
     "parquet_corrupt.parquet": ("unreadable", None, None),
     "hf_wrong_type": ("wrong_type", None, "prompt"),
+    "deep_nesting.jsonl": ("too_deep", 2, None),
+    "deep_nesting.json": ("too_deep", 3, None),
+    "deep_messages.jsonl": ("too_deep", 3, None),
+    "big_integer.jsonl": ("bad_json", 2, None),
 }
 
 
