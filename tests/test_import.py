@@ -244,3 +244,37 @@ def test_parsed_but_deep_rows_and_answers_are_refused_not_crashed(tmp_path: Path
     task = TaskSpec(name="x", output_kind="json", json_fields=["n"])
     assert parse_output(task, '{"n": ' + "9" * 5000 + "}") == (False, None)
     assert parse_output(task, "[" * 100_000) == (False, None)
+
+
+def test_a_huge_field_refuses_its_row_not_the_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    topics = ["volcanoes", "tax law", "jazz", "bread", "moths", "tides", "chess", "rain"]
+    rows = [{"prompt": f"Tell me about {t}.", "completion": "Yes"} for t in topics]
+    big = [{"role": "user", "content": "x" * 20_000_000}, {"role": "assistant", "content": "A"}]
+    rows[3] = {"prompt": "Summarise this chat.", "chat": big}
+    rows[5] = {"prompt": "Big answer?", "completion": "y" * 1_000_001}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset_id, report = import_dataset(store, path, task=TASK, test_size=1)
+    assert dataset_id is None and report.max_field_chars == 1_000_000
+    assert [(i.kind, i.line, i.field) for i in report.issues] == [
+        ("too_large", 4, "chat[0].content"),
+        ("too_large", 6, "completion"),
+    ]
+    assert "20,000,000 characters" in str(report.issues[0]) and "1,000,000" in str(report.issues[0])
+    assert_nothing_written(store)
+    dataset_id, report = import_dataset(store, path, task=TASK, test_size=1, mode="valid_only")
+    assert report.rows_valid == 6 and import_info(store, dataset_id)["max_field_chars"] == 1_000_000
+    assert max(len(e["input"]) + len(e["reference"]) for e in store.get_examples(dataset_id)) < 100
+
+
+def test_the_field_limit_is_a_parameter_and_csv_cells_over_128kb_are_judged_by_it(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text(f"question,answer\nShort?,Yes\n{'q' * 200_000},No\n{'w' * 90},Maybe\n")
+    records, report = read_records(path, mapping=QA_MAPPING)
+    assert report.ok and len(records) == 3  # the csv module alone stops at 131,072 characters
+    records, report = read_records(path, mapping=QA_MAPPING, max_field_chars=50)
+    assert [(i.kind, i.line, i.field) for i in report.issues] == [
+        ("too_large", 3, "question"),
+        ("too_large", 4, "question"),
+    ]
+    assert "limit is 50 per field" in report.issues[0].reason and len(records) == 1

@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.data.readers import FORMATS, Fatal, Source, detect_format, fatal, open_sources
 from engine.data.report import ImportReport, Issue, Record
-from engine.data.shapes import SHAPES, RowError, detect_shape, parse_row
+from engine.data.shapes import MAX_FIELD_CHARS, SHAPES, RowError, detect_shape, parse_row
 
 MAPPABLE = ("instruction", "input", "output", "prompt", "completion", "messages")
 """Shape fields a tabular ``mapping`` may point at a column."""
@@ -107,7 +107,7 @@ def _display(fld: str | None, back: dict[str, str]) -> str | None:
 
 
 def _parse(
-    src: Source, shape: str | None, mapping: dict[str, str] | None, report: ImportReport
+    src: Source, shape: str | None, mapping: dict[str, str] | None, report: ImportReport, max_chars: int
 ) -> list[Record]:
     rows = src.rows
     if src.columns is not None:
@@ -134,7 +134,7 @@ def _parse(
                 else:
                     row[key] = value
         try:
-            rec = parse_row(shape, row, extra)
+            rec = parse_row(shape, row, extra, max_chars)
         except RowError as err:
             report.issues.append(
                 Issue(src.name, number, src.unit, _display(err.field, back), err.kind, err.reason)
@@ -150,6 +150,7 @@ def read_records(
     fmt: str | None = None,
     shape: str | None = None,
     mapping: dict[str, str] | None = None,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> tuple[list[Record], ImportReport]:
     """Read and validate a data file (or saved dataset folder) without writing anything.
 
@@ -159,6 +160,8 @@ def read_records(
         shape: one of :data:`~engine.data.shapes.SHAPES`; detected from the keys when None.
         mapping: for CSV/TSV/Parquet/HF sources, shape field -> column name, e.g.
             ``{"instruction": "task", "input": "context", "output": "answer"}``.
+        max_field_chars: the longest text one field may hold; a longer one refuses its row
+            (``too_large``, naming the line and the field).
 
     Returns:
         The valid records (in file order) and the report of every problem found. A fatal
@@ -166,11 +169,13 @@ def read_records(
         leaves the records empty.
     """
     p = Path(path)
-    report = ImportReport(path=str(path), fmt=fmt)
+    report = ImportReport(path=str(path), fmt=fmt, max_field_chars=max_field_chars)
     if shape is not None and shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if max_field_chars < 1:
+        raise ValueError(f"max_field_chars must be at least 1, got {max_field_chars}")
     records: list[Record] = []
     try:
         if not p.exists():
@@ -181,7 +186,7 @@ def read_records(
             raise fatal(p.name, "unknown_format", reason)
         sources = open_sources(p, fmt, report.issues)
         for src in sources:
-            records.extend(_parse(src, shape, mapping, report))
+            records.extend(_parse(src, shape, mapping, report, max_field_chars))
     except Fatal as err:
         report.issues.append(err.issue)
     except OSError as err:

@@ -29,6 +29,7 @@ from engine.data.dedup import DEFAULT_THRESHOLD, Leak, check_no_leak, near_dupli
 from engine.data.importers import common_system_prompt, read_records
 from engine.data.prompts import render_prompt
 from engine.data.report import ImportReport, Issue, Mode, Record
+from engine.data.shapes import MAX_FIELD_CHARS
 from engine.data.validate import parse_output
 from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
@@ -116,6 +117,7 @@ def import_dataset(
     rules: Sequence[RuleSpec] = (),
     dedup_threshold: float = DEFAULT_THRESHOLD,
     check_outputs: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> tuple[str | None, ImportReport]:
     """Import a data file as a dataset with a frozen test split, or refuse and write nothing.
 
@@ -133,6 +135,7 @@ def import_dataset(
         rules: cleaning rules applied before the split (see :mod:`engine.data.cleaning`).
         dedup_threshold: similarity at which prompts count as near-duplicates for the split.
         check_outputs: for JSON and label tasks, treat an answer that does not parse as a bad row.
+        max_field_chars: the longest text one field may hold; a row with a longer one is bad.
 
     Returns:
         ``(dataset_id, report)``; the id is None when the import was refused, and the report's
@@ -152,7 +155,9 @@ def import_dataset(
     if problem:  # a TaskSpec validates its template; this catches one built with model_construct
         raise SpecError(f"task.prompt_template: prompt_template {problem}")
 
-    records, report = read_records(path, fmt=fmt, shape=shape, mapping=mapping)
+    records, report = read_records(
+        path, fmt=fmt, shape=shape, mapping=mapping, max_field_chars=max_field_chars
+    )
     report.mode = mode
     if check_outputs and not report.fatal:
         records = _check_outputs(task, records, report.shape, report)
@@ -253,6 +258,7 @@ def _write_provenance(
         "seed": seed,
         "test_size": test_size,
         "dedup_threshold": threshold,
+        "max_field_chars": report.max_field_chars,
         "rules": [r if isinstance(r, str | dict) else {"rule": r[0], **r[1]} for r in rules],
         "rows_read": report.rows_read,
         "rows_valid": report.rows_valid,

@@ -40,6 +40,7 @@ MAX_DEPTH = 64
 """Deepest nesting of lists and objects a JSON row may have (a chat row needs about 5)."""
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BOM = b"\xef\xbb\xbf"
+_CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform
 _BIG_INT = re.compile(r"value has (\d+) digits")
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
@@ -191,6 +192,9 @@ def _json_array(path: Path, name: str, issues: list[Issue]) -> Iterator[tuple[in
 
 def _csv(path: Path, name: str, delimiter: str, issues: list[Issue]) -> Source:
     text = _read_bytes(path, name).decode("utf-8", errors="surrogateescape")
+    # The csv module stops the whole file at a cell over 128 KB; the size of a cell is judged
+    # per row instead (engine.data.shapes.MAX_FIELD_CHARS), naming its line and column.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = [h.strip() for h in next(reader)]

@@ -21,6 +21,7 @@ Mode = Literal["strict", "valid_only"]
 ISSUE_KINDS = (
     "bad_json",
     "too_deep",
+    "too_large",
     "undecodable",
     "bad_encoding",
     "missing_field",
@@ -104,6 +105,7 @@ class ImportReport:
         n_train: examples in the train split.
         n_test: examples in the frozen test split.
         dup_groups: near-duplicate groups kept whole on one side of the split.
+        max_field_chars: the longest text a field could hold (longer ones are ``too_large``).
     """
 
     path: str
@@ -122,6 +124,7 @@ class ImportReport:
     n_train: int = 0
     n_test: int = 0
     dup_groups: int = 0
+    max_field_chars: int | None = None
 
     @property
     def fatal(self) -> bool:

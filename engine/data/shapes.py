@@ -14,7 +14,9 @@ Shapes, detected from a row's keys (the first that matches):
 
 A field that is present must have the right type: ``"completion": null`` is an error (leave
 the key out when there is no answer). An answer given as a JSON object or list is stored as
-its JSON text. Keys a shape does not use are kept in ``meta["extra"]``.
+its JSON text. Keys a shape does not use are kept in ``meta["extra"]``. No text anywhere in a
+row may be longer than :data:`MAX_FIELD_CHARS` (``max_field_chars`` of :func:`parse_row`): one
+20 MB prompt would otherwise be stored, rendered and deduplicated like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 from engine.data.report import Record
 
+MAX_FIELD_CHARS = 1_000_000
+"""Longest text (in characters, about 1 MB) one field of a row may hold, by default."""
 SHAPES = ("chat", "openai_log", "alpaca", "prompt_completion", "io")
 """Row shapes, in detection order."""
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -75,6 +79,23 @@ def detect_shape(keys: set[str] | list[str]) -> str | None:
         if key in k:
             return shape
     return None
+
+
+def _check_sizes(row: dict[str, Any], limit: int) -> None:
+    """Refuse a row with any text (at any depth) longer than ``limit`` characters, naming it."""
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in row.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and len(value) > limit:
+            reason = (
+                f"the text is {len(value):,} characters long; the limit is {limit:,} per field "
+                "(max_field_chars)"
+            )
+            raise RowError("too_large", path, reason)
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
 
 
 def _require(row: dict[str, Any], *keys: str) -> None:
@@ -245,19 +266,23 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def parse_row(shape: str, row: Any, extra: dict[str, Any] | None = None) -> Record:
+def parse_row(
+    shape: str, row: Any, extra: dict[str, Any] | None = None, max_field_chars: int = MAX_FIELD_CHARS
+) -> Record:
     """Validate one row of ``shape`` and normalise it.
 
     Args:
         shape: one of :data:`SHAPES`.
         row: the parsed row (must be a dict).
         extra: more fields to keep in ``meta["extra"]`` (e.g. unmapped CSV columns).
+        max_field_chars: the longest text any field (or message, or extra column) may hold.
 
     Raises:
         RowError: the row is refused (kind, field and reason say why).
     """
     if not isinstance(row, dict):
         raise RowError("wrong_type", None, f"expected an object, got {type_name(row)}")
+    _check_sizes({**row, **(extra or {})}, max_field_chars)
     meta: dict[str, Any] = {}
     if shape == "chat":
         _require(row, "messages")

@@ -25,7 +25,7 @@ from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
 from engine.data.readers import Fatal, detect_format, open_sources
 from engine.data.report import ImportReport, Issue, Record
-from engine.data.shapes import detect_shape
+from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
 
@@ -184,6 +184,7 @@ def check_import(
     mapping: dict[str, str] | None = None,
     rules: Sequence[RuleSpec] = (),
     check_outputs: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> ImportCheck:
     """Validate and clean a source exactly as :func:`~engine.data.importing.import_dataset`
     would, without writing anything; ``report.message`` says what importing would do.
@@ -191,7 +192,7 @@ def check_import(
     Raises:
         ValueError: invalid rules or parameters.
     """
-    records, report = read_records(path, fmt=fmt, mapping=mapping or None)
+    records, report = read_records(path, fmt=fmt, mapping=mapping or None, max_field_chars=max_field_chars)
     if check_outputs and not report.fatal:
         records = _check_outputs(task, records, report.shape, report)
     if report.fatal:

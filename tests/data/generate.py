@@ -164,6 +164,8 @@ def bad_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
     files["deep_nesting.json"] = (f'[\n{{"prompt": "Say hi."}},\n{deep}\n]\n', {})
     files["deep_messages.jsonl"] = (jl(pc, pc, f'{{"messages": {deep}}}'), {})
     files["big_integer.jsonl"] = (jl(pc, f'{{"prompt": "Count.", "completion": {"9" * 5000}}}'), {})
+    # One prompt just over the default per-field limit (1,000,000 characters) among normal rows.
+    files["huge_prompt.jsonl"] = (jl(pc, {"prompt": "Say " + "hi " * 333_333, "completion": "Hi"}, pc), {})
     out = {k: (v.encode() if isinstance(v, str) else v, o) for k, (v, o) in files.items()}
     # Real invalid UTF-8: a Latin-1 "café" on line 2, and in a CSV cell on line 3.
     out["undecodable.jsonl"] = (pc.encode() + b'\n{"prompt": "caf\xe9", "completion": "x"}\n', {})
@@ -209,6 +211,7 @@ EXPECTED = {
     "deep_nesting.json": ("too_deep", 3, None),
     "deep_messages.jsonl": ("too_deep", 3, None),
     "big_integer.jsonl": ("bad_json", 2, None),
+    "huge_prompt.jsonl": ("too_large", 2, "prompt"),
 }
 
 
