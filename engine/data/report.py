@@ -30,6 +30,8 @@ ISSUE_KINDS = (
     "empty_prompt",
     "bad_value",
     "no_user_turn",
+    "no_assistant_turn",
+    "turn_order",
     "ragged_row",
     "bad_output",
     "empty_file",

@@ -2,8 +2,9 @@
 
 Shapes, detected from a row's keys (the first that matches):
 
-* ``chat`` — ``messages``: a list of ``{"role", "content"}`` turns. The last assistant turn is
-  the reference answer; the turn before it must be the user's.
+* ``chat`` — ``messages``: a list of ``{"role", "content"}`` turns. After any system prompt
+  the user speaks first; the last turn is the assistant's and is the reference answer, and the
+  turn before it must be the user's. (Prompts without answers are ``prompt`` rows.)
 * ``openai_log`` — ``request`` + ``response``: a logged chat-completions call. The request's
   messages are the prompt and the response's first choice the answer (the Batch API's
   ``response.body`` wrapper is understood).
@@ -182,6 +183,31 @@ def _turns(messages: Any, path: str) -> list[tuple[str, str]]:
     return turns
 
 
+def _check_chat_order(turns: list[tuple[str, str]], path: str) -> None:
+    """A chat row opens with the user (after any system prompt) and ends with the assistant's answer.
+
+    Otherwise the transcript would silently become a prompt with no answer, or with the
+    roles the wrong way round.
+    """
+    first = next(i for i, (role, _) in enumerate(turns) if role not in ("system", "developer"))
+    if turns[first][0] != "user":
+        reason = (
+            f"the conversation opens with a {turns[first][0]!r} turn before any 'user' turn; after "
+            "the system prompt the user speaks first"
+        )
+        raise RowError("turn_order", f"{path}[{first}].role", reason)
+    last = len(turns) - 1
+    if not any(role == "assistant" for role, _ in turns):
+        reason = (
+            "no 'assistant' turn: a chat row needs the answer as its last message (give prompts "
+            'without answers as {"prompt": ...} rows)'
+        )
+        raise RowError("no_assistant_turn", path, reason)
+    if turns[last][0] != "assistant":
+        reason = f"the conversation ends with a {turns[last][0]!r} turn, not the assistant's answer"
+        raise RowError("no_assistant_turn", f"{path}[{last}].role", reason)
+
+
 def _conversation(messages: Any, path: str, allow_answer: bool) -> tuple[str, str | None, dict[str, Any]]:
     """(prompt text, answer or None, meta) of a conversation.
 
@@ -192,10 +218,11 @@ def _conversation(messages: Any, path: str, allow_answer: bool) -> tuple[str, st
     if not any(role == "user" for role, _ in turns):
         raise RowError("no_user_turn", path, "no message with role 'user'")
     answer = None
-    if turns[-1][0] == "assistant":
-        if not allow_answer:
-            raise RowError("bad_value", path, "the request ends with an assistant turn, not the user's")
+    if allow_answer:  # a chat row: a whole conversation, answered
+        _check_chat_order(turns, path)
         answer = turns.pop()[1]
+    elif turns[-1][0] == "assistant":
+        raise RowError("bad_value", path, "the request ends with an assistant turn, not the user's")
     if turns[-1][0] != "user":
         raise RowError(
             "bad_value",

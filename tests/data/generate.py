@@ -164,6 +164,15 @@ def bad_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
     files["deep_nesting.json"] = (f'[\n{{"prompt": "Say hi."}},\n{deep}\n]\n', {})
     files["deep_messages.jsonl"] = (jl(pc, pc, f'{{"messages": {deep}}}'), {})
     files["big_integer.jsonl"] = (jl(pc, f'{{"prompt": "Count.", "completion": {"9" * 5000}}}'), {})
+    # Chat rows that would silently become answerless or role-swapped prompts.
+    files["chat_no_assistant.jsonl"] = (jl({"messages": msgs("Hi", "Hello")}, {"messages": msgs("Bye")}), {})
+    files["chat_assistant_first.jsonl"] = (
+        jl(
+            {"messages": msgs("Hi", "Hello")},
+            {"messages": [{"role": "assistant", "content": "Paris"}, *msgs("Capital of France?")]},
+        ),
+        {},
+    )
     # One prompt just over the default per-field limit (1,000,000 characters) among normal rows.
     files["huge_prompt.jsonl"] = (jl(pc, {"prompt": "Say " + "hi " * 333_333, "completion": "Hi"}, pc), {})
     out = {k: (v.encode() if isinstance(v, str) else v, o) for k, (v, o) in files.items()}
@@ -212,6 +221,8 @@ EXPECTED = {
     "deep_messages.jsonl": ("too_deep", 3, None),
     "big_integer.jsonl": ("bad_json", 2, None),
     "huge_prompt.jsonl": ("too_large", 2, "prompt"),
+    "chat_no_assistant.jsonl": ("no_assistant_turn", 2, "messages"),
+    "chat_assistant_first.jsonl": ("turn_order", 2, "messages[0].role"),
 }
 
 
