@@ -161,3 +161,17 @@ def test_embedding_map_inline_and_as_a_job(
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("plotly_chart")) == 5
     assert emb.cached_embeddings(store, tickets, 80) is not None
+
+
+# ------------------------------------------------------------- view-model helpers (no page)
+def test_long_and_odd_upload_names_are_shortened_keeping_the_extension(store: Store) -> None:
+    from engine.ui import data as dv
+
+    data = b'{"prompt": "x"}\n'
+    path = dv.save_upload(store, "a" * 300 + ".jsonl", data)  # was OSError: File name too long
+    assert path.exists() and path.name.endswith("a.jsonl") and len(path.name.encode()) <= 100
+    path = dv.save_upload(store, "é" * 300 + ".tsv", b"prompt\tx\n")  # 2 bytes a character
+    assert path.exists() and path.suffix == ".tsv" and len(path.name.encode()) <= 100
+    assert dv.upload_name("../../etc/SMSSpamCollection") == "SMSSpamCollection"  # no extension kept as is
+    assert dv.upload_name("my data (1).csv") == "my_data_1.csv"
+    assert dv.upload_name("...") == "upload" and dv.upload_name("x." + "y" * 40) == "x." + "y" * 40

@@ -37,13 +37,34 @@ _PROMPT_NAMES = ("prompt", "question", "input", "text", "query", "message", "ins
 _ANSWER_NAMES = ("completion", "answer", "output", "response", "label", "target", "reference")
 
 
-def save_upload(store: Store, filename: str, data: bytes) -> Path:
-    """Save uploaded bytes under ``<home>/uploads/<content hash>/<filename>``; returns the path.
+MAX_UPLOAD_NAME = 100
+"""Longest stored upload name in UTF-8 bytes (file systems allow 255; names can be longer)."""
 
-    Content-addressed, so re-running the page does not write the same upload twice, and
-    written through a temporary file, so a half-written upload is never read.
+
+def upload_name(filename: str) -> str:
+    """A safe, short file name for an upload: word characters, ``.``, ``-``; extension kept.
+
+    Browsers send the name as the user's file system had it, which may be longer than this
+    one allows (``OSError: File name too long``) or hold path separators and odd characters.
     """
     name = re.sub(r"[^\w.\-]+", "_", Path(filename).name).strip("._") or "upload"
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:  # no extension (a sniffed file), or not really one
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    room = MAX_UPLOAD_NAME - len(suffix.encode())
+    stem = stem.encode()[:room].decode("utf-8", errors="ignore").rstrip("._") or "upload"
+    return stem + suffix
+
+
+def save_upload(store: Store, filename: str, data: bytes) -> Path:
+    """Save uploaded bytes under ``<home>/uploads/<content hash>/<name>``; returns the path.
+
+    ``name`` is :func:`upload_name` of ``filename``. Content-addressed, so re-running the page
+    does not write the same upload twice, and written through a temporary file, so a
+    half-written upload is never read.
+    """
+    name = upload_name(filename)
     folder = store.home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
     path = folder / name
     if not path.exists():
