@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Button
+from streamlit.testing.v1.element_tree import Button, Selectbox
 
 from engine.data import embeddings as emb
 from engine.data.importing import import_dataset
@@ -45,6 +45,10 @@ def button(at: AppTest, label: str) -> Button:
     return next(b for b in at.button if b.label == label)
 
 
+def select(at: AppTest, label: str) -> Selectbox:
+    return next(s for s in at.selectbox if s.label == label)
+
+
 def validate(at: AppTest, path: Path) -> AppTest:
     at.text_input(key="upload_path").set_value(str(path)).run()
     button(at, "Validate").click().run()
@@ -76,8 +80,8 @@ def test_empty_state_says_what_to_upload(store: Store) -> None:
 
 def test_csv_is_mapped_validated_and_imported(store: Store) -> None:
     at = validate(open_page(), DATA / "good" / "qa.csv")
-    assert at.selectbox[0].label == "Prompt column" and at.selectbox[0].value == "question"
-    assert at.selectbox[1].value == "answer"
+    assert select(at, "Prompt column").value == "question" and select(at, "Answer column").value == "answer"
+    assert select(at, "Delimiter").value == "comma (,)"
     assert "All 6 rows are valid" in texts(at)
     assert store.list_datasets() == []  # validating writes nothing
     assert not button(at, "Import (strict)").disabled
@@ -161,6 +165,31 @@ def test_embedding_map_inline_and_as_a_job(
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("plotly_chart")) == 5
     assert emb.cached_embeddings(store, tickets, 80) is not None
+
+
+def test_uploader_takes_files_without_an_extension(store: Store) -> None:
+    (uploader,) = open_page().get("file_uploader")
+    assert list(uploader.proto.type) == []  # no type= list that refuses a bare NAME
+
+
+def test_tsv_quoting_and_csv_delimiter_are_page_options(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "quotes.tsv"
+    rows = ['"Hi" she said, twice', "Plain question?", '"Unclosed quote, then more', "Fourth one"]
+    src.write_text("prompt\tcompletion\n" + "".join(f"{p}\t{i}\n" for i, p in enumerate(rows)))
+    at = validate(open_page(), src)
+    assert "All 4 rows are valid" in texts(at)
+    next(c for c in at.checkbox if c.label.startswith("Cells are quoted")).check().run()
+    button(at, "Validate").click().run()
+    assert "cannot be read as a whole" in texts(at)  # CSV rules: '"Hi" she said' is a syntax error
+    assert "CSV syntax error" in at.dataframe[1].value["reason"][0]
+    semi = tmp_path / "semi.csv"
+    semi.write_text("question;answer\nIs it, really?;Yes\nWho, then?;Me\n")
+    at = open_page()
+    at.text_input(key="upload_path").set_value(str(semi)).run()
+    select(at, "Delimiter").set_value("semicolon (;)").run()
+    assert select(at, "Prompt column").options[-2:] == ["question", "answer"]
+    button(at, "Validate").click().run()
+    assert "All 2 rows are valid" in texts(at)
 
 
 # ------------------------------------------------------------- view-model helpers (no page)

@@ -293,3 +293,76 @@ def test_answerless_chat_rows_are_not_all_valid_for_a_label_task() -> None:
     )
     check = check_import(BAD / "chat_assistant_first.jsonl", task=task)
     assert [(i.kind, i.line, i.field) for i in check.report.issues] == [("turn_order", 2, "messages[0].role")]
+
+
+SMS = GOOD / "sms_spam.tsv"
+SMS_MAPPING = {"prompt": "Message", "completion": "Label"}
+SPAM = TaskSpec(name="spam", output_kind="label", labels=["ham", "spam"])
+
+
+def test_tsv_is_read_without_quoting_unless_asked(store: Store) -> None:
+    records, report = read_records(SMS, mapping=SMS_MAPPING)
+    assert report.ok and len(records) == 10, report.error_text()  # was refused whole at line 5
+    assert records[3]["input"].startswith('"Hey, are you coming?" she asked.')
+    assert records[7]["input"] == "\"Sorry, I'll call later" and records[7]["output"] == "ham"
+    assert (report.delimiter, report.quotechar) == ("\t", "")
+    _, quoted = read_records(SMS, mapping=SMS_MAPPING, quotechar='"')  # CSV rules: refused
+    assert quoted.issues and quoted.issues[0].line == 5
+    assert "read the file with no quote character" in quoted.issues[0].reason
+    dataset_id, report = import_dataset(store, SMS, task=SPAM, mapping=SMS_MAPPING, test_size=2)
+    assert dataset_id and import_info(store, dataset_id)["quotechar"] == ""
+
+
+def test_csv_delimiter_and_quote_character_are_options(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("question;answer\n'Is it; really?';Yes\nSay \"hi\";Hi\n")
+    records, report = read_records(path, mapping=QA_MAPPING, delimiter=";", quotechar="'")
+    assert report.ok and [r["input"] for r in records] == ["Is it; really?", 'Say "hi"']
+    assert (report.delimiter, report.quotechar) == (";", "'")
+    path = tmp_path / "literal.csv"
+    path.write_text('question,answer\n"Quoted" at the start, then more,x\n')
+    records, report = read_records(path, mapping=QA_MAPPING, quotechar="")
+    assert [i.kind for i in report.issues] == ["ragged_row"]  # three cells: no quotes to group them
+    for bad in ({"delimiter": "ab"}, {"delimiter": "\n"}, {"quotechar": ","}, {"quotechar": "''"}):
+        with pytest.raises(ValueError, match=r"delimiter|quotechar"):
+            read_records(GOOD / "qa.csv", mapping=QA_MAPPING, **bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [
+        ("sms_spam.tsv", "tsv"),
+        ("qa.tsv", "tsv"),
+        ("qa.csv", "csv"),
+        ("alpaca.jsonl", "jsonl"),
+        ("alpaca_array.json", "json"),
+        ("qa.parquet", "parquet"),
+    ],
+)
+def test_files_without_an_extension_are_sniffed(tmp_path: Path, source: str, fmt: str) -> None:
+    from engine.data.sniff import detect_format
+
+    bare = tmp_path / "SMSSpamCollection"  # many public data sets ship as a bare NAME
+    bare.write_bytes((GOOD / source).read_bytes())
+    assert detect_format(bare) == fmt
+    mapping = {"sms_spam.tsv": SMS_MAPPING, "qa.csv": QA_MAPPING, "qa.parquet": QA_MAPPING}.get(source)
+    records, report = read_records(bare, mapping=mapping)
+    assert report.ok and report.fmt == fmt and len(records) >= 6, report.error_text()
+    txt = tmp_path / "data.txt"  # an extension that says nothing
+    txt.write_bytes(bare.read_bytes())
+    assert detect_format(txt) == fmt
+
+
+def test_unknown_content_is_refused_by_name(tmp_path: Path) -> None:
+    binary = tmp_path / "blob"
+    binary.write_bytes(bytes(range(256)) * 4)
+    prose = tmp_path / "README"
+    prose.write_text("Just some words\nand more words\n")
+    for path in (binary, prose):
+        _, report = read_records(path)
+        [issue] = report.issues
+        assert issue.kind == "unknown_format" and str(issue).startswith(path.name)
+        assert "from the name or the content" in issue.reason
+    utf16 = tmp_path / "utf16"
+    utf16.write_bytes((BAD / "utf16.jsonl").read_bytes())
+    assert read_records(utf16)[1].issues[0].kind == "bad_encoding"

@@ -23,7 +23,8 @@ FORMATS_HELP = (
     "**JSONL / JSON** — chat (`messages`), `prompt`/`completion`, `instruction`/`input`/`output`, "
     "or production logs (`request`/`response` of chat-completions calls). **CSV / TSV / Parquet** — "
     "any columns: you say which holds the prompt and the answer. **A saved Hugging Face dataset** — "
-    "the folder `save_to_disk` wrote (give its path)."
+    "the folder `save_to_disk` wrote (give its path). A file without an extension is recognised by "
+    "its content."
 )
 
 store = Store()
@@ -35,8 +36,8 @@ st.write(
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _preview(path: str, mtime: float) -> dv.SourcePreview:
-    return dv.preview_source(path)
+def _preview(path: str, mtime: float, reading: tuple[tuple[str, str], ...]) -> dv.SourcePreview:
+    return dv.preview_source(path, **dict(reading))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -58,7 +59,8 @@ def _map(home: str, dataset_id: str, k: int, n: int) -> emb.EmbeddingMap | None:
 # ------------------------------------------------------------------------------ upload
 def _source() -> Path | None:
     left, right = st.columns(2, gap="large")
-    upload = left.file_uploader("Upload a file", type=dv.UPLOAD_TYPES, key="upload_file")
+    # No type= filter: public data sets often ship without an extension; the content decides.
+    upload = left.file_uploader("Upload a file", key="upload_file")
     typed = right.text_input(
         "…or a local path",
         key="upload_path",
@@ -68,6 +70,25 @@ def _source() -> Path | None:
     if upload is not None:
         return dv.save_upload(store, upload.name, upload.getvalue())
     return Path(typed.strip()).expanduser() if typed.strip() else None
+
+
+def _reading(fmt: str | None, sid: str) -> dict[str, str]:
+    """How a CSV or TSV is split into cells (the reader's ``delimiter`` and ``quotechar``)."""
+    if fmt == "tsv":
+        quoted = st.checkbox(
+            'Cells are quoted with "',
+            False,
+            key=f"tsv_quoted.{sid}",
+            help='Tab-separated files usually have no quoting: a " is part of the text. Turn on for '
+            'files whose cells are wrapped in "…" (to hold tabs or line breaks).',
+        )
+        return {"quotechar": '"' if quoted else ""}
+    if fmt == "csv":
+        c1, c2, _ = st.columns(3)
+        delimiter = c1.selectbox("Delimiter", list(dv.DELIMITERS), key=f"csv_delimiter.{sid}")
+        quote = c2.selectbox("Quote character", list(dv.QUOTES), key=f"csv_quote.{sid}")
+        return {"delimiter": dv.DELIMITERS[delimiter], "quotechar": dv.QUOTES[quote]}
+    return {}
 
 
 def _mapping(preview: dv.SourcePreview, sid: str) -> dict[str, str]:
@@ -209,14 +230,15 @@ def upload_tab() -> None:
     if path is None:
         st.info(f"Upload a file or give a local path to start. {FORMATS_HELP}")
         return
-    preview = _preview(str(path), path.stat().st_mtime if path.exists() else 0.0)
+    sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    reading = _reading(dv.source_format(path), sid)
+    preview = _preview(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(reading.items()))
     if preview.error:
         st.error(preview.error)
         return
     cols = f" · columns: {', '.join(preview.columns)}" if preview.columns else ""
     st.caption(f"`{path}` · format: {preview.fmt}{cols}")
     st.dataframe(preview.rows, hide_index=True)
-    sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
     mapping = _mapping(preview, sid) if preview.needs_mapping else {}
     opts, task = _task_inputs(path)
     rules = {r["rule"]: r for r in list_rules()}
@@ -227,13 +249,20 @@ def upload_tab() -> None:
             specs.append({"rule": name, **_rule_params(rules[name])})
     if task is None:
         return
-    sig = json.dumps([str(path), mapping, task.model_dump(), specs, opts], sort_keys=True, default=str)
+    sig = json.dumps(
+        [str(path), reading, mapping, task.model_dump(), specs, opts], sort_keys=True, default=str
+    )
     if st.button("Validate", type="primary", icon=":material/fact_check:"):
         st.session_state.pop("data_imported", None)
         try:
             with st.spinner("Validating every row…"):
                 check = dv.check_import(
-                    path, task=task, mapping=mapping, rules=specs, check_outputs=opts["check_outputs"]
+                    path,
+                    task=task,
+                    mapping=mapping,
+                    rules=specs,
+                    check_outputs=opts["check_outputs"],
+                    **reading,
                 )
             st.session_state["data_check"] = (sig, check)
         except ValueError as err:
@@ -245,7 +274,7 @@ def upload_tab() -> None:
         st.info("The file or settings changed since the last validation: validate again.")
     else:
         _show_check(check)
-        _import_buttons(path, check, task, mapping=mapping or None, rules=specs, **opts)
+        _import_buttons(path, check, task, mapping=mapping or None, rules=specs, **opts, **reading)
 
 
 # ---------------------------------------------------------------------------- datasets

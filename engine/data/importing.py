@@ -118,6 +118,8 @@ def import_dataset(
     dedup_threshold: float = DEFAULT_THRESHOLD,
     check_outputs: bool = True,
     max_field_chars: int = MAX_FIELD_CHARS,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
 ) -> tuple[str | None, ImportReport]:
     """Import a data file as a dataset with a frozen test split, or refuse and write nothing.
 
@@ -136,6 +138,8 @@ def import_dataset(
         dedup_threshold: similarity at which prompts count as near-duplicates for the split.
         check_outputs: for JSON and label tasks, treat an answer that does not parse as a bad row.
         max_field_chars: the longest text one field may hold; a row with a longer one is bad.
+        delimiter: CSV/TSV cell separator (the format's when None).
+        quotechar: CSV/TSV quote character, ``""`` for none (``"`` for CSV, none for TSV when None).
 
     Returns:
         ``(dataset_id, report)``; the id is None when the import was refused, and the report's
@@ -156,7 +160,13 @@ def import_dataset(
         raise SpecError(f"task.prompt_template: prompt_template {problem}")
 
     records, report = read_records(
-        path, fmt=fmt, shape=shape, mapping=mapping, max_field_chars=max_field_chars
+        path,
+        fmt=fmt,
+        shape=shape,
+        mapping=mapping,
+        max_field_chars=max_field_chars,
+        delimiter=delimiter,
+        quotechar=quotechar,
     )
     report.mode = mode
     if check_outputs and not report.fatal:
@@ -259,6 +269,8 @@ def _write_provenance(
         "test_size": test_size,
         "dedup_threshold": threshold,
         "max_field_chars": report.max_field_chars,
+        "delimiter": report.delimiter,
+        "quotechar": report.quotechar,
         "rules": [r if isinstance(r, str | dict) else {"rule": r[0], **r[1]} for r in rules],
         "rows_read": report.rows_read,
         "rows_valid": report.rows_valid,

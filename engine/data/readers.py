@@ -23,19 +23,12 @@ from typing import Any
 
 from engine.data.report import Issue
 
-FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hf_disk")
-"""File formats :func:`open_sources` understands."""
-_EXTENSIONS = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".jsonlines": "jsonl",
-    ".json": "json",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+TEXT_DIALECTS = {"csv": (",", '"'), "tsv": ("\t", "")}
+"""Per text format, the default ``(delimiter, quote character)``; ``""`` means no quoting.
+
+A TSV has no quoting unless the user says so: a message that starts with ``"`` is text, not
+the opening of a quoted cell (which, with CSV rules, swallows lines up to the next ``"``).
+"""
 MAX_DEPTH = 64
 """Deepest nesting of lists and objects a JSON row may have (a chat row needs about 5)."""
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -61,21 +54,6 @@ class Source:
     rows: Iterator[tuple[int, Any]]
     columns: list[str] | None = None
     types: dict[str, Any] = field(default_factory=dict)  # column -> pyarrow type
-
-
-def detect_format(path: Path) -> str | None:
-    """The file format of ``path`` from its extension, or its first bytes; None if unknown."""
-    if path.is_dir():
-        marks = ("dataset_info.json", "state.json", "dataset_dict.json")
-        return "hf_disk" if any((path / m).exists() for m in marks) else None
-    if path.suffix.lower() in _EXTENSIONS:
-        return _EXTENSIONS[path.suffix.lower()]
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    first = head.removeprefix(_BOM).lstrip()[:1]
-    return {b"{": "jsonl", b"[": "json"}.get(first)
 
 
 def fatal(name: str, kind: str, reason: str, line: int | None = None, fld: str | None = None) -> Fatal:
@@ -190,16 +168,41 @@ def _json_array(path: Path, name: str, issues: list[Issue]) -> Iterator[tuple[in
             yield n, item
 
 
-def _csv(path: Path, name: str, delimiter: str, issues: list[Issue]) -> Source:
+def text_dialect(fmt: str, delimiter: str | None = None, quotechar: str | None = None) -> tuple[str, str]:
+    """The ``(delimiter, quotechar)`` a CSV or TSV file is read with: ``fmt``'s defaults
+    (:data:`TEXT_DIALECTS`) unless given; ``quotechar=""`` reads with no quoting at all.
+
+    Raises:
+        ValueError: not one character each, or the same character twice.
+    """
+    default_delimiter, default_quote = TEXT_DIALECTS.get(fmt, TEXT_DIALECTS["csv"])
+    delimiter = default_delimiter if delimiter is None else delimiter
+    quotechar = default_quote if quotechar is None else quotechar
+    if len(delimiter) != 1 or delimiter in "\r\n":
+        raise ValueError(f"delimiter must be one character (not a line break), got {delimiter!r}")
+    if len(quotechar) > 1 or quotechar in ("\r", "\n") or quotechar == delimiter:
+        raise ValueError(
+            f"quotechar must be one character other than the delimiter, or '' for none; got {quotechar!r}"
+        )
+    return delimiter, quotechar
+
+
+def _csv(path: Path, name: str, delimiter: str, quotechar: str, issues: list[Issue]) -> Source:
     text = _read_bytes(path, name).decode("utf-8", errors="surrogateescape")
     # The csv module stops the whole file at a cell over 128 KB; the size of a cell is judged
     # per row instead (engine.data.shapes.MAX_FIELD_CHARS), naming its line and column.
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    quoting = {"quotechar": quotechar} if quotechar else {"quoting": csv.QUOTE_NONE}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True, **quoting)
+    hint = (
+        f" (if {quotechar} is text here rather than a quote, read the file with no quote character)"
+        if quotechar
+        else ""
+    )
     try:
         header = [h.strip() for h in next(reader)]
     except (StopIteration, csv.Error) as err:
-        raise fatal(name, "unreadable", f"cannot read the header row: {err}", 1) from None
+        raise fatal(name, "unreadable", f"cannot read the header row: {err}{hint}", 1) from None
     bad = [h for h in header if _SURROGATE.search(h)]
     if bad:
         raise fatal(name, "undecodable", "the header has undecodable bytes (not UTF-8)", 1)
@@ -224,7 +227,7 @@ def _csv(path: Path, name: str, delimiter: str, issues: list[Issue]) -> Source:
                     continue
                 yield line, dict(zip(header, cells, strict=True))
         except csv.Error as err:
-            reason = f"CSV syntax error, the rest of the file was not read: {err}"
+            reason = f"CSV syntax error, the rest of the file was not read: {err}{hint}"
             issues.append(Issue(name, reader.line_num, "line", None, "unreadable", reason, fatal=True))
 
     return Source(name, "line", rows(), columns=header)
@@ -279,20 +282,29 @@ def _starts_with_bracket(path: Path) -> bool:
         return fh.read(4096).removeprefix(_BOM).lstrip()[:1] == b"["
 
 
-def open_sources(path: Path, fmt: str, issues: list[Issue]) -> list[Source]:
+def open_sources(
+    path: Path,
+    fmt: str,
+    issues: list[Issue],
+    *,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
+) -> list[Source]:
     """The row sources of ``path`` read as ``fmt`` (one per split for a saved DatasetDict).
 
     Row-level problems found while reading are appended to ``issues`` as rows are consumed.
+    ``delimiter`` and ``quotechar`` apply to CSV and TSV (see :func:`text_dialect`).
 
     Raises:
         Fatal: the file cannot be read at all.
+        ValueError: a bad delimiter or quote character.
     """
     if fmt == "jsonl" or (fmt == "json" and not _starts_with_bracket(path)):
         return [Source(path.name, "line", _jsonl(path, path.name, issues))]
     if fmt == "json":
         return [Source(path.name, "item", _json_array(path, path.name, issues))]
     if fmt in ("csv", "tsv"):
-        return [_csv(path, path.name, "," if fmt == "csv" else "\t", issues)]
+        return [_csv(path, path.name, *text_dialect(fmt, delimiter, quotechar), issues)]
     if fmt == "parquet":
         return [_parquet(path, path.name)]
     return _hf_disk(path, path.name)

@@ -108,6 +108,8 @@ class ImportReport:
         n_test: examples in the frozen test split.
         dup_groups: near-duplicate groups kept whole on one side of the split.
         max_field_chars: the longest text a field could hold (longer ones are ``too_large``).
+        delimiter: CSV/TSV only: the cell separator the file was read with.
+        quotechar: CSV/TSV only: the quote character it was read with (``""``: no quoting).
     """
 
     path: str
@@ -127,6 +129,8 @@ class ImportReport:
     n_test: int = 0
     dup_groups: int = 0
     max_field_chars: int | None = None
+    delimiter: str | None = None
+    quotechar: str | None = None
 
     @property
     def fatal(self) -> bool:

@@ -23,14 +23,17 @@ from pydantic import ValidationError
 from engine.data.cleaning import RuleSpec, apply_rules
 from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
-from engine.data.readers import Fatal, detect_format, open_sources
+from engine.data.readers import Fatal, open_sources
 from engine.data.report import ImportReport, Issue, Record
 from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
+from engine.data.sniff import detect_format
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
 
-UPLOAD_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet"]
-"""File extensions the uploader accepts (a saved Hugging Face dataset is given as a path)."""
+DELIMITERS = {"comma (,)": ",", "semicolon (;)": ";", "tab": "\t", "pipe (|)": "|"}
+"""CSV cell separators the page offers, by label."""
+QUOTES = {'double quote (")': '"', "single quote (')": "'", "none": ""}
+"""CSV quote characters the page offers, by label (``none``: quotes are text)."""
 TABULAR = ("csv", "tsv", "parquet", "hf_disk")
 """Formats whose columns are mapped to fields by the user."""
 _PROMPT_NAMES = ("prompt", "question", "input", "text", "query", "message", "instruction")
@@ -97,16 +100,39 @@ class SourcePreview:
         return self.fmt in TABULAR and self.columns is not None
 
 
-def preview_source(path: str | Path, fmt: str | None = None, n: int = 5) -> SourcePreview:
-    """Format, columns and the first ``n`` rows of a file or saved-dataset folder."""
+def source_format(path: str | Path) -> str | None:
+    """The format of a file or folder, from its extension or its content (None: unknown)."""
+    p = Path(path)
+    try:
+        return detect_format(p) if p.exists() else None
+    except OSError:
+        return None
+
+
+def preview_source(
+    path: str | Path,
+    fmt: str | None = None,
+    n: int = 5,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
+) -> SourcePreview:
+    """Format, columns and the first ``n`` rows of a file or saved-dataset folder.
+
+    ``delimiter`` and ``quotechar`` are for CSV and TSV, as in
+    :func:`~engine.data.importers.read_records`.
+    """
     p = Path(path)
     if not p.exists():
         return SourcePreview(None, error=f"{p}: no such file or folder")
     fmt = fmt or detect_format(p)
     if fmt is None:
-        return SourcePreview(None, error=f"{p.name}: cannot tell the format (use .jsonl, .json, .csv, ...)")
+        return SourcePreview(
+            None,
+            error=f"{p.name}: cannot tell the format from the name or the content (JSON Lines, JSON, "
+            "CSV, TSV or Parquet)",
+        )
     try:
-        sources = open_sources(p, fmt, [])
+        sources = open_sources(p, fmt, [], delimiter=delimiter, quotechar=quotechar)
         rows = [row for _, row in itertools.islice(sources[0].rows, n)]
     except Fatal as err:
         return SourcePreview(fmt, error=str(err.issue))
@@ -206,6 +232,8 @@ def check_import(
     rules: Sequence[RuleSpec] = (),
     check_outputs: bool = True,
     max_field_chars: int = MAX_FIELD_CHARS,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
 ) -> ImportCheck:
     """Validate and clean a source exactly as :func:`~engine.data.importing.import_dataset`
     would, without writing anything; ``report.message`` says what importing would do.
@@ -213,7 +241,14 @@ def check_import(
     Raises:
         ValueError: invalid rules or parameters.
     """
-    records, report = read_records(path, fmt=fmt, mapping=mapping or None, max_field_chars=max_field_chars)
+    records, report = read_records(
+        path,
+        fmt=fmt,
+        mapping=mapping or None,
+        max_field_chars=max_field_chars,
+        delimiter=delimiter,
+        quotechar=quotechar,
+    )
     if check_outputs and not report.fatal:
         records = _check_outputs(task, records, report.shape, report)
     if report.fatal:

@@ -31,6 +31,19 @@ QA = [
     ("Who wrote 'Pride and Prejudice'?", "Jane Austen"),
 ]
 
+SMS = [
+    ("ham", "Go until jurong point, crazy.. Available only in bugis n great world la e buffet..."),
+    ("ham", "Ok lar... Joking wif u oni..."),
+    ("spam", "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121"),
+    ("ham", '"Hey, are you coming?" she asked. Told her I\'d be late, tell the others'),
+    ("ham", "U dun say so early hor... U c already then say..."),
+    ("spam", 'WINNER!! As a valued network customer you have been selected to receive a "£900 prize"'),
+    ("ham", "Nah I don't think he goes to usf, he lives around here though"),
+    ("ham", "\"Sorry, I'll call later"),
+    ("spam", "URGENT! You have won a 1 week FREE membership in our £100,000 Prize Jackpot!"),
+    ("ham", "I'm gonna be home soon and i don't want to talk about this stuff anymore tonight"),
+]
+
 
 def jl(*rows: Any) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
@@ -82,6 +95,8 @@ def write_good() -> None:
     datasets.DatasetDict({"train": ds.select(range(4)), "test": ds.select(range(4, 6))}).save_to_disk(
         str(GOOD / "hf_dataset")
     )
+    # Like the UCI SMS Spam Collection: the label first, free text after, literal quotes in it.
+    (GOOD / "sms_spam.tsv").write_text("Label\tMessage\n" + "".join(f"{a}\t{m}\n" for a, m in SMS))
     # Mostly good: two bad rows among valid ones (valid-only mode imports the rest).
     (GOOD / "mixed.jsonl").write_text(
         jl(
