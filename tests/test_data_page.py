@@ -204,3 +204,33 @@ def test_long_and_odd_upload_names_are_shortened_keeping_the_extension(store: St
     assert dv.upload_name("../../etc/SMSSpamCollection") == "SMSSpamCollection"  # no extension kept as is
     assert dv.upload_name("my data (1).csv") == "my_data_1.csv"
     assert dv.upload_name("...") == "upload" and dv.upload_name("x." + "y" * 40) == "x." + "y" * 40
+
+
+def test_label_first_tsv_is_mapped_by_name_and_imported_as_a_label_task(store: Store) -> None:
+    at = validate(open_page(), DATA / "good" / "sms_spam.tsv")  # columns: Label, Message
+    assert select(at, "Prompt column").value == "Message" and select(at, "Answer column").value == "Label"
+    select(at, "Answer kind").set_value("label").run()
+    at.text_input(key="task_label").set_value("ham, spam").run()
+    button(at, "Validate").click().run()
+    assert "All 10 rows are valid" in texts(at)
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    assert {e["reference"] for e in store.get_examples(ds["id"])} == {"ham", "spam"}
+
+
+def test_columns_are_guessed_from_names_then_content() -> None:
+    from engine.data.columns import guess_columns
+
+    assert guess_columns(["label", "sentence"]) == {"prompt": "sentence", "answer": "label"}
+    assert guess_columns(["Label", "Message"]) == {"prompt": "Message", "answer": "Label"}
+    assert guess_columns(["id", "review_text", "Category"]) == {"prompt": "review_text", "answer": "Category"}
+    # Kaggle's spam.csv: v1 (ham/spam), v2 (the text). Nothing in the names; the content says it.
+    rows = [
+        {"v1": "spam" if i % 4 == 0 else "ham", "v2": f"Message number {i} with some words in it", "id": i}
+        for i in range(40)
+    ]
+    assert guess_columns(["v1", "v2", "id"], rows) == {"prompt": "v2", "answer": "v1"}
+    # Free text with no label-like column: prompts only; an id column is never the answer.
+    rows = [{"id": str(i % 3), "body": f"A long enough question, number {i}?"} for i in range(20)]
+    assert guess_columns(["id", "body"], rows) == {"prompt": "body", "answer": None}
+    assert guess_columns([]) == {"prompt": None, "answer": None}

@@ -94,8 +94,8 @@ def _reading(fmt: str | None, sid: str) -> dict[str, str]:
 def _mapping(preview: dv.SourcePreview, sid: str) -> dict[str, str]:
     cols = preview.columns or []
     auto, none = "(from column names)", "(none)"
-    guess = dv.guess_columns(cols)
-    prompt_opts = ([auto] if dv.auto_mapping_ok(cols) else []) + cols
+    guess = preview.guess
+    prompt_opts = ([auto] if dv.auto_mapping_ok(cols, guess["answer"]) else []) + cols
     c1, c2, c3 = st.columns(3)
     prompt = c1.selectbox(
         "Prompt column",

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from engine.data.cleaning import RuleSpec, apply_rules
+from engine.data.columns import guess_columns
 from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
 from engine.data.readers import Fatal, open_sources
@@ -36,8 +37,13 @@ QUOTES = {'double quote (")': '"', "single quote (')": "'", "none": ""}
 """CSV quote characters the page offers, by label (``none``: quotes are text)."""
 TABULAR = ("csv", "tsv", "parquet", "hf_disk")
 """Formats whose columns are mapped to fields by the user."""
-_PROMPT_NAMES = ("prompt", "question", "input", "text", "query", "message", "instruction")
-_ANSWER_NAMES = ("completion", "answer", "output", "response", "label", "target", "reference")
+_SHAPE_ANSWERS = {
+    "alpaca": ("output", "response"),
+    "prompt_completion": ("completion",),
+    "io": ("output", "reference"),
+}
+GUESS_ROWS = 500
+"""Rows read to guess the prompt and answer columns from their content."""
 
 
 MAX_UPLOAD_NAME = 100
@@ -87,12 +93,15 @@ class SourcePreview:
         columns: column names of a tabular source (CSV, TSV, Parquet, saved dataset), else None.
         rows: the first rows (one column per key; nested values as text).
         error: why the source cannot be read at all, or None.
+        guess: the likely ``prompt`` and ``answer`` columns of a tabular source, from their
+            names and the first :data:`GUESS_ROWS` rows (see :func:`guess_columns`).
     """
 
     fmt: str | None
     columns: list[str] | None = None
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     error: str | None = None
+    guess: dict[str, str | None] = field(default_factory=lambda: {"prompt": None, "answer": None})
 
     @property
     def needs_mapping(self) -> bool:
@@ -133,25 +142,16 @@ def preview_source(
         )
     try:
         sources = open_sources(p, fmt, [], delimiter=delimiter, quotechar=quotechar)
-        rows = [row for _, row in itertools.islice(sources[0].rows, n)]
+        columns = sources[0].columns
+        rows = [row for _, row in itertools.islice(sources[0].rows, max(n, GUESS_ROWS if columns else n))]
     except Fatal as err:
         return SourcePreview(fmt, error=str(err.issue))
     except (OSError, ValueError) as err:
         return SourcePreview(fmt, error=f"{p.name}: {err}")
-    flat = [r if isinstance(r, dict) else {"value": r} for r in rows]
+    flat = [r if isinstance(r, dict) else {"value": r} for r in rows[:n]]
     frame = pd.DataFrame(flat).map(lambda v: v if isinstance(v, str | int | float | type(None)) else str(v))
-    return SourcePreview(fmt, sources[0].columns, frame)
-
-
-def guess_columns(columns: list[str]) -> dict[str, str | None]:
-    """A first guess at the ``prompt`` and ``answer`` columns, from their names."""
-
-    def pick(names: tuple[str, ...], taken: str | None = None) -> str | None:
-        lower = {c.lower(): c for c in columns if c != taken}
-        return next((lower[n] for n in names if n in lower), None)
-
-    prompt = pick(_PROMPT_NAMES) or (columns[0] if columns else None)
-    return {"prompt": prompt, "answer": pick(_ANSWER_NAMES, prompt)}
+    guess = guess_columns(columns, [r for r in rows if isinstance(r, dict)]) if columns else None
+    return SourcePreview(fmt, columns, frame, guess=guess or {"prompt": None, "answer": None})
 
 
 def column_mapping(prompt: str | None, answer: str | None, instruction: str | None = None) -> dict[str, str]:
@@ -168,9 +168,11 @@ def column_mapping(prompt: str | None, answer: str | None, instruction: str | No
     return {k: v for k, v in mapping.items() if v}
 
 
-def auto_mapping_ok(columns: list[str] | None) -> bool:
-    """Whether the column names alone say which is the prompt (``prompt``, ``input``, ...)."""
-    return bool(columns) and detect_shape(columns or []) is not None
+def auto_mapping_ok(columns: list[str] | None, answer: str | None = None) -> bool:
+    """Whether the column names alone say which is the prompt (``prompt``, ``input``, ...)
+    and, when an ``answer`` column was guessed, read it as the answer."""
+    shape = detect_shape(columns or [])
+    return shape is not None and (answer is None or answer in _SHAPE_ANSWERS.get(shape, ()))
 
 
 def make_task(
