@@ -234,3 +234,16 @@ def test_columns_are_guessed_from_names_then_content() -> None:
     rows = [{"id": str(i % 3), "body": f"A long enough question, number {i}?"} for i in range(20)]
     assert guess_columns(["id", "body"], rows) == {"prompt": "body", "answer": None}
     assert guess_columns([]) == {"prompt": None, "answer": None}
+
+
+def test_prompt_template_is_multi_line_and_checked(store: Store) -> None:
+    at = open_page()
+    at.text_input(key="upload_path").set_value(str(DATA / "good" / "qa.csv")).run()
+    at.text_area(key="template").set_value("{input:>50}").run()
+    assert any("task.prompt_template" in e.value and "format specs" in e.value for e in at.error)
+    at.text_area(key="template").set_value("Answer briefly.\n\nQ: {input}\nA:").run()
+    button(at, "Validate").click().run()
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    prompts = [e["prompt"] for e in store.get_examples(ds["id"])]
+    assert "Answer briefly.\n\nQ: What is the capital of France?\nA:" in prompts

@@ -147,7 +147,13 @@ def _task_inputs(path: Path) -> tuple[dict[str, Any], TaskSpec | None]:
     test = c4.number_input(
         "Test share", 0.01, 0.9, 0.1, 0.05, key="test_share", help="Frozen held-out split."
     )
-    template = c1.text_input("Prompt template", "{input}", key="template", help="Must contain {input}.")
+    template = c1.text_area(
+        "Prompt template",
+        "{input}",
+        key="template",
+        height=90,
+        help="Plain text with {input} where the example goes; {{ and }} for literal braces.",
+    )
     checks = c3.checkbox(
         "Refuse answers that don't fit the kind", True, key="check_outputs", disabled=kind == "text"
     )
