@@ -247,3 +247,24 @@ def test_prompt_template_is_multi_line_and_checked(store: Store) -> None:
     (ds,) = store.list_datasets()
     prompts = [e["prompt"] for e in store.get_examples(ds["id"])]
     assert "Answer briefly.\n\nQ: What is the capital of France?\nA:" in prompts
+
+
+def test_a_split_refused_for_near_duplicates_names_the_threshold_the_page_offers(
+    store: Store, tmp_path: Path
+) -> None:
+    from engine.data.importing import DEDUP_THRESHOLD_LABEL
+
+    src = tmp_path / "capitals.jsonl"
+    countries = ["France", "Spain", "Italy", "Peru", "Chile", "Japan"]
+    prompts = [f"Please tell me what the capital city of {c} is, thanks." for c in countries]
+    src.write_text("".join(json.dumps({"prompt": p, "completion": "x"}) + "\n" for p in prompts))
+    at = validate(open_page(), src)
+    button(at, "Import (strict)").click().run()
+    refused = next(e.value for e in at.error if "Nothing was imported" in e.value)
+    assert f"Raise '{DEDUP_THRESHOLD_LABEL}' (now 0.6" in refused
+    assert store.list_datasets() == []
+    at.number_input(key="dedup_threshold").set_value(0.9).run()
+    assert next(n for n in at.number_input if n.key == "dedup_threshold").label == DEDUP_THRESHOLD_LABEL
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    assert ds["n_test"] == 1

@@ -12,8 +12,9 @@ import streamlit as st
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
+from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
 from engine.data.embed_job import latest_embed_job
-from engine.data.importing import import_dataset, import_info
+from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_dataset, import_info
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
@@ -147,6 +148,17 @@ def _task_inputs(path: Path) -> tuple[dict[str, Any], TaskSpec | None]:
     test = c4.number_input(
         "Test share", 0.01, 0.9, 0.1, 0.05, key="test_share", help="Frozen held-out split."
     )
+    threshold = c4.number_input(
+        DEDUP_THRESHOLD_LABEL,
+        0.3,
+        1.0,
+        DEDUP_DEFAULT,
+        0.05,
+        key="dedup_threshold",
+        help="Prompts at least this similar (character 5-grams) stay on one side of the split, so no "
+        "paraphrase of a test prompt is trained on. Raise it if near-duplicate groups leave no room "
+        "for a test split.",
+    )
     template = c1.text_area(
         "Prompt template",
         "{input}",
@@ -157,7 +169,12 @@ def _task_inputs(path: Path) -> tuple[dict[str, Any], TaskSpec | None]:
     checks = c3.checkbox(
         "Refuse answers that don't fit the kind", True, key="check_outputs", disabled=kind == "text"
     )
-    opts = {"name": name, "share": float(test), "check_outputs": checks and kind != "text"}
+    opts = {
+        "name": name,
+        "share": float(test),
+        "check_outputs": checks and kind != "text",
+        "dedup_threshold": float(threshold),
+    }
     try:
         task = dv.make_task(
             name, kind, extra if kind == "label" else "", extra if kind == "json" else "", template
@@ -255,8 +272,9 @@ def upload_tab() -> None:
             specs.append({"rule": name, **_rule_params(rules[name])})
     if task is None:
         return
+    checked = {k: v for k, v in opts.items() if k != "dedup_threshold"}  # only the split uses it
     sig = json.dumps(
-        [str(path), reading, mapping, task.model_dump(), specs, opts], sort_keys=True, default=str
+        [str(path), reading, mapping, task.model_dump(), specs, checked], sort_keys=True, default=str
     )
     if st.button("Validate", type="primary", icon=":material/fact_check:"):
         st.session_state.pop("data_imported", None)

@@ -34,6 +34,8 @@ from engine.data.validate import parse_output
 from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
 
+DEDUP_THRESHOLD_LABEL = "Near-duplicate threshold"
+"""What the Data page calls ``dedup_threshold``; messages name the setting by it."""
 _ANSWER_FIELD = {
     "alpaca": "output",
     "prompt_completion": "completion",
@@ -197,7 +199,9 @@ def import_dataset(
         return _refuse(
             report,
             f"Nothing was imported: near-duplicate groups leave no room for a test split of {n_test} (the "
-            f"largest holds {largest} of {n} rows); raise the near-duplicate threshold.",
+            f"largest holds {largest} of {n} rows). Raise '{DEDUP_THRESHOLD_LABEL}' (now "
+            f"{dedup_threshold:g}, at most 1) so that fewer prompts count as near-duplicates, or drop "
+            "repeated prompts with the exact_dedup cleaning rule.",
         )
     leaks = check_no_leak(
         [t for i, t in enumerate(inputs) if i not in test],
