@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,43 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 SPEC_VERSION = 2
 """2: ``student.budget`` (default ``early_stop``), ``ablation.zero_shot`` and three seeds by default.
 A version-1 spec keeps the behaviour it was run with (fixed steps, no zero-shot run)."""
+
+
+TEMPLATE_FIELDS = ("input",)
+"""Placeholders a prompt template may use (what :func:`engine.data.prompts.render_prompt` fills)."""
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable prompt template (a phrase such as ``must contain the
+    {input} placeholder``), or None when it is.
+
+    A template is plain text with ``{input}`` placeholders (``{{``/``}}`` for literal braces).
+    ``str.format`` would also run a format spec (``{input:>5000000}`` pads every prompt to
+    5 MB), a conversion (``{input!r}``) or an attribute or index lookup (``{input.foo}``), each
+    of which can grow or crash an import; they are refused here, before any data is read.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:  # a lone "{" or "}"
+        return f"is not a valid template: {err} (write literal braces as {{{{ and }}}})"
+    names = [name for _, name, _, _ in parts if name is not None]
+    known = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name not in TEMPLATE_FIELDS:
+            if name.split(".")[0].split("[")[0] in TEMPLATE_FIELDS:
+                return f"uses {shown}: attribute and index lookups are not allowed; write {known}"
+            return (
+                f"uses an unknown placeholder {shown}; only {known} is available "
+                "(write literal braces as {{ and }})"
+            )
+        if spec or conversion:
+            return f"uses {shown}: format specs and conversions are not allowed; write {{{name}}}"
+    if "input" not in names:
+        return "must contain the {input} placeholder"
+    return None
 
 
 class Spec(BaseModel):
@@ -54,9 +92,10 @@ class TaskSpec(Spec):
 
     @field_validator("prompt_template")
     @classmethod
-    def _template_has_input(cls, value: str) -> str:
-        if "{input}" not in value:
-            raise ValueError("prompt_template must contain the {input} placeholder")
+    def _template_is_plain(cls, value: str) -> str:
+        problem = template_problem(value)
+        if problem:
+            raise ValueError(f"prompt_template {problem}")
         return value
 
 

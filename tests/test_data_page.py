@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Button
+from streamlit.testing.v1.element_tree import Button, Selectbox
 
 from engine.data import embeddings as emb
 from engine.data.importing import import_dataset
@@ -45,6 +45,10 @@ def button(at: AppTest, label: str) -> Button:
     return next(b for b in at.button if b.label == label)
 
 
+def select(at: AppTest, label: str) -> Selectbox:
+    return next(s for s in at.selectbox if s.label == label)
+
+
 def validate(at: AppTest, path: Path) -> AppTest:
     at.text_input(key="upload_path").set_value(str(path)).run()
     button(at, "Validate").click().run()
@@ -76,8 +80,8 @@ def test_empty_state_says_what_to_upload(store: Store) -> None:
 
 def test_csv_is_mapped_validated_and_imported(store: Store) -> None:
     at = validate(open_page(), DATA / "good" / "qa.csv")
-    assert at.selectbox[0].label == "Prompt column" and at.selectbox[0].value == "question"
-    assert at.selectbox[1].value == "answer"
+    assert select(at, "Prompt column").value == "question" and select(at, "Answer column").value == "answer"
+    assert select(at, "Delimiter").value == "comma (,)"
     assert "All 6 rows are valid" in texts(at)
     assert store.list_datasets() == []  # validating writes nothing
     assert not button(at, "Import (strict)").disabled
@@ -161,3 +165,106 @@ def test_embedding_map_inline_and_as_a_job(
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("plotly_chart")) == 5
     assert emb.cached_embeddings(store, tickets, 80) is not None
+
+
+def test_uploader_takes_files_without_an_extension(store: Store) -> None:
+    (uploader,) = open_page().get("file_uploader")
+    assert list(uploader.proto.type) == []  # no type= list that refuses a bare NAME
+
+
+def test_tsv_quoting_and_csv_delimiter_are_page_options(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "quotes.tsv"
+    rows = ['"Hi" she said, twice', "Plain question?", '"Unclosed quote, then more', "Fourth one"]
+    src.write_text("prompt\tcompletion\n" + "".join(f"{p}\t{i}\n" for i, p in enumerate(rows)))
+    at = validate(open_page(), src)
+    assert "All 4 rows are valid" in texts(at)
+    next(c for c in at.checkbox if c.label.startswith("Cells are quoted")).check().run()
+    button(at, "Validate").click().run()
+    assert "cannot be read as a whole" in texts(at)  # CSV rules: '"Hi" she said' is a syntax error
+    assert "CSV syntax error" in at.dataframe[1].value["reason"][0]
+    semi = tmp_path / "semi.csv"
+    semi.write_text("question;answer\nIs it, really?;Yes\nWho, then?;Me\n")
+    at = open_page()
+    at.text_input(key="upload_path").set_value(str(semi)).run()
+    select(at, "Delimiter").set_value("semicolon (;)").run()
+    assert select(at, "Prompt column").options[-2:] == ["question", "answer"]
+    button(at, "Validate").click().run()
+    assert "All 2 rows are valid" in texts(at)
+
+
+# ------------------------------------------------------------- view-model helpers (no page)
+def test_long_and_odd_upload_names_are_shortened_keeping_the_extension(store: Store) -> None:
+    from engine.ui import data as dv
+
+    data = b'{"prompt": "x"}\n'
+    path = dv.save_upload(store, "a" * 300 + ".jsonl", data)  # was OSError: File name too long
+    assert path.exists() and path.name.endswith("a.jsonl") and len(path.name.encode()) <= 100
+    path = dv.save_upload(store, "é" * 300 + ".tsv", b"prompt\tx\n")  # 2 bytes a character
+    assert path.exists() and path.suffix == ".tsv" and len(path.name.encode()) <= 100
+    assert dv.upload_name("../../etc/SMSSpamCollection") == "SMSSpamCollection"  # no extension kept as is
+    assert dv.upload_name("my data (1).csv") == "my_data_1.csv"
+    assert dv.upload_name("...") == "upload" and dv.upload_name("x." + "y" * 40) == "x." + "y" * 40
+
+
+def test_label_first_tsv_is_mapped_by_name_and_imported_as_a_label_task(store: Store) -> None:
+    at = validate(open_page(), DATA / "good" / "sms_spam.tsv")  # columns: Label, Message
+    assert select(at, "Prompt column").value == "Message" and select(at, "Answer column").value == "Label"
+    select(at, "Answer kind").set_value("label").run()
+    at.text_input(key="task_label").set_value("ham, spam").run()
+    button(at, "Validate").click().run()
+    assert "All 10 rows are valid" in texts(at)
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    assert {e["reference"] for e in store.get_examples(ds["id"])} == {"ham", "spam"}
+
+
+def test_columns_are_guessed_from_names_then_content() -> None:
+    from engine.data.columns import guess_columns
+
+    assert guess_columns(["label", "sentence"]) == {"prompt": "sentence", "answer": "label"}
+    assert guess_columns(["Label", "Message"]) == {"prompt": "Message", "answer": "Label"}
+    assert guess_columns(["id", "review_text", "Category"]) == {"prompt": "review_text", "answer": "Category"}
+    # Kaggle's spam.csv: v1 (ham/spam), v2 (the text). Nothing in the names; the content says it.
+    rows = [
+        {"v1": "spam" if i % 4 == 0 else "ham", "v2": f"Message number {i} with some words in it", "id": i}
+        for i in range(40)
+    ]
+    assert guess_columns(["v1", "v2", "id"], rows) == {"prompt": "v2", "answer": "v1"}
+    # Free text with no label-like column: prompts only; an id column is never the answer.
+    rows = [{"id": str(i % 3), "body": f"A long enough question, number {i}?"} for i in range(20)]
+    assert guess_columns(["id", "body"], rows) == {"prompt": "body", "answer": None}
+    assert guess_columns([]) == {"prompt": None, "answer": None}
+
+
+def test_prompt_template_is_multi_line_and_checked(store: Store) -> None:
+    at = open_page()
+    at.text_input(key="upload_path").set_value(str(DATA / "good" / "qa.csv")).run()
+    at.text_area(key="template").set_value("{input:>50}").run()
+    assert any("task.prompt_template" in e.value and "format specs" in e.value for e in at.error)
+    at.text_area(key="template").set_value("Answer briefly.\n\nQ: {input}\nA:").run()
+    button(at, "Validate").click().run()
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    prompts = [e["prompt"] for e in store.get_examples(ds["id"])]
+    assert "Answer briefly.\n\nQ: What is the capital of France?\nA:" in prompts
+
+
+def test_a_split_refused_for_near_duplicates_names_the_threshold_the_page_offers(
+    store: Store, tmp_path: Path
+) -> None:
+    from engine.data.importing import DEDUP_THRESHOLD_LABEL
+
+    src = tmp_path / "capitals.jsonl"
+    countries = ["France", "Spain", "Italy", "Peru", "Chile", "Japan"]
+    prompts = [f"Please tell me what the capital city of {c} is, thanks." for c in countries]
+    src.write_text("".join(json.dumps({"prompt": p, "completion": "x"}) + "\n" for p in prompts))
+    at = validate(open_page(), src)
+    button(at, "Import (strict)").click().run()
+    refused = next(e.value for e in at.error if "Nothing was imported" in e.value)
+    assert f"Raise '{DEDUP_THRESHOLD_LABEL}' (now 0.6" in refused
+    assert store.list_datasets() == []
+    at.number_input(key="dedup_threshold").set_value(0.9).run()
+    assert next(n for n in at.number_input if n.key == "dedup_threshold").label == DEDUP_THRESHOLD_LABEL
+    button(at, "Import (strict)").click().run()
+    (ds,) = store.list_datasets()
+    assert ds["n_test"] == 1

@@ -218,3 +218,151 @@ def test_bad_arguments_raise() -> None:
         import_dataset(store, GOOD / "qa.tsv", task=TASK, rules=["polish"])
     with pytest.raises(ValueError, match="format"):
         read_records(GOOD / "qa.tsv", fmt="xlsx")
+
+
+def test_a_bad_prompt_template_is_a_spec_error_before_reading(store: Store) -> None:
+    from engine.specs import SpecError
+    from engine.ui.data import make_task
+
+    task = TaskSpec.model_construct(name="qa", prompt_template="{input.foo}", output_kind="text")
+    with pytest.raises(SpecError, match=r"task\.prompt_template: .*attribute"):
+        import_dataset(store, GOOD / "qa.tsv", task=task, test_size=1)
+    with pytest.raises(SpecError, match=r"task\.prompt_template: .*format specs"):
+        make_task("qa", "text", template="{input}{input:>5000000}")
+    assert_nothing_written(store)
+
+
+def test_parsed_but_deep_rows_and_answers_are_refused_not_crashed(tmp_path: Path) -> None:
+    from engine.data.validate import parse_output
+
+    path = tmp_path / "deep.jsonl"
+    ok = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    path.write_text(ok + "\n" + '{"messages": ' + "[" * 200 + "]" * 200 + "}\n")
+    records, report = read_records(path)
+    [issue] = report.issues
+    assert (issue.kind, issue.line, issue.field) == ("too_deep", 2, "messages") and len(records) == 1
+    task = TaskSpec(name="x", output_kind="json", json_fields=["n"])
+    assert parse_output(task, '{"n": ' + "9" * 5000 + "}") == (False, None)
+    assert parse_output(task, "[" * 100_000) == (False, None)
+
+
+def test_a_huge_field_refuses_its_row_not_the_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    topics = ["volcanoes", "tax law", "jazz", "bread", "moths", "tides", "chess", "rain"]
+    rows = [{"prompt": f"Tell me about {t}.", "completion": "Yes"} for t in topics]
+    big = [{"role": "user", "content": "x" * 20_000_000}, {"role": "assistant", "content": "A"}]
+    rows[3] = {"prompt": "Summarise this chat.", "chat": big}
+    rows[5] = {"prompt": "Big answer?", "completion": "y" * 1_000_001}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset_id, report = import_dataset(store, path, task=TASK, test_size=1)
+    assert dataset_id is None and report.max_field_chars == 1_000_000
+    assert [(i.kind, i.line, i.field) for i in report.issues] == [
+        ("too_large", 4, "chat[0].content"),
+        ("too_large", 6, "completion"),
+    ]
+    assert "20,000,000 characters" in str(report.issues[0]) and "1,000,000" in str(report.issues[0])
+    assert_nothing_written(store)
+    dataset_id, report = import_dataset(store, path, task=TASK, test_size=1, mode="valid_only")
+    assert report.rows_valid == 6 and import_info(store, dataset_id)["max_field_chars"] == 1_000_000
+    assert max(len(e["input"]) + len(e["reference"]) for e in store.get_examples(dataset_id)) < 100
+
+
+def test_the_field_limit_is_a_parameter_and_csv_cells_over_128kb_are_judged_by_it(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text(f"question,answer\nShort?,Yes\n{'q' * 200_000},No\n{'w' * 90},Maybe\n")
+    records, report = read_records(path, mapping=QA_MAPPING)
+    assert report.ok and len(records) == 3  # the csv module alone stops at 131,072 characters
+    records, report = read_records(path, mapping=QA_MAPPING, max_field_chars=50)
+    assert [(i.kind, i.line, i.field) for i in report.issues] == [
+        ("too_large", 3, "question"),
+        ("too_large", 4, "question"),
+    ]
+    assert "limit is 50 per field" in report.issues[0].reason and len(records) == 1
+
+
+def test_answerless_chat_rows_are_not_all_valid_for_a_label_task() -> None:
+    from engine.ui.data import check_import
+
+    task = TaskSpec(name="greet", output_kind="label", labels=["Hello", "Bye"])
+    check = check_import(BAD / "chat_no_assistant.jsonl", task=task)
+    assert "All" not in check.report.message and "1 bad row" in check.report.message
+    [issue] = check.report.issues
+    assert str(issue) == (
+        "chat_no_assistant.jsonl line 2: field 'messages': no 'assistant' turn: a chat row needs the "
+        'answer as its last message (give prompts without answers as {"prompt": ...} rows)'
+    )
+    check = check_import(BAD / "chat_assistant_first.jsonl", task=task)
+    assert [(i.kind, i.line, i.field) for i in check.report.issues] == [("turn_order", 2, "messages[0].role")]
+
+
+SMS = GOOD / "sms_spam.tsv"
+SMS_MAPPING = {"prompt": "Message", "completion": "Label"}
+SPAM = TaskSpec(name="spam", output_kind="label", labels=["ham", "spam"])
+
+
+def test_tsv_is_read_without_quoting_unless_asked(store: Store) -> None:
+    records, report = read_records(SMS, mapping=SMS_MAPPING)
+    assert report.ok and len(records) == 10, report.error_text()  # was refused whole at line 5
+    assert records[3]["input"].startswith('"Hey, are you coming?" she asked.')
+    assert records[7]["input"] == "\"Sorry, I'll call later" and records[7]["output"] == "ham"
+    assert (report.delimiter, report.quotechar) == ("\t", "")
+    _, quoted = read_records(SMS, mapping=SMS_MAPPING, quotechar='"')  # CSV rules: refused
+    assert quoted.issues and quoted.issues[0].line == 5
+    assert "read the file with no quote character" in quoted.issues[0].reason
+    dataset_id, report = import_dataset(store, SMS, task=SPAM, mapping=SMS_MAPPING, test_size=2)
+    assert dataset_id and import_info(store, dataset_id)["quotechar"] == ""
+
+
+def test_csv_delimiter_and_quote_character_are_options(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("question;answer\n'Is it; really?';Yes\nSay \"hi\";Hi\n")
+    records, report = read_records(path, mapping=QA_MAPPING, delimiter=";", quotechar="'")
+    assert report.ok and [r["input"] for r in records] == ["Is it; really?", 'Say "hi"']
+    assert (report.delimiter, report.quotechar) == (";", "'")
+    path = tmp_path / "literal.csv"
+    path.write_text('question,answer\n"Quoted" at the start, then more,x\n')
+    records, report = read_records(path, mapping=QA_MAPPING, quotechar="")
+    assert [i.kind for i in report.issues] == ["ragged_row"]  # three cells: no quotes to group them
+    for bad in ({"delimiter": "ab"}, {"delimiter": "\n"}, {"quotechar": ","}, {"quotechar": "''"}):
+        with pytest.raises(ValueError, match=r"delimiter|quotechar"):
+            read_records(GOOD / "qa.csv", mapping=QA_MAPPING, **bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [
+        ("sms_spam.tsv", "tsv"),
+        ("qa.tsv", "tsv"),
+        ("qa.csv", "csv"),
+        ("alpaca.jsonl", "jsonl"),
+        ("alpaca_array.json", "json"),
+        ("qa.parquet", "parquet"),
+    ],
+)
+def test_files_without_an_extension_are_sniffed(tmp_path: Path, source: str, fmt: str) -> None:
+    from engine.data.sniff import detect_format
+
+    bare = tmp_path / "SMSSpamCollection"  # many public data sets ship as a bare NAME
+    bare.write_bytes((GOOD / source).read_bytes())
+    assert detect_format(bare) == fmt
+    mapping = {"sms_spam.tsv": SMS_MAPPING, "qa.csv": QA_MAPPING, "qa.parquet": QA_MAPPING}.get(source)
+    records, report = read_records(bare, mapping=mapping)
+    assert report.ok and report.fmt == fmt and len(records) >= 6, report.error_text()
+    txt = tmp_path / "data.txt"  # an extension that says nothing
+    txt.write_bytes(bare.read_bytes())
+    assert detect_format(txt) == fmt
+
+
+def test_unknown_content_is_refused_by_name(tmp_path: Path) -> None:
+    binary = tmp_path / "blob"
+    binary.write_bytes(bytes(range(256)) * 4)
+    prose = tmp_path / "README"
+    prose.write_text("Just some words\nand more words\n")
+    for path in (binary, prose):
+        _, report = read_records(path)
+        [issue] = report.issues
+        assert issue.kind == "unknown_format" and str(issue).startswith(path.name)
+        assert "from the name or the content" in issue.reason
+    utf16 = tmp_path / "utf16"
+    utf16.write_bytes((BAD / "utf16.jsonl").read_bytes())
+    assert read_records(utf16)[1].issues[0].kind == "bad_encoding"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.specs import ExperimentSpec, SpecError, TeacherSpec, load_spec
+from engine.specs import ExperimentSpec, SpecError, TaskSpec, TeacherSpec, load_spec
 
 
 def test_default_spec_round_trips_through_yaml() -> None:
@@ -60,3 +60,31 @@ def test_api_key_is_only_a_name() -> None:
     assert "MY_KEY" in t.model_dump_json()
     with pytest.raises(ValueError):
         TeacherSpec(base_url="http://x/v1", api_key_env="sk-live-123")
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{input}{input:>5000000}", "format specs"),  # grew the database by 100 MB
+        ("{input:d}", "format specs"),  # crashed the import
+        ("{input!r}", "conversions"),
+        ("{input.foo}", "attribute and index"),  # crashed the import
+        ("{input[0]}", "attribute and index"),
+        ("{question}", "unknown placeholder {question}"),
+        ("{} {input}", "unknown placeholder {}"),
+        ("{{input}}", "must contain the {input} placeholder"),
+        ("Q: {input} }", "Single '}'"),
+    ],
+)
+def test_prompt_template_is_parsed_not_searched(template: str, why: str) -> None:
+    yaml_text = f"task:\n  prompt_template: {template!r}\n"
+    with pytest.raises(SpecError) as err:
+        load_spec(yaml_text)
+    assert "task.prompt_template" in str(err.value) and why in str(err.value)
+    with pytest.raises(ValueError, match="prompt_template"):
+        TaskSpec(prompt_template=template)
+
+
+def test_plain_templates_pass() -> None:
+    for template in ("{input}", "Q: {input}\nA:", "JSON {{like this}}: {input}", "{input}\n\n{input}"):
+        assert TaskSpec(prompt_template=template).prompt_template == template

@@ -12,8 +12,9 @@ import streamlit as st
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
+from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
 from engine.data.embed_job import latest_embed_job
-from engine.data.importing import import_dataset, import_info
+from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_dataset, import_info
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
@@ -23,7 +24,8 @@ FORMATS_HELP = (
     "**JSONL / JSON** — chat (`messages`), `prompt`/`completion`, `instruction`/`input`/`output`, "
     "or production logs (`request`/`response` of chat-completions calls). **CSV / TSV / Parquet** — "
     "any columns: you say which holds the prompt and the answer. **A saved Hugging Face dataset** — "
-    "the folder `save_to_disk` wrote (give its path)."
+    "the folder `save_to_disk` wrote (give its path). A file without an extension is recognised by "
+    "its content."
 )
 
 store = Store()
@@ -35,8 +37,8 @@ st.write(
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _preview(path: str, mtime: float) -> dv.SourcePreview:
-    return dv.preview_source(path)
+def _preview(path: str, mtime: float, reading: tuple[tuple[str, str], ...]) -> dv.SourcePreview:
+    return dv.preview_source(path, **dict(reading))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -58,7 +60,8 @@ def _map(home: str, dataset_id: str, k: int, n: int) -> emb.EmbeddingMap | None:
 # ------------------------------------------------------------------------------ upload
 def _source() -> Path | None:
     left, right = st.columns(2, gap="large")
-    upload = left.file_uploader("Upload a file", type=dv.UPLOAD_TYPES, key="upload_file")
+    # No type= filter: public data sets often ship without an extension; the content decides.
+    upload = left.file_uploader("Upload a file", key="upload_file")
     typed = right.text_input(
         "…or a local path",
         key="upload_path",
@@ -70,11 +73,30 @@ def _source() -> Path | None:
     return Path(typed.strip()).expanduser() if typed.strip() else None
 
 
+def _reading(fmt: str | None, sid: str) -> dict[str, str]:
+    """How a CSV or TSV is split into cells (the reader's ``delimiter`` and ``quotechar``)."""
+    if fmt == "tsv":
+        quoted = st.checkbox(
+            'Cells are quoted with "',
+            False,
+            key=f"tsv_quoted.{sid}",
+            help='Tab-separated files usually have no quoting: a " is part of the text. Turn on for '
+            'files whose cells are wrapped in "…" (to hold tabs or line breaks).',
+        )
+        return {"quotechar": '"' if quoted else ""}
+    if fmt == "csv":
+        c1, c2, _ = st.columns(3)
+        delimiter = c1.selectbox("Delimiter", list(dv.DELIMITERS), key=f"csv_delimiter.{sid}")
+        quote = c2.selectbox("Quote character", list(dv.QUOTES), key=f"csv_quote.{sid}")
+        return {"delimiter": dv.DELIMITERS[delimiter], "quotechar": dv.QUOTES[quote]}
+    return {}
+
+
 def _mapping(preview: dv.SourcePreview, sid: str) -> dict[str, str]:
     cols = preview.columns or []
     auto, none = "(from column names)", "(none)"
-    guess = dv.guess_columns(cols)
-    prompt_opts = ([auto] if dv.auto_mapping_ok(cols) else []) + cols
+    guess = preview.guess
+    prompt_opts = ([auto] if dv.auto_mapping_ok(cols, guess["answer"]) else []) + cols
     c1, c2, c3 = st.columns(3)
     prompt = c1.selectbox(
         "Prompt column",
@@ -126,17 +148,39 @@ def _task_inputs(path: Path) -> tuple[dict[str, Any], TaskSpec | None]:
     test = c4.number_input(
         "Test share", 0.01, 0.9, 0.1, 0.05, key="test_share", help="Frozen held-out split."
     )
-    template = c1.text_input("Prompt template", "{input}", key="template", help="Must contain {input}.")
+    threshold = c4.number_input(
+        DEDUP_THRESHOLD_LABEL,
+        0.3,
+        1.0,
+        DEDUP_DEFAULT,
+        0.05,
+        key="dedup_threshold",
+        help="Prompts at least this similar (character 5-grams) stay on one side of the split, so no "
+        "paraphrase of a test prompt is trained on. Raise it if near-duplicate groups leave no room "
+        "for a test split.",
+    )
+    template = c1.text_area(
+        "Prompt template",
+        "{input}",
+        key="template",
+        height=90,
+        help="Plain text with {input} where the example goes; {{ and }} for literal braces.",
+    )
     checks = c3.checkbox(
         "Refuse answers that don't fit the kind", True, key="check_outputs", disabled=kind == "text"
     )
-    opts = {"name": name, "share": float(test), "check_outputs": checks and kind != "text"}
+    opts = {
+        "name": name,
+        "share": float(test),
+        "check_outputs": checks and kind != "text",
+        "dedup_threshold": float(threshold),
+    }
     try:
         task = dv.make_task(
             name, kind, extra if kind == "label" else "", extra if kind == "json" else "", template
         )
     except ValueError as err:
-        st.error(f"Task: {str(err).splitlines()[-1]}")
+        st.error(str(err))
         return opts, None
     return opts, task
 
@@ -209,14 +253,15 @@ def upload_tab() -> None:
     if path is None:
         st.info(f"Upload a file or give a local path to start. {FORMATS_HELP}")
         return
-    preview = _preview(str(path), path.stat().st_mtime if path.exists() else 0.0)
+    sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    reading = _reading(dv.source_format(path), sid)
+    preview = _preview(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(reading.items()))
     if preview.error:
         st.error(preview.error)
         return
     cols = f" · columns: {', '.join(preview.columns)}" if preview.columns else ""
     st.caption(f"`{path}` · format: {preview.fmt}{cols}")
     st.dataframe(preview.rows, hide_index=True)
-    sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
     mapping = _mapping(preview, sid) if preview.needs_mapping else {}
     opts, task = _task_inputs(path)
     rules = {r["rule"]: r for r in list_rules()}
@@ -227,13 +272,21 @@ def upload_tab() -> None:
             specs.append({"rule": name, **_rule_params(rules[name])})
     if task is None:
         return
-    sig = json.dumps([str(path), mapping, task.model_dump(), specs, opts], sort_keys=True, default=str)
+    checked = {k: v for k, v in opts.items() if k != "dedup_threshold"}  # only the split uses it
+    sig = json.dumps(
+        [str(path), reading, mapping, task.model_dump(), specs, checked], sort_keys=True, default=str
+    )
     if st.button("Validate", type="primary", icon=":material/fact_check:"):
         st.session_state.pop("data_imported", None)
         try:
             with st.spinner("Validating every row…"):
                 check = dv.check_import(
-                    path, task=task, mapping=mapping, rules=specs, check_outputs=opts["check_outputs"]
+                    path,
+                    task=task,
+                    mapping=mapping,
+                    rules=specs,
+                    check_outputs=opts["check_outputs"],
+                    **reading,
                 )
             st.session_state["data_check"] = (sig, check)
         except ValueError as err:
@@ -245,7 +298,7 @@ def upload_tab() -> None:
         st.info("The file or settings changed since the last validation: validate again.")
     else:
         _show_check(check)
-        _import_buttons(path, check, task, mapping=mapping or None, rules=specs, **opts)
+        _import_buttons(path, check, task, mapping=mapping or None, rules=specs, **opts, **reading)
 
 
 # ---------------------------------------------------------------------------- datasets

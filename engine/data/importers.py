@@ -1,11 +1,14 @@
 """Read a task's data from any common format into normalised records, reporting every bad row.
 
-Formats (``fmt``; detected from the extension or the first bytes when not given):
+Formats (``fmt``; detected from the extension, else from the content, when not given; see
+:mod:`engine.data.sniff`):
 
 * ``jsonl`` — one JSON object per line (``.jsonl``, ``.ndjson``; a ``.json`` file that does not
   start with ``[``). Problems are reported by line number.
 * ``json`` — one JSON array of objects; problems by item number.
-* ``csv`` / ``tsv`` — a header row, then one row per example; problems by line number.
+* ``csv`` / ``tsv`` — a header row, then one row per example; problems by line number. A CSV
+  is read with ``"`` quoting and a TSV with none, unless ``delimiter`` / ``quotechar`` say
+  otherwise (see :func:`engine.data.readers.text_dialect`).
 * ``parquet`` — problems by row number (1-based).
 * ``hf_disk`` — a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset`` or a
   ``DatasetDict``, whose splits are all read); problems by row number per split.
@@ -25,9 +28,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.data.readers import FORMATS, Fatal, Source, detect_format, fatal, open_sources
+from engine.data.readers import TEXT_DIALECTS, Fatal, Source, fatal, open_sources, text_dialect
 from engine.data.report import ImportReport, Issue, Record
-from engine.data.shapes import SHAPES, RowError, detect_shape, parse_row
+from engine.data.shapes import MAX_FIELD_CHARS, SHAPES, RowError, detect_shape, parse_row
+from engine.data.sniff import FORMATS, detect_format
 
 MAPPABLE = ("instruction", "input", "output", "prompt", "completion", "messages")
 """Shape fields a tabular ``mapping`` may point at a column."""
@@ -107,7 +111,7 @@ def _display(fld: str | None, back: dict[str, str]) -> str | None:
 
 
 def _parse(
-    src: Source, shape: str | None, mapping: dict[str, str] | None, report: ImportReport
+    src: Source, shape: str | None, mapping: dict[str, str] | None, report: ImportReport, max_chars: int
 ) -> list[Record]:
     rows = src.rows
     if src.columns is not None:
@@ -134,7 +138,7 @@ def _parse(
                 else:
                     row[key] = value
         try:
-            rec = parse_row(shape, row, extra)
+            rec = parse_row(shape, row, extra, max_chars)
         except RowError as err:
             report.issues.append(
                 Issue(src.name, number, src.unit, _display(err.field, back), err.kind, err.reason)
@@ -150,6 +154,9 @@ def read_records(
     fmt: str | None = None,
     shape: str | None = None,
     mapping: dict[str, str] | None = None,
+    max_field_chars: int = MAX_FIELD_CHARS,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
 ) -> tuple[list[Record], ImportReport]:
     """Read and validate a data file (or saved dataset folder) without writing anything.
 
@@ -159,6 +166,11 @@ def read_records(
         shape: one of :data:`~engine.data.shapes.SHAPES`; detected from the keys when None.
         mapping: for CSV/TSV/Parquet/HF sources, shape field -> column name, e.g.
             ``{"instruction": "task", "input": "context", "output": "answer"}``.
+        max_field_chars: the longest text one field may hold; a longer one refuses its row
+            (``too_large``, naming the line and the field).
+        delimiter: CSV/TSV only: the cell separator; ``,`` for CSV and a tab for TSV when None.
+        quotechar: CSV/TSV only: the quote character, ``""`` for none; ``"`` for CSV and none
+            for TSV when None.
 
     Returns:
         The valid records (in file order) and the report of every problem found. A fatal
@@ -166,22 +178,29 @@ def read_records(
         leaves the records empty.
     """
     p = Path(path)
-    report = ImportReport(path=str(path), fmt=fmt)
+    report = ImportReport(path=str(path), fmt=fmt, max_field_chars=max_field_chars)
     if shape is not None and shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if max_field_chars < 1:
+        raise ValueError(f"max_field_chars must be at least 1, got {max_field_chars}")
     records: list[Record] = []
     try:
         if not p.exists():
             raise fatal(p.name, "unreadable", "no such file or folder")
         report.fmt = fmt = fmt or detect_format(p)
         if fmt is None:
-            reason = f"cannot tell the format; use one of {', '.join(FORMATS)} (e.g. a .jsonl or .csv file)"
+            reason = (
+                "cannot tell the format from the name or the content (not JSON Lines, a JSON array, "
+                f"Parquet, or rows split by tabs or commas); formats: {', '.join(FORMATS)}"
+            )
             raise fatal(p.name, "unknown_format", reason)
-        sources = open_sources(p, fmt, report.issues)
+        if fmt in TEXT_DIALECTS:
+            report.delimiter, report.quotechar = text_dialect(fmt, delimiter, quotechar)
+        sources = open_sources(p, fmt, report.issues, delimiter=delimiter, quotechar=quotechar)
         for src in sources:
-            records.extend(_parse(src, shape, mapping, report))
+            records.extend(_parse(src, shape, mapping, report, max_field_chars))
     except Fatal as err:
         report.issues.append(err.issue)
     except OSError as err:

@@ -29,10 +29,13 @@ from engine.data.dedup import DEFAULT_THRESHOLD, Leak, check_no_leak, near_dupli
 from engine.data.importers import common_system_prompt, read_records
 from engine.data.prompts import render_prompt
 from engine.data.report import ImportReport, Issue, Mode, Record
+from engine.data.shapes import MAX_FIELD_CHARS
 from engine.data.validate import parse_output
-from engine.specs import TaskSpec
+from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
 
+DEDUP_THRESHOLD_LABEL = "Near-duplicate threshold"
+"""What the Data page calls ``dedup_threshold``; messages name the setting by it."""
 _ANSWER_FIELD = {
     "alpaca": "output",
     "prompt_completion": "completion",
@@ -116,6 +119,9 @@ def import_dataset(
     rules: Sequence[RuleSpec] = (),
     dedup_threshold: float = DEFAULT_THRESHOLD,
     check_outputs: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
 ) -> tuple[str | None, ImportReport]:
     """Import a data file as a dataset with a frozen test split, or refuse and write nothing.
 
@@ -133,13 +139,17 @@ def import_dataset(
         rules: cleaning rules applied before the split (see :mod:`engine.data.cleaning`).
         dedup_threshold: similarity at which prompts count as near-duplicates for the split.
         check_outputs: for JSON and label tasks, treat an answer that does not parse as a bad row.
+        max_field_chars: the longest text one field may hold; a row with a longer one is bad.
+        delimiter: CSV/TSV cell separator (the format's when None).
+        quotechar: CSV/TSV quote character, ``""`` for none (``"`` for CSV, none for TSV when None).
 
     Returns:
         ``(dataset_id, report)``; the id is None when the import was refused, and the report's
         ``message`` says why.
 
     Raises:
-        ValueError: invalid arguments (test size, threshold, rules, prompt template).
+        ValueError: invalid arguments (test size, threshold, rules).
+        SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
     """
     if isinstance(test_size, float) and not 0 < test_size < 1:
         raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
@@ -147,9 +157,19 @@ def import_dataset(
         raise ValueError(f"test_size must be at least 1, got {test_size}")
     if mode not in ("strict", "valid_only"):
         raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
-    render_prompt(task.prompt_template, "")  # a bad template is the caller's error, not the file's
+    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
+    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
+        raise SpecError(f"task.prompt_template: prompt_template {problem}")
 
-    records, report = read_records(path, fmt=fmt, shape=shape, mapping=mapping)
+    records, report = read_records(
+        path,
+        fmt=fmt,
+        shape=shape,
+        mapping=mapping,
+        max_field_chars=max_field_chars,
+        delimiter=delimiter,
+        quotechar=quotechar,
+    )
     report.mode = mode
     if check_outputs and not report.fatal:
         records = _check_outputs(task, records, report.shape, report)
@@ -179,7 +199,9 @@ def import_dataset(
         return _refuse(
             report,
             f"Nothing was imported: near-duplicate groups leave no room for a test split of {n_test} (the "
-            f"largest holds {largest} of {n} rows); raise the near-duplicate threshold.",
+            f"largest holds {largest} of {n} rows). Raise '{DEDUP_THRESHOLD_LABEL}' (now "
+            f"{dedup_threshold:g}, at most 1) so that fewer prompts count as near-duplicates, or drop "
+            "repeated prompts with the exact_dedup cleaning rule.",
         )
     leaks = check_no_leak(
         [t for i, t in enumerate(inputs) if i not in test],
@@ -250,6 +272,9 @@ def _write_provenance(
         "seed": seed,
         "test_size": test_size,
         "dedup_threshold": threshold,
+        "max_field_chars": report.max_field_chars,
+        "delimiter": report.delimiter,
+        "quotechar": report.quotechar,
         "rules": [r if isinstance(r, str | dict) else {"rule": r[0], **r[1]} for r in rules],
         "rows_read": report.rows_read,
         "rows_valid": report.rows_valid,

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+from engine.specs import template_problem
+
+_template_problem = functools.lru_cache(maxsize=64)(template_problem)  # once per template, not per row
 
 
 def render_prompt(template: str, input_text: str) -> str:
     """Fill a task's prompt template with one input.
 
     ``{input}`` is replaced by the input; ``{{`` and ``}}`` stand for literal braces, as in
-    :meth:`str.format`.
+    :meth:`str.format`. Nothing else is formatted (see :func:`engine.specs.template_problem`).
 
     Raises:
-        ValueError: the template names a placeholder other than ``{input}``.
+        ValueError: the template is not one :class:`~engine.specs.TaskSpec` accepts.
     """
-    try:
-        return template.format(input=input_text)
-    except (KeyError, IndexError) as err:
-        raise ValueError(
-            f"prompt template uses an unknown placeholder {err}; only {{input}} is available "
-            "(write literal braces as {{ and }})"
-        ) from None
+    problem = _template_problem(template)
+    if problem:
+        raise ValueError(f"prompt template {problem}")
+    return template.format(input=input_text)
 
 
 def chat_messages(prompt: str, system_prompt: str = "") -> list[dict[str, str]]:

@@ -20,6 +20,8 @@ Mode = Literal["strict", "valid_only"]
 
 ISSUE_KINDS = (
     "bad_json",
+    "too_deep",
+    "too_large",
     "undecodable",
     "bad_encoding",
     "missing_field",
@@ -28,6 +30,8 @@ ISSUE_KINDS = (
     "empty_prompt",
     "bad_value",
     "no_user_turn",
+    "no_assistant_turn",
+    "turn_order",
     "ragged_row",
     "bad_output",
     "empty_file",
@@ -103,6 +107,9 @@ class ImportReport:
         n_train: examples in the train split.
         n_test: examples in the frozen test split.
         dup_groups: near-duplicate groups kept whole on one side of the split.
+        max_field_chars: the longest text a field could hold (longer ones are ``too_large``).
+        delimiter: CSV/TSV only: the cell separator the file was read with.
+        quotechar: CSV/TSV only: the quote character it was read with (``""``: no quoting).
     """
 
     path: str
@@ -121,6 +128,9 @@ class ImportReport:
     n_train: int = 0
     n_test: int = 0
     dup_groups: int = 0
+    max_field_chars: int | None = None
+    delimiter: str | None = None
+    quotechar: str | None = None
 
     @property
     def fatal(self) -> bool:

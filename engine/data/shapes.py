@@ -2,8 +2,9 @@
 
 Shapes, detected from a row's keys (the first that matches):
 
-* ``chat`` — ``messages``: a list of ``{"role", "content"}`` turns. The last assistant turn is
-  the reference answer; the turn before it must be the user's.
+* ``chat`` — ``messages``: a list of ``{"role", "content"}`` turns. After any system prompt
+  the user speaks first; the last turn is the assistant's and is the reference answer, and the
+  turn before it must be the user's. (Prompts without answers are ``prompt`` rows.)
 * ``openai_log`` — ``request`` + ``response``: a logged chat-completions call. The request's
   messages are the prompt and the response's first choice the answer (the Batch API's
   ``response.body`` wrapper is understood).
@@ -14,7 +15,9 @@ Shapes, detected from a row's keys (the first that matches):
 
 A field that is present must have the right type: ``"completion": null`` is an error (leave
 the key out when there is no answer). An answer given as a JSON object or list is stored as
-its JSON text. Keys a shape does not use are kept in ``meta["extra"]``.
+its JSON text. Keys a shape does not use are kept in ``meta["extra"]``. No text anywhere in a
+row may be longer than :data:`MAX_FIELD_CHARS` (``max_field_chars`` of :func:`parse_row`): one
+20 MB prompt would otherwise be stored, rendered and deduplicated like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 
 from engine.data.report import Record
 
+MAX_FIELD_CHARS = 1_000_000
+"""Longest text (in characters, about 1 MB) one field of a row may hold, by default."""
 SHAPES = ("chat", "openai_log", "alpaca", "prompt_completion", "io")
 """Row shapes, in detection order."""
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -75,6 +80,23 @@ def detect_shape(keys: set[str] | list[str]) -> str | None:
         if key in k:
             return shape
     return None
+
+
+def _check_sizes(row: dict[str, Any], limit: int) -> None:
+    """Refuse a row with any text (at any depth) longer than ``limit`` characters, naming it."""
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in row.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and len(value) > limit:
+            reason = (
+                f"the text is {len(value):,} characters long; the limit is {limit:,} per field "
+                "(max_field_chars)"
+            )
+            raise RowError("too_large", path, reason)
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
 
 
 def _require(row: dict[str, Any], *keys: str) -> None:
@@ -161,6 +183,31 @@ def _turns(messages: Any, path: str) -> list[tuple[str, str]]:
     return turns
 
 
+def _check_chat_order(turns: list[tuple[str, str]], path: str) -> None:
+    """A chat row opens with the user (after any system prompt) and ends with the assistant's answer.
+
+    Otherwise the transcript would silently become a prompt with no answer, or with the
+    roles the wrong way round.
+    """
+    first = next(i for i, (role, _) in enumerate(turns) if role not in ("system", "developer"))
+    if turns[first][0] != "user":
+        reason = (
+            f"the conversation opens with a {turns[first][0]!r} turn before any 'user' turn; after "
+            "the system prompt the user speaks first"
+        )
+        raise RowError("turn_order", f"{path}[{first}].role", reason)
+    last = len(turns) - 1
+    if not any(role == "assistant" for role, _ in turns):
+        reason = (
+            "no 'assistant' turn: a chat row needs the answer as its last message (give prompts "
+            'without answers as {"prompt": ...} rows)'
+        )
+        raise RowError("no_assistant_turn", path, reason)
+    if turns[last][0] != "assistant":
+        reason = f"the conversation ends with a {turns[last][0]!r} turn, not the assistant's answer"
+        raise RowError("no_assistant_turn", f"{path}[{last}].role", reason)
+
+
 def _conversation(messages: Any, path: str, allow_answer: bool) -> tuple[str, str | None, dict[str, Any]]:
     """(prompt text, answer or None, meta) of a conversation.
 
@@ -171,10 +218,11 @@ def _conversation(messages: Any, path: str, allow_answer: bool) -> tuple[str, st
     if not any(role == "user" for role, _ in turns):
         raise RowError("no_user_turn", path, "no message with role 'user'")
     answer = None
-    if turns[-1][0] == "assistant":
-        if not allow_answer:
-            raise RowError("bad_value", path, "the request ends with an assistant turn, not the user's")
+    if allow_answer:  # a chat row: a whole conversation, answered
+        _check_chat_order(turns, path)
         answer = turns.pop()[1]
+    elif turns[-1][0] == "assistant":
+        raise RowError("bad_value", path, "the request ends with an assistant turn, not the user's")
     if turns[-1][0] != "user":
         raise RowError(
             "bad_value",
@@ -245,19 +293,23 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def parse_row(shape: str, row: Any, extra: dict[str, Any] | None = None) -> Record:
+def parse_row(
+    shape: str, row: Any, extra: dict[str, Any] | None = None, max_field_chars: int = MAX_FIELD_CHARS
+) -> Record:
     """Validate one row of ``shape`` and normalise it.
 
     Args:
         shape: one of :data:`SHAPES`.
         row: the parsed row (must be a dict).
         extra: more fields to keep in ``meta["extra"]`` (e.g. unmapped CSV columns).
+        max_field_chars: the longest text any field (or message, or extra column) may hold.
 
     Raises:
         RowError: the row is refused (kind, field and reason say why).
     """
     if not isinstance(row, dict):
         raise RowError("wrong_type", None, f"expected an object, got {type_name(row)}")
+    _check_sizes({**row, **(extra or {})}, max_field_chars)
     meta: dict[str, Any] = {}
     if shape == "chat":
         _require(row, "messages")

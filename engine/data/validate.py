@@ -37,7 +37,7 @@ def parse_output(task: TaskSpec, text: str | None, require_fields: bool = True) 
     if task.output_kind == "json":
         try:
             obj = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, a 5,000-digit int, deep nesting
             return False, None
         if not isinstance(obj, dict):
             return False, None

@@ -18,31 +18,62 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from engine.data.cleaning import RuleSpec, apply_rules
+from engine.data.columns import guess_columns
 from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
-from engine.data.readers import Fatal, detect_format, open_sources
+from engine.data.readers import Fatal, open_sources
 from engine.data.report import ImportReport, Issue, Record
-from engine.data.shapes import detect_shape
-from engine.specs import TaskSpec
+from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
+from engine.data.sniff import detect_format
+from engine.specs import SpecError, TaskSpec
 from engine.store import Store
 
-UPLOAD_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet"]
-"""File extensions the uploader accepts (a saved Hugging Face dataset is given as a path)."""
+DELIMITERS = {"comma (,)": ",", "semicolon (;)": ";", "tab": "\t", "pipe (|)": "|"}
+"""CSV cell separators the page offers, by label."""
+QUOTES = {'double quote (")': '"', "single quote (')": "'", "none": ""}
+"""CSV quote characters the page offers, by label (``none``: quotes are text)."""
 TABULAR = ("csv", "tsv", "parquet", "hf_disk")
 """Formats whose columns are mapped to fields by the user."""
-_PROMPT_NAMES = ("prompt", "question", "input", "text", "query", "message", "instruction")
-_ANSWER_NAMES = ("completion", "answer", "output", "response", "label", "target", "reference")
+_SHAPE_ANSWERS = {
+    "alpaca": ("output", "response"),
+    "prompt_completion": ("completion",),
+    "io": ("output", "reference"),
+}
+GUESS_ROWS = 500
+"""Rows read to guess the prompt and answer columns from their content."""
+
+
+MAX_UPLOAD_NAME = 100
+"""Longest stored upload name in UTF-8 bytes (file systems allow 255; names can be longer)."""
+
+
+def upload_name(filename: str) -> str:
+    """A safe, short file name for an upload: word characters, ``.``, ``-``; extension kept.
+
+    Browsers send the name as the user's file system had it, which may be longer than this
+    one allows (``OSError: File name too long``) or hold path separators and odd characters.
+    """
+    name = re.sub(r"[^\w.\-]+", "_", Path(filename).name).strip("._") or "upload"
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:  # no extension (a sniffed file), or not really one
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    room = MAX_UPLOAD_NAME - len(suffix.encode())
+    stem = stem.encode()[:room].decode("utf-8", errors="ignore").rstrip("._") or "upload"
+    return stem + suffix
 
 
 def save_upload(store: Store, filename: str, data: bytes) -> Path:
-    """Save uploaded bytes under ``<home>/uploads/<content hash>/<filename>``; returns the path.
+    """Save uploaded bytes under ``<home>/uploads/<content hash>/<name>``; returns the path.
 
-    Content-addressed, so re-running the page does not write the same upload twice, and
-    written through a temporary file, so a half-written upload is never read.
+    ``name`` is :func:`upload_name` of ``filename``. Content-addressed, so re-running the page
+    does not write the same upload twice, and written through a temporary file, so a
+    half-written upload is never read.
     """
-    name = re.sub(r"[^\w.\-]+", "_", Path(filename).name).strip("._") or "upload"
+    name = upload_name(filename)
     folder = store.home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
     path = folder / name
     if not path.exists():
@@ -62,12 +93,15 @@ class SourcePreview:
         columns: column names of a tabular source (CSV, TSV, Parquet, saved dataset), else None.
         rows: the first rows (one column per key; nested values as text).
         error: why the source cannot be read at all, or None.
+        guess: the likely ``prompt`` and ``answer`` columns of a tabular source, from their
+            names and the first :data:`GUESS_ROWS` rows (see :func:`guess_columns`).
     """
 
     fmt: str | None
     columns: list[str] | None = None
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     error: str | None = None
+    guess: dict[str, str | None] = field(default_factory=lambda: {"prompt": None, "answer": None})
 
     @property
     def needs_mapping(self) -> bool:
@@ -75,35 +109,49 @@ class SourcePreview:
         return self.fmt in TABULAR and self.columns is not None
 
 
-def preview_source(path: str | Path, fmt: str | None = None, n: int = 5) -> SourcePreview:
-    """Format, columns and the first ``n`` rows of a file or saved-dataset folder."""
+def source_format(path: str | Path) -> str | None:
+    """The format of a file or folder, from its extension or its content (None: unknown)."""
+    p = Path(path)
+    try:
+        return detect_format(p) if p.exists() else None
+    except OSError:
+        return None
+
+
+def preview_source(
+    path: str | Path,
+    fmt: str | None = None,
+    n: int = 5,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
+) -> SourcePreview:
+    """Format, columns and the first ``n`` rows of a file or saved-dataset folder.
+
+    ``delimiter`` and ``quotechar`` are for CSV and TSV, as in
+    :func:`~engine.data.importers.read_records`.
+    """
     p = Path(path)
     if not p.exists():
         return SourcePreview(None, error=f"{p}: no such file or folder")
     fmt = fmt or detect_format(p)
     if fmt is None:
-        return SourcePreview(None, error=f"{p.name}: cannot tell the format (use .jsonl, .json, .csv, ...)")
+        return SourcePreview(
+            None,
+            error=f"{p.name}: cannot tell the format from the name or the content (JSON Lines, JSON, "
+            "CSV, TSV or Parquet)",
+        )
     try:
-        sources = open_sources(p, fmt, [])
-        rows = [row for _, row in itertools.islice(sources[0].rows, n)]
+        sources = open_sources(p, fmt, [], delimiter=delimiter, quotechar=quotechar)
+        columns = sources[0].columns
+        rows = [row for _, row in itertools.islice(sources[0].rows, max(n, GUESS_ROWS if columns else n))]
     except Fatal as err:
         return SourcePreview(fmt, error=str(err.issue))
     except (OSError, ValueError) as err:
         return SourcePreview(fmt, error=f"{p.name}: {err}")
-    flat = [r if isinstance(r, dict) else {"value": r} for r in rows]
+    flat = [r if isinstance(r, dict) else {"value": r} for r in rows[:n]]
     frame = pd.DataFrame(flat).map(lambda v: v if isinstance(v, str | int | float | type(None)) else str(v))
-    return SourcePreview(fmt, sources[0].columns, frame)
-
-
-def guess_columns(columns: list[str]) -> dict[str, str | None]:
-    """A first guess at the ``prompt`` and ``answer`` columns, from their names."""
-
-    def pick(names: tuple[str, ...], taken: str | None = None) -> str | None:
-        lower = {c.lower(): c for c in columns if c != taken}
-        return next((lower[n] for n in names if n in lower), None)
-
-    prompt = pick(_PROMPT_NAMES) or (columns[0] if columns else None)
-    return {"prompt": prompt, "answer": pick(_ANSWER_NAMES, prompt)}
+    guess = guess_columns(columns, [r for r in rows if isinstance(r, dict)]) if columns else None
+    return SourcePreview(fmt, columns, frame, guess=guess or {"prompt": None, "answer": None})
 
 
 def column_mapping(prompt: str | None, answer: str | None, instruction: str | None = None) -> dict[str, str]:
@@ -120,9 +168,11 @@ def column_mapping(prompt: str | None, answer: str | None, instruction: str | No
     return {k: v for k, v in mapping.items() if v}
 
 
-def auto_mapping_ok(columns: list[str] | None) -> bool:
-    """Whether the column names alone say which is the prompt (``prompt``, ``input``, ...)."""
-    return bool(columns) and detect_shape(columns or []) is not None
+def auto_mapping_ok(columns: list[str] | None, answer: str | None = None) -> bool:
+    """Whether the column names alone say which is the prompt (``prompt``, ``input``, ...)
+    and, when an ``answer`` column was guessed, read it as the answer."""
+    shape = detect_shape(columns or [])
+    return shape is not None and (answer is None or answer in _SHAPE_ANSWERS.get(shape, ()))
 
 
 def make_task(
@@ -131,7 +181,7 @@ def make_task(
     """A task from the page's inputs; ``labels`` and ``fields`` are comma-separated.
 
     Raises:
-        pydantic.ValidationError: e.g. a label task without labels.
+        SpecError: one line per refused field, e.g. ``task.prompt_template: ...``.
     """
     spec = {
         "name": name or "task",
@@ -140,7 +190,15 @@ def make_task(
         "json_fields": [s.strip() for s in fields.split(",") if s.strip()],
         "prompt_template": template,
     }
-    return TaskSpec.model_validate(spec)
+    try:
+        return TaskSpec.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError(
+            "\n".join(
+                ".".join(["task", *map(str, e["loc"])]) + ": " + e["msg"].removeprefix("Value error, ")
+                for e in err.errors()
+            )
+        ) from None
 
 
 @dataclass
@@ -175,6 +233,9 @@ def check_import(
     mapping: dict[str, str] | None = None,
     rules: Sequence[RuleSpec] = (),
     check_outputs: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
+    delimiter: str | None = None,
+    quotechar: str | None = None,
 ) -> ImportCheck:
     """Validate and clean a source exactly as :func:`~engine.data.importing.import_dataset`
     would, without writing anything; ``report.message`` says what importing would do.
@@ -182,7 +243,14 @@ def check_import(
     Raises:
         ValueError: invalid rules or parameters.
     """
-    records, report = read_records(path, fmt=fmt, mapping=mapping or None)
+    records, report = read_records(
+        path,
+        fmt=fmt,
+        mapping=mapping or None,
+        max_field_chars=max_field_chars,
+        delimiter=delimiter,
+        quotechar=quotechar,
+    )
     if check_outputs and not report.fatal:
         records = _check_outputs(task, records, report.shape, report)
     if report.fatal:

@@ -31,6 +31,19 @@ QA = [
     ("Who wrote 'Pride and Prejudice'?", "Jane Austen"),
 ]
 
+SMS = [
+    ("ham", "Go until jurong point, crazy.. Available only in bugis n great world la e buffet..."),
+    ("ham", "Ok lar... Joking wif u oni..."),
+    ("spam", "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121"),
+    ("ham", '"Hey, are you coming?" she asked. Told her I\'d be late, tell the others'),
+    ("ham", "U dun say so early hor... U c already then say..."),
+    ("spam", 'WINNER!! As a valued network customer you have been selected to receive a "£900 prize"'),
+    ("ham", "Nah I don't think he goes to usf, he lives around here though"),
+    ("ham", "\"Sorry, I'll call later"),
+    ("spam", "URGENT! You have won a 1 week FREE membership in our £100,000 Prize Jackpot!"),
+    ("ham", "I'm gonna be home soon and i don't want to talk about this stuff anymore tonight"),
+]
+
 
 def jl(*rows: Any) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
@@ -82,6 +95,8 @@ def write_good() -> None:
     datasets.DatasetDict({"train": ds.select(range(4)), "test": ds.select(range(4, 6))}).save_to_disk(
         str(GOOD / "hf_dataset")
     )
+    # Like the UCI SMS Spam Collection: the label first, free text after, literal quotes in it.
+    (GOOD / "sms_spam.tsv").write_text("Label\tMessage\n" + "".join(f"{a}\t{m}\n" for a, m in SMS))
     # Mostly good: two bad rows among valid ones (valid-only mode imports the rest).
     (GOOD / "mixed.jsonl").write_text(
         jl(
@@ -91,6 +106,9 @@ def write_good() -> None:
             *({"prompt": q, "completion": a} for q, a in QA[3:]),
         )
     )
+
+
+DEEP = 20_000  # far past any recursion limit, small enough to commit
 
 
 # name -> (content, manifest entry: expected kind, line (None: whole file), field, import options)
@@ -153,6 +171,25 @@ def bad_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
         "csv_bad_quote.csv": ('prompt,completion\nHi?,Hello\n"unterminated,x\n', {}),
         "tsv_duplicate_header.tsv": ("prompt\tprompt\nHi?\tHello\n", {}),
     }
+    # Parser errors other than JSONDecodeError: nesting past the recursion limit (RecursionError)
+    # as a line, as a .json file and inside a messages field; an integer past Python's
+    # 4,300-digit guard (a plain ValueError).
+    deep = "[" * DEEP + "]" * DEEP
+    files["deep_nesting.jsonl"] = (jl(pc, deep, pc), {})
+    files["deep_nesting.json"] = (f'[\n{{"prompt": "Say hi."}},\n{deep}\n]\n', {})
+    files["deep_messages.jsonl"] = (jl(pc, pc, f'{{"messages": {deep}}}'), {})
+    files["big_integer.jsonl"] = (jl(pc, f'{{"prompt": "Count.", "completion": {"9" * 5000}}}'), {})
+    # Chat rows that would silently become answerless or role-swapped prompts.
+    files["chat_no_assistant.jsonl"] = (jl({"messages": msgs("Hi", "Hello")}, {"messages": msgs("Bye")}), {})
+    files["chat_assistant_first.jsonl"] = (
+        jl(
+            {"messages": msgs("Hi", "Hello")},
+            {"messages": [{"role": "assistant", "content": "Paris"}, *msgs("Capital of France?")]},
+        ),
+        {},
+    )
+    # One prompt just over the default per-field limit (1,000,000 characters) among normal rows.
+    files["huge_prompt.jsonl"] = (jl(pc, {"prompt": "Say " + "hi " * 333_333, "completion": "Hi"}, pc), {})
     out = {k: (v.encode() if isinstance(v, str) else v, o) for k, (v, o) in files.items()}
     # Real invalid UTF-8: a Latin-1 "café" on line 2, and in a CSV cell on line 3.
     out["undecodable.jsonl"] = (pc.encode() + b'\n{"prompt": "caf\xe9", "completion": "x"}\n', {})
@@ -194,6 +231,13 @@ EXPECTED = {
     "parquet_wrong_type.parquet": ("wrong_type", None, "prompt"),
     "parquet_corrupt.parquet": ("unreadable", None, None),
     "hf_wrong_type": ("wrong_type", None, "prompt"),
+    "deep_nesting.jsonl": ("too_deep", 2, None),
+    "deep_nesting.json": ("too_deep", 3, None),
+    "deep_messages.jsonl": ("too_deep", 3, None),
+    "big_integer.jsonl": ("bad_json", 2, None),
+    "huge_prompt.jsonl": ("too_large", 2, "prompt"),
+    "chat_no_assistant.jsonl": ("no_assistant_turn", 2, "messages"),
+    "chat_assistant_first.jsonl": ("turn_order", 2, "messages[0].role"),
 }
 
 
