@@ -116,7 +116,7 @@ def families_for(values: Values) -> list[str]:
     return [f for f in FAMILIES if f != "inverse_power" or bounded]
 
 
-B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 400)
+B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 160)
 """Exponents tried for the power families; for each, the other parameters are linear."""
 
 

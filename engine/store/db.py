@@ -477,6 +477,18 @@ class Store(ReviewRecords):
                 ],
             )
 
+    def count_usable_answers(self, dataset_id: str, teacher_key: str, require_valid: bool) -> int:
+        """Train examples that have a non-empty teacher answer (a valid one, if required)."""
+        sql = (
+            "SELECT COUNT(*) FROM examples e JOIN teacher_responses t"
+            " ON t.dataset_id = e.dataset_id AND t.idx = e.idx AND t.teacher_key = ?"
+            " WHERE e.dataset_id = ? AND e.split = 'train' AND TRIM(COALESCE(t.output, '')) <> ''"
+        )
+        if require_valid:
+            sql += " AND (t.valid IS NULL OR t.valid <> 0)"
+        with self.read() as conn:
+            return int(conn.execute(sql, (teacher_key, dataset_id)).fetchone()[0])
+
     def output_scores(self, run_ids: Iterable[str]) -> dict[str, dict[int, dict[str, float]]]:
         """Per-example scores of many runs in one read: ``{run_id: {idx: {metric: value}}}``."""
         ids = list(run_ids)

@@ -193,7 +193,7 @@ def points_frame(curve: Curve) -> pd.DataFrame:
 
 
 def runs_frame(curve: Curve) -> pd.DataFrame:
-    """Every finished run: size, seed, score, steps and epochs it trained."""
+    """Every finished run: size, seed, score, steps and epochs it trained, and why it stopped."""
     rows = [
         {
             "train size": r["train_size"],
@@ -201,11 +201,13 @@ def runs_frame(curve: Curve) -> pd.DataFrame:
             curve.metric: r[curve.metric],
             "steps": _int(r.get("steps")),
             "epochs": r.get("epochs"),
+            "stopped": (r.get("stop") or "").replace("_", " "),
             "run": r["run_id"],
         }
         for r in sorted(curve.runs, key=lambda r: (r["train_size"], r["seed"]))
     ]
-    return pd.DataFrame(rows, columns=["train size", "seed", curve.metric, "steps", "epochs", "run"])
+    columns = ["train size", "seed", curve.metric, "steps", "epochs", "stopped", "run"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _int(value: Any) -> int | None:
