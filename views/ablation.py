@@ -125,9 +125,11 @@ def discussion_view(store: Store, exp_id: str) -> None:
     """Comments and decisions under the experiment, append-only."""
     st.subheader("Discussion")
     notes = store.list_notes(exp_id)
-    if notes:
-        st.dataframe(curves.notes_frame(notes), hide_index=True)
-    else:
+    for note in notes:
+        with st.container(border=True):
+            st.caption(curves.note_heading(note))
+            st.markdown(note["text"])
+    if not notes:
         st.caption('No comments yet. Say what you see, or record a decision ("collect 2k more").')
     with st.form("note", clear_on_submit=True):
         text = st.text_area("Comment", max_chars=20_000)
