@@ -116,17 +116,18 @@ def families_for(values: Values) -> list[str]:
     return [f for f in FAMILIES if f != "inverse_power" or bounded]
 
 
-B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 160)
-"""Exponents tried for the power families; for each, the other parameters are linear."""
+B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 96)
+"""Exponents tried first for the power families; each row then refines around its best one."""
+B_REFINE = 24
 
 
 def _fit_many(family: str, x: np.ndarray, ys: np.ndarray, sigma: np.ndarray, cap: float | None) -> np.ndarray:
     """Weighted least-squares parameters of one family for each row of ``ys`` (shape ``(B, n)``).
 
     The power families are linear in their other parameters once the exponent ``b`` is
-    fixed, so each is solved exactly on a fine grid of ``b`` (vectorised over the rows and
-    the grid) and the best ``b`` kept: no iterative solver that may not converge, and a
-    bootstrap of hundreds of refits costs milliseconds.
+    fixed, so each is solved exactly on a grid of ``b`` (vectorised over the rows and the
+    grid), then on a finer grid around each row's best ``b``: no iterative solver that may
+    not converge, and a bootstrap of hundreds of refits costs milliseconds.
     """
     w = 1.0 / sigma**2  # (n,)
     if family == "log_linear":
@@ -137,34 +138,47 @@ def _fit_many(family: str, x: np.ndarray, ys: np.ndarray, sigma: np.ndarray, cap
         b = (sw * sty - st * sy) / det
         a = (sy - b * st) / sw
         return np.stack([a, b], axis=1)
-    z = x[None, :] ** (-B_GRID[:, None])  # (G, n): n^-b for every b of the grid
+    rows = np.arange(len(ys))
+    coarse = np.broadcast_to(B_GRID, (len(ys), len(B_GRID)))
+    params, chi2 = _given_b(family, x, ys, w, cap, coarse)
+    best = np.argmin(chi2, axis=1)
+    lo = B_GRID[np.maximum(best - 1, 0)]
+    hi = B_GRID[np.minimum(best + 1, len(B_GRID) - 1)]
+    fine = np.exp(np.linspace(np.log(lo), np.log(hi), B_REFINE, axis=1))  # (B, F)
+    params, chi2 = _given_b(family, x, ys, w, cap, fine)
+    best = np.argmin(chi2, axis=1)
+    return params[rows, best]
+
+
+def _given_b(
+    family: str, x: np.ndarray, ys: np.ndarray, w: np.ndarray, cap: float | None, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``ys`` and each exponent of that row in ``b`` (``(B, G)``): the best
+    linear parameters and the weighted chi-square. Returns ``(params (B, G, p), chi2 (B, G))``."""
+    z = x[None, None, :] ** (-b[:, :, None])  # (B, G, n)
+    szz = (z * z) @ w  # (B, G)
     if family == "inverse_power":
-        r = 1.0 - ys  # (B, n): y = 1 - a z  <=>  r = a z
-        a = np.clip((r * w) @ z.T / ((z * z) @ w)[None, :], 0.0, None)  # (B, G)
-        resid = r[:, None, :] - a[:, :, None] * z[None, :, :]
-        best = np.argmin((resid**2 * w).sum(-1), axis=1)
-        rows = np.arange(len(ys))
-        return np.stack([a[rows, best], B_GRID[best]], axis=1)
+        r = 1.0 - ys  # y = 1 - a z  <=>  r = a z
+        a = np.clip(np.einsum("bn,bgn->bg", r * w, z) / szz, 0.0, None)
+        chi2 = (((r[:, None, :] - a[..., None] * z) ** 2) * w).sum(-1)
+        return np.stack([a, b], axis=-1), chi2
     # power: y = c - a z, linear in (c, a) for a fixed b
     sw = w.sum()
-    sz, szz = z @ w, (z * z) @ w  # (G,)
-    sy = ys @ w  # (B,)
-    syz = (ys * w) @ z.T  # (B, G)
-    det = sw * szz - sz * sz  # (G,)
-    c = (sy[:, None] * szz - sz * syz) / det
-    a = (sz * sy[:, None] - sw * syz) / det
-    flat = np.broadcast_to((sy / sw)[:, None], a.shape)
-    c = np.where(a < 0, flat, c)
+    sz = z @ w  # (B, G)
+    sy = (ys @ w)[:, None]  # (B, 1)
+    syz = np.einsum("bn,bgn->bg", ys * w, z)
+    det = sw * szz - sz * sz
+    c = (sy * szz - sz * syz) / det
+    a = (sz * sy - sw * syz) / det
+    c = np.where(a < 0, np.broadcast_to(sy / sw, a.shape), c)
     a = np.clip(a, 0.0, None)
     if cap is not None:  # asymptote above the cap: fix c = cap, refit a alone
         over = c > cap
-        a_cap = np.clip(((cap - ys) * w) @ z.T / szz[None, :], 0.0, None)
+        a_cap = np.clip(np.einsum("bn,bgn->bg", (cap - ys) * w, z) / szz, 0.0, None)
         a = np.where(over, a_cap, a)
         c = np.where(over, cap, c)
-    resid = ys[:, None, :] - (c[:, :, None] - a[:, :, None] * z[None, :, :])
-    best = np.argmin((resid**2 * w).sum(-1), axis=1)
-    rows = np.arange(len(ys))
-    return np.stack([a[rows, best], B_GRID[best], c[rows, best]], axis=1)
+    chi2 = (((ys[:, None, :] - (c[..., None] - a[..., None] * z)) ** 2) * w).sum(-1)
+    return np.stack([a, b, c], axis=-1), chi2
 
 
 def _chi2(family: str, params: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> float:
