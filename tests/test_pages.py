@@ -46,7 +46,7 @@ def queued_experiment(store: Store) -> str:
 def finished_experiment(store: Store) -> str:
     """An experiment whose every job succeeded: metrics, loss curves, outputs, one event."""
     spec = demo_spec("fast").model_copy(
-        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1])}
+        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1], zero_shot=False)}
     )
     exp_id = ablation.launch_experiment(store, spec)
     teacher = next(j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "teacher")
@@ -94,7 +94,7 @@ def test_live_pages_empty_state_points_to_the_demo(page: str) -> None:
 
 def test_launch_prefills_the_standard_demo() -> None:
     at = app("views/launch.py")
-    assert at.text_input(key="f.ablation.train_sizes").value == "50, 200, 800"
+    assert at.text_input(key="f.ablation.train_sizes").value == "50, 100, 200, 400, 800"
     assert "name: demo" in at.text_area(key="spec_yaml").value
     assert not at.error
 
@@ -185,10 +185,16 @@ def test_ablation_page_finished_draws_the_curve(store: Store) -> None:
     at.selectbox[0].set_value(exp_id).run()
     assert len(at.get("plotly_chart")) == 1
     assert "curve field_accuracy: 16=" in texts(at)
-    assert "predicts" in texts(at)  # three sizes: a power-law fit
+    # Three sizes cannot validate a fit: the page says so instead of extrapolating.
+    assert "No fit: a validated fit needs at least 4 sizes (3 so far)." in texts(at)
     table = at.dataframe[0].value
     assert list(table["train_size"]) == [16, 32, 64] and list(table["seeds"]) == [2, 2, 2]
-    outputs = at.dataframe[1].value
+    assert (table["ci_low"] <= table["field_accuracy"]).all() and (
+        table["field_accuracy"] <= table["ci_high"]
+    ).all()
+    runs = at.dataframe[1].value
+    assert list(runs["train size"]) == [16, 16, 32, 32, 64, 64]
+    outputs = next(d.value for d in at.dataframe if "idx" in d.value.columns)
     assert len(outputs) == 20 and "field_accuracy" in outputs.columns
 
 
@@ -238,7 +244,7 @@ def test_form_refuses_bad_values_then_launches(store: Store) -> None:
     assert not at.error
     (exp,) = store.list_experiments()
     assert exp["name"] == "from-the-form" and exp["spec"]["ablation"]["train_sizes"] == [20, 40]
-    assert len(store.list_jobs(experiment_id=exp["id"])) == 1 + 2 * 2
+    assert len(store.list_jobs(experiment_id=exp["id"])) == 1 + 1 + 2 * 2  # teacher, untrained, 2x2 grid
     assert exp["id"] in at.success[0].value
     # The new experiment is preselected on Runs.
     at.switch_page("views/runs.py").run()

@@ -63,7 +63,7 @@ def small_spec(base_url: str) -> ExperimentSpec:
     return demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=30, test_size=5),
-            "ablation": AblationSpec(train_sizes=[16]),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
             "teacher": teacher,
         }
     )

@@ -21,6 +21,7 @@ from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
 LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
 """Edited as ``"1, 2, 3"`` text."""
 OPTIONAL_FIELDS = (
+    "student.eval_steps",
     "teacher.base_url",
     "teacher.api_key_env",
     "student.revision",
@@ -62,6 +63,7 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("ablation.train_sizes", "Train sizes", "Comma-separated; each is the first n examples of one pool."),
         ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
         ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
+        ("ablation.zero_shot", "Score the untrained student", "Size 0: the curve's floor."),
         (
             "ablation.versus_teacher",
             "Judge runs vs teacher",
@@ -119,7 +121,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.learning_rate", "Learning rate", None),
         ("student.batch_size", "Batch size", "Per device."),
         ("student.gradient_accumulation_steps", "Gradient accumulation", "Effective batch = batch x this."),
-        ("student.max_steps", "Max steps", "Fixed across sizes: the ablation varies data, not compute."),
+        ("student.budget", "Training budget", "early_stop: validate, keep the best; epochs/steps: fixed."),
+        ("student.max_steps", "Max steps", "budget steps: every run; early_stop: the most a run may take."),
+        ("student.epochs", "Epochs", "budget epochs: passes over each run's examples."),
+        ("student.val_fraction", "Validation share", "early_stop: share of each run's examples held out."),
+        ("student.eval_steps", "Validate every", "early_stop: steps between validations; empty: each epoch."),
+        ("student.patience", "Patience", "early_stop: validations without improvement before stopping."),
         ("student.warmup_ratio", "Warmup ratio", None),
         ("student.lr_scheduler", "LR schedule", None),
         ("student.precision", "Precision", None),
