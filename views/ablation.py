@@ -69,6 +69,7 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
     st.dataframe(
         curves.points_frame(curve),
         hide_index=True,
+        placeholder="",
         column_config={
             "train_size": st.column_config.NumberColumn("train size"),
             curve.metric: st.column_config.NumberColumn(format="%.4f"),
@@ -81,6 +82,7 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
         st.dataframe(
             curves.runs_frame(curve),
             hide_index=True,
+            placeholder="",
             column_config={
                 curve.metric: st.column_config.NumberColumn(format="%.4f"),
                 "epochs": st.column_config.NumberColumn(format="%.1f"),

@@ -179,7 +179,9 @@ def _add_curve(
                 y=value / scale,
                 line_dash=dash,
                 line_color=bcolor,
-                annotation_text=f"{name} {value:.3f}",
+                annotation_text=f"{name} {value / scale:.1f}%"
+                if axis == "percent_of_teacher"
+                else f"{name} {value:.3f}",
                 annotation_position=where,
             )
 
