@@ -46,7 +46,7 @@ def queued_experiment(store: Store) -> str:
 def finished_experiment(store: Store) -> str:
     """An experiment whose every job succeeded: metrics, loss curves, outputs, one event."""
     spec = demo_spec("fast").model_copy(
-        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1])}
+        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1], zero_shot=False)}
     )
     exp_id = ablation.launch_experiment(store, spec)
     teacher = next(j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "teacher")
