@@ -243,3 +243,26 @@ def test_form_refuses_bad_values_then_launches(store: Store) -> None:
     # The new experiment is preselected on Runs.
     at.switch_page("views/runs.py").run()
     assert at.selectbox[0].value == exp["id"]
+
+
+def test_runs_page_keeps_the_experiment_in_the_url(store: Store) -> None:
+    older = queued_experiment(store)
+    newer = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = older  # a reload, or a shared link
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert at.selectbox[0].value == older
+    at.selectbox[0].set_value(newer).run()
+    assert at.query_params["experiment"] == newer
+
+
+def test_runs_page_ignores_an_unknown_experiment_in_the_url(store: Store) -> None:
+    newest = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = "exp-nope"
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception
+    assert at.selectbox[0].value == newest
+    assert at.query_params["experiment"] == newest

@@ -149,9 +149,16 @@ def live() -> None:
         return
     ids = [e["id"] for e in exps]
     labels = {e["id"]: ui.experiment_label(e) for e in exps}
+    # The URL names the experiment, so a reload or a shared link comes back to it. A value the
+    # page has not seen yet wins over the one last viewed; an unknown one is ignored.
+    url_exp = ui.experiment_from_url(st.query_params.get("experiment"), ids)
+    if url_exp and url_exp != st.session_state.get("runs_url_experiment"):
+        st.session_state["focus_experiment"] = url_exp
     focus = ui.focus_index(ids, st.session_state.get("focus_experiment"))
     exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
-    st.session_state["focus_experiment"] = exp_id
+    st.session_state["focus_experiment"] = st.session_state["runs_url_experiment"] = exp_id
+    if st.query_params.get("experiment") != exp_id:
+        st.query_params["experiment"] = exp_id
     job_rows = store.list_jobs(experiment_id=exp_id)
     status = ablation.experiment_status(store, exp_id)
     st.markdown(f"**Status: {status}** — {ui.status_line(job_rows)}")

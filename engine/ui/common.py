@@ -139,6 +139,13 @@ def focus_index(exp_ids: list[str], focus: str | None) -> int:
     return exp_ids.index(focus) if focus in exp_ids else 0
 
 
+def experiment_from_url(value: str | None, exp_ids: list[str]) -> str | None:
+    """The experiment a URL's ``?experiment=`` names, if it is one of ``exp_ids``; else None
+    (a stale bookmark or a typo is ignored, never an error)."""
+    value = (value or "").strip()
+    return value if value in exp_ids else None
+
+
 def jobs_frame(job_rows: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
     """The Runs page's job table, oldest first (the order the scheduler runs them)."""
     rows = []
