@@ -398,14 +398,25 @@ def eta_seconds(job: dict[str, Any], now: float | None = None) -> float | None:
     return max(0.0, elapsed * (1 - p) / p)
 
 
-def log_tail(job: dict[str, Any], lines: int = 40) -> str:
-    """The last lines of a job's log file ('' if there is none yet)."""
-    path = Path(job["log_path"] or "")
+def read_log(job: dict[str, Any], max_bytes: int | None = None) -> str:
+    """A job's log as text: the whole file, or its last ``max_bytes`` ('' if there is none yet).
+
+    A cut starts at the next whole line, so the first line shown is never half a line.
+    """
+    path = Path(job.get("log_path") or "")
     if not path.is_file():
         return ""
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
-        fh.seek(max(0, size - 64_000))
-        text = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+        start = 0 if max_bytes is None else max(0, size - max_bytes)
+        fh.seek(start)
+        data = fh.read()
+    if start and b"\n" in data:
+        data = data[data.index(b"\n") + 1 :]
+    return data.decode("utf-8", errors="replace")
+
+
+def log_tail(job: dict[str, Any], lines: int = 40) -> str:
+    """The last lines of a job's log file ('' if there is none yet)."""
+    return "\n".join(read_log(job, max_bytes=64_000).splitlines()[-lines:])

@@ -266,3 +266,24 @@ def test_runs_page_ignores_an_unknown_experiment_in_the_url(store: Store) -> Non
     assert not at.exception
     assert at.selectbox[0].value == newest
     assert at.query_params["experiment"] == newest
+
+
+def test_runs_log_panel_shows_newest_first_searches_and_downloads(store: Store) -> None:
+    exp_id = finished_experiment(store)
+    job = store.list_jobs(experiment_id=exp_id)[0]
+    lines = [f"step {i} loss {1 / (i + 1):.3f}" for i in range(200)]
+    lines[50] = "WARNING loss spike at step 50"
+    with open(job["log_path"], "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    at = app("views/runs.py")
+    at.selectbox[1].set_value(job["id"]).run()
+    shown = at.code[0].value.splitlines()
+    assert shown[0] == "step 199 loss 0.005" and "step 0 loss" not in at.code[0].value
+    assert "Last 40 of 200 lines, newest first" in texts(at)
+    at.text_input(key="log_query").set_value("SPIKE").run()
+    assert at.code[0].value == "WARNING loss spike at step 50"
+    assert "1 of 200 lines contains “SPIKE”" in texts(at)
+    at.text_input(key="log_query").set_value("nowhere").run()
+    assert not at.code and "0 of 200 lines contain “nowhere”" in texts(at)
+    (download,) = at.get("download_button")
+    assert download.proto.label == "Download the whole log"

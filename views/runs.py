@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -10,6 +11,7 @@ from engine import ablation, jobs
 from engine.store import Store
 from engine.training import resume, wandb_links
 from engine.ui import common as ui
+from engine.ui import logs
 
 st.title("Runs")
 st.write(
@@ -96,11 +98,32 @@ def _log_view(store: Store, job_rows: list[dict]) -> None:
         "Job", list(names), index=ui.default_log_job(ordered), format_func=names.__getitem__
     )
     job = store.get_job(log_id)
-    tail = jobs.log_tail(job, lines=40) if job else ""
-    if not tail:
+    text = jobs.read_log(job, max_bytes=logs.SEARCH_BYTES) if job else ""
+    if not text:
         status = job["status"] if job else ""
-        tail = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
-    st.code(tail, language=None, height=320, wrap_lines=True)
+        empty = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
+        st.code(empty, language=None, wrap_lines=True)
+    else:
+        find, order = st.columns([3, 2], vertical_alignment="bottom")
+        query = find.text_input(
+            "Search the log", key="log_query", placeholder="e.g. error", help="Shows the lines containing it."
+        )
+        newest_first = order.toggle("Newest first", value=True, key="log_newest_first")
+        view = logs.log_view(text, query, newest_first=newest_first)
+        if view.shown:
+            st.code(view.text, language=None, height=320, wrap_lines=True)
+        st.caption(view.caption(query, newest_first))
+    if job and text:
+        st.download_button(
+            "Download the whole log",
+            # A callable: the file is read when someone clicks, not on every 2-second redraw.
+            data=partial(jobs.read_log, job),
+            file_name=f"{job['id']}.log",
+            mime="text/plain",
+            icon=":material/download:",
+            on_click="ignore",
+            key="log_download",
+        )
     if job and job.get("run_id"):
         _wandb_line(store, job["run_id"])
 
