@@ -181,3 +181,12 @@ def test_calibration_compares_two_judges_and_one_annotator(populated: Populated)
     assert len(at.get("plotly_chart")) == 3
     at.selectbox(key="cal_who").set_value("bob").run()
     assert {m.label: m.value for m in at.metric}["Answers"] == "2"
+
+
+def test_review_run_picker_counts_each_runs_labels(populated: Populated, store: Store) -> None:
+    newer = populate(store, labels=False, judges=False)  # opens first: it is the newest run
+    at = as_annotator(app(REVIEW), "ada")
+    assert at.selectbox(key="review_run").value == newer.run_id
+    options = at.selectbox(key="review_run").options
+    assert any(o.endswith(f"{newer.run_id} · 12 answers · 0 labelled") for o in options), options
+    assert any(o.endswith(f"{populated.run_id} · 12 answers · 12 labelled") for o in options), options

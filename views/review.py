@@ -244,7 +244,7 @@ if url_item and url_item != st.session_state.get("review_url_item"):
 if st.session_state.get("review_run") not in run_ids:
     st.session_state.pop("review_run", None)
 
-labels = {r["id"]: f"{r['label']} · {r['n_outputs']} answers" for r in runs}
+labels = {r["id"]: review_view.run_choice(r) for r in runs}
 pick, export = st.columns([4, 1], vertical_alignment="bottom")
 run_id = pick.selectbox("Run", run_ids, format_func=labels.__getitem__, key="review_run")
 rules, rules_error = review.load_workspace_rules(store.home)

@@ -141,9 +141,18 @@ def load_workspace_rules(home: Path) -> tuple[list[Rule], str | None]:
 
 
 def reviewable_runs(store: Store) -> list[dict[str, Any]]:
-    """Runs that saved per-example outputs, newest first, each with ``label`` and ``n_outputs``."""
+    """Runs that saved per-example outputs, newest first, each with ``label``, ``n_outputs`` and
+    ``n_labelled`` (answers someone has labelled: labels stay with the run they were given on)."""
     with store.read() as conn:  # one grouped count instead of loading every run's outputs
         counts = dict(conn.execute("SELECT run_id, COUNT(*) FROM outputs GROUP BY run_id").fetchall())
+        labelled_refs = [
+            row[0]
+            for row in conn.execute("SELECT DISTINCT item_ref FROM annotations WHERE item_ref LIKE 'run:%'")
+        ]
+    labelled: Counter[str] = Counter()
+    for ref in labelled_refs:
+        if (where := parse_ref(ref)) and where["kind"] == "run":
+            labelled[where["run_id"]] += 1
     names = {e["id"]: e["name"] for e in store.list_experiments()}
     runs = [r for r in store.list_runs() if counts.get(r["id"])]
     runs.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
@@ -151,6 +160,7 @@ def reviewable_runs(store: Store) -> list[dict[str, Any]]:
         exp = names.get(r["experiment_id"], "no experiment")
         what = "base model" if r["variant"] == BASE_VARIANT else f"n={r['train_size']} seed {r['seed']}"
         r["n_outputs"] = counts[r["id"]]
+        r["n_labelled"] = labelled[r["id"]]
         r["label"] = f"{exp} · {what} · {r['id']}"
     return runs
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from engine.review.items import ReviewItem
 from engine.ui.common import format_ago
+from engine.words import plural
 
 FIRST_COLUMNS = ["#", "you", "SMEs", "failed", "rules rejecting"]
 TEXT_CHARS = 120
@@ -19,6 +20,13 @@ TEXT_CHARS = 120
 def _short(text: str | None, limit: int = TEXT_CHARS) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_choice(run: dict[str, Any]) -> str:
+    """The run picker's line: ``demo · n=200 seed 0 · run-… · 25 answers · 12 labelled``, so
+    labels given on another run than the one open are easy to find."""
+    answers = plural(run["n_outputs"], "answer")
+    return f"{run['label']} · {answers} · {run.get('n_labelled', 0):,} labelled"
 
 
 def sme_summary(item: ReviewItem) -> str:
