@@ -217,7 +217,16 @@ def test_view_tables_and_markdown_escaping(store: Store) -> None:
             "ts": time.time(),
         }
     )
-    assert "\\[x\\]\\(http" in line and "a\\*b" in line and "\\<img" in line
+    assert "\\[x\\](http" in line and "a\\*b" in line and "note" not in line
+
+
+def test_notes_render_as_markdown_without_backslashes() -> None:
+    note = "**urgency** is wrong:\n\n- expected `high`\n- see ticket #12. Costs $5, not $50"
+    md = review_view.note_markdown(note)
+    assert md.splitlines()[0] == "> **urgency** is wrong:" and "> - expected `high`" in md
+    assert md.replace("\\$", "$").count("\\") == 0  # only the dollars, which Streamlit would read as math
+    assert review_view.note_markdown("![x](http://tracker/p.png)") == "> [x](http://tracker/p.png)"
+    assert review_view.md_escape("jean-luc d. (ops)") == "jean-luc d. (ops)"
 
 
 # -------------------------------------------------------------------------- export

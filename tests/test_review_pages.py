@@ -84,7 +84,8 @@ def test_review_labels_an_answer_and_moves_on(populated: Populated, store: Store
     assert "**Answer 2 of 12** · example #101" in texts(at)
     at.button(key="rv_prev").click()
     as_annotator(at, "tess")
-    assert "**tess** — reject · wrong field value — “urgency is wrong”" in texts(at)
+    assert "**tess** — reject · wrong field value · just now" in texts(at)
+    assert "> urgency is wrong" in texts(at)
     assert at.selectbox(key=f"cat|{ref}").value == "wrong field value"
     at.button(key="rv_accept").click()  # changing one's mind appends, history kept
     as_annotator(at, "tess")
@@ -190,3 +191,10 @@ def test_review_run_picker_counts_each_runs_labels(populated: Populated, store: 
     options = at.selectbox(key="review_run").options
     assert any(o.endswith(f"{newer.run_id} · 12 answers · 0 labelled") for o in options), options
     assert any(o.endswith(f"{populated.run_id} · 12 answers · 12 labelled") for o in options), options
+
+
+def test_review_note_with_markdown_is_rendered_not_escaped(populated: Populated, store: Store) -> None:
+    store.add_annotation(populated.ref(0), "bob", "reject", note="**urgency** is wrong. See #12 - ticket")
+    at = as_annotator(app(REVIEW), "tess")
+    assert "> **urgency** is wrong. See #12 - ticket" in [m.value for m in at.markdown]
+    assert not any("\\" in m.value for m in at.markdown if "urgency" in m.value)

@@ -171,6 +171,8 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         st.markdown("**SME labels**")
         for label in item.labels:
             st.markdown(review_view.label_line(label))
+            if label.get("note"):
+                st.markdown(review_view.note_markdown(label["note"]))
         if not item.labels:
             st.caption("Nobody has labelled this answer yet.")
         with st.expander("History of this answer's labels"):
