@@ -198,3 +198,14 @@ def test_review_note_with_markdown_is_rendered_not_escaped(populated: Populated,
     at = as_annotator(app(REVIEW), "tess")
     assert "> **urgency** is wrong. See #12 - ticket" in [m.value for m in at.markdown]
     assert not any("\\" in m.value for m in at.markdown if "urgency" in m.value)
+
+
+def test_review_diffs_json_answers_per_field(populated: Populated) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["item"] = populated.ref(1)  # a wrong urgency
+    at.run()
+    at.switch_page(REVIEW).run()
+    (diff,) = at.get("html")
+    body = diff.proto.body
+    assert "sensei-diff-fields" in body and "urgency" in body and "→" in body
+    assert "fields equal: intent, product, order_id" in body
