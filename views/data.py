@@ -357,6 +357,9 @@ def _balance_section(ds_id: str, task: TaskSpec, keys: list[str], emap: emb.Embe
         return
     examples = _examples(str(store.home), ds_id)
     train = [e for e in examples if e["split"] == "train"]
+    if not train:
+        st.caption("This dataset has no train examples to balance.")
+        return
     c1, c2, c3 = st.columns(3)
     key = c1.selectbox("Balance by", keys, key=f"bal.key.{ds_id}")
     n = int(c2.number_input("Train examples", 1, len(train), min(len(train), 100), key=f"bal.n.{ds_id}"))
