@@ -209,3 +209,21 @@ def test_review_diffs_json_answers_per_field(populated: Populated) -> None:
     body = diff.proto.body
     assert "sensei-diff-fields" in body and "urgency" in body and "→" in body
     assert "fields equal: intent, product, order_id" in body
+
+
+def _blank_missing(at: AppTest) -> None:
+    """Every table leaves missing values blank: no "None" placeholder, no "None"/"nan" text."""
+    assert at.dataframe
+    for df in at.dataframe:
+        assert df.proto.HasField("placeholder") and df.proto.placeholder == "", df.value.columns
+        printed = [v for v in df.value.to_numpy().ravel() if isinstance(v, str) and v in ("None", "nan")]
+        assert not printed, df.value
+
+
+@pytest.mark.parametrize("page", [REVIEW, CALIBRATION, "views/data.py", "views/runs.py"])
+def test_tables_show_missing_values_as_blank(populated: Populated, page: str) -> None:
+    at = as_annotator(app(page), "ada")
+    _blank_missing(at)
+    if page == REVIEW:
+        at.button_group(key="review_view").set_value("Table")
+        _blank_missing(as_annotator(at, "ada"))

@@ -112,6 +112,7 @@ def small_judge_control() -> None:
             c: st.column_config.NumberColumn(format="$%.5f")
             for c in ("$ / 1,000 verdicts", "big judge $ / 1,000")
         },
+        placeholder="",
     )
     targets = judge_job.target_options(store)
     if not targets:
@@ -163,6 +164,7 @@ def head_to_head_control() -> None:
             column_config={
                 "B score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")
             },
+            placeholder="",
         )
         st.caption(
             "B score = (B wins + ties / 2) / decided pairs; 0.5 means as good as A. A pair whose two "
@@ -281,6 +283,7 @@ with cats:
             ),
             "false_rejects": st.column_config.NumberColumn("false rejects", width="small"),
         },
+        placeholder="",
     )
 
 rows = cr.disagreements(cset, judge)
@@ -305,6 +308,7 @@ else:
             "sme_note": "SME note",
             "judge_reason": st.column_config.TextColumn("judge's reason", width="large"),
         },
+        placeholder="",
     )
     st.caption("Select a row to open that answer on Review.")
     if ref := st.session_state.pop("cal_open", None):
@@ -320,6 +324,7 @@ if other:
         column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in (judge, other, f"{other} − {judge}")
         },
+        placeholder="",
     )
     kappa = "—" if cmp.judges_kappa is None else f"{cmp.judges_kappa:.2f}"
     st.caption(

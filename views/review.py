@@ -136,6 +136,7 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
             review_view.checks_frame(item),
             hide_index=True,
             column_config={"reason": st.column_config.TextColumn(width="large")},
+            placeholder="",
         )
 
     with side:
@@ -176,7 +177,9 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         if not item.labels:
             st.caption("Nobody has labelled this answer yet.")
         with st.expander("History of this answer's labels"):
-            st.dataframe(review_view.history_frame(store.annotation_history(item.ref)), hide_index=True)
+            st.dataframe(
+                review_view.history_frame(store.annotation_history(item.ref)), hide_index=True, placeholder=""
+            )
 
 
 def table(shown: list[review.ReviewItem]) -> None:
@@ -200,6 +203,7 @@ def table(shown: list[review.ReviewItem]) -> None:
             "student": st.column_config.TextColumn("student's answer", width="large"),
             **{m: st.column_config.NumberColumn(format="%.2f") for m in review_view.metric_columns(chunk)},
         },
+        placeholder="",
     )
     st.caption(f"Page {page} of {pages} · select a row to open it one at a time.")
 
@@ -207,7 +211,7 @@ def table(shown: list[review.ReviewItem]) -> None:
 def taxonomy() -> None:
     with st.expander("Error categories (shared by everyone in this workspace)"):
         cats = store.list_categories()
-        st.dataframe(cats, column_order=["name", "description"], hide_index=True)
+        st.dataframe(cats, column_order=["name", "description"], hide_index=True, placeholder="")
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.text_input("New category", key="new_cat")
             st.text_input("Description", key="new_cat_desc")

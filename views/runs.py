@@ -189,7 +189,7 @@ def live() -> None:
         st.success(note)
     _cancel_controls(store, exp_id, job_rows)
     _resume_controls(store, job_rows)
-    st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS)
+    st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS, placeholder="")
 
     chart, logs = st.columns([3, 2], gap="large")
     with chart:
@@ -208,7 +208,7 @@ def live() -> None:
         if events.empty:
             st.caption("Nothing notable yet (worker deaths, cancels and failures show up here).")
         else:
-            st.dataframe(events, hide_index=True)
+            st.dataframe(events, hide_index=True, placeholder="")
 
 
 live()

@@ -178,6 +178,7 @@ if result := st.session_state.get("tp.result"):
             ),
             "mean latency (s)": st.column_config.NumberColumn(format="%.2f"),
         },
+        placeholder="",
     )
     labels_ab = variant_labels(table)
     metric = base.curve_metric()
@@ -228,6 +229,7 @@ def live_jobs() -> None:
             "eta": st.column_config.TextColumn("ETA", width=70),
             "message": st.column_config.TextColumn("answers · cost / error", width="medium"),
         },
+        placeholder="",
     )
 
 
