@@ -41,10 +41,10 @@ def test_review_empty_says_to_run_an_experiment_first() -> None:
 def test_calibration_empty_says_what_it_needs(store: Store) -> None:
     at = app(CALIBRATION)
     assert "Calibration needs two things" in texts(at)
-    assert "0 SME label(s), 0 judge(s)" in texts(at)
+    assert "0 SME labels, 0 judges" in texts(at)
     store.add_annotation("run:r:1", "ada", "accept")  # labels alone are not enough
     at = app(CALIBRATION)
-    assert "1 SME label(s), 0 judge(s)" in texts(at) and not at.get("plotly_chart")
+    assert "1 SME label, 0 judges" in texts(at) and not at.get("plotly_chart")
 
 
 # -------------------------------------------------------------------------- populated

@@ -50,7 +50,11 @@ def test_spec_from_form_applies_values() -> None:
     assert spec.ablation.seeds == [0, 1]
     assert spec.teacher.base_url == "http://127.0.0.1:9/v1"
     assert spec.student.lora.enabled and spec.student.lora.r == 4
-    assert "3 size(s) × 2 seed(s) = 6 training run(s)" in ui.plan_sentence(spec)
+    assert "3 sizes × 2 seeds = 6 training runs" in ui.plan_sentence(spec)
+    one = spec.model_copy(
+        update={"ablation": spec.ablation.model_copy(update={"train_sizes": [100], "seeds": [0]})}
+    )
+    assert "1 size × 1 seed = 1 training run of" in ui.plan_sentence(one)
 
 
 @pytest.mark.parametrize(

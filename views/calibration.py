@@ -17,6 +17,7 @@ from engine.judges.small import flow as small_judge_flow
 from engine.review import items as review
 from engine.store import Store
 from engine.ui import common as ui
+from engine.words import plural, plural_word
 
 st.title("Judge calibration")
 st.write(
@@ -179,7 +180,7 @@ if not judges or not labels:
     st.info(
         "Calibration needs two things on the same answers: **SME labels** — give them on the "
         "Review page — and **judge verdicts**, which a judge run saves to the workspace. "
-        f"So far: {len(labels)} SME label(s), {len(judges)} judge(s) with verdicts."
+        f"So far: {plural(len(labels), 'SME label')}, {plural(len(judges), 'judge')} with verdicts."
     )
     st.page_link("views/review.py", label="Label answers on Review", icon=":material/rate_review:")
     st.stop()
@@ -249,7 +250,8 @@ fitted = small_judge_flow.calibration_exclusions(store, shown)
 cset = cr.calibration_set(store, shown, prefix, who or None, exclude=fitted)
 if fitted:
     st.caption(
-        f"{len(fitted)} answer(s) a small judge here was trained on are left out: a judge agrees with "
+        f"{plural(len(fitted), 'answer')} a small judge here was trained on "
+        f"{plural_word(len(fitted), 'is', 'are')} left out: a judge agrees with "
         "the labels it was fitted to."
     )
 cal = cr.judge_calibration(cset, judge, n_boot=N_BOOT)
@@ -317,7 +319,7 @@ else:
 if other:
     cmp = cr.judge_comparison(cset, judge, other, n_boot=N_BOOT)
     assert cmp is not None  # the set is the one calibrated above
-    st.subheader(f"{judge} vs {other} on the same {len(cset.refs)} answers")
+    st.subheader(f"{judge} vs {other} on the same {plural(len(cset.refs), 'answer')}")
     st.dataframe(
         cr.comparison_frame(cmp, judge, other),
         hide_index=True,

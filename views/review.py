@@ -9,6 +9,7 @@ import streamlit as st
 from engine.review import items as review
 from engine.store import Store
 from engine.ui import review as review_view
+from engine.words import plural
 
 st.title("Review")
 st.write(
@@ -304,7 +305,7 @@ flt = review.ReviewFilter(
 shown = review.filter_items(items, flt)
 mine = sum(bool(it.label_of(annotator)) for it in items) if annotator else 0
 st.caption(
-    f"{len(shown)} of {len(items)} answers shown · {sum(it.failed for it in items)} failed · "
+    f"{len(shown)} of {plural(len(items), 'answer')} shown · {sum(it.failed for it in items)} failed · "
     f"{sum(bool(it.labels) for it in items)} labelled by someone · {mine} by you"
 )
 if not annotator:

@@ -12,6 +12,7 @@ from engine.store import Store
 from engine.training import resume, wandb_links
 from engine.ui import common as ui
 from engine.ui import logs
+from engine.words import plural
 
 st.title("Runs")
 st.write(
@@ -40,7 +41,7 @@ def _cancel_job(home: str) -> None:
 
 def _cancel_experiment(home: str, exp_id: str) -> None:
     n = jobs.cancel_experiment(Store(home), exp_id)
-    st.session_state["cancel_note"] = f"Experiment {exp_id}: {n} job(s) cancelled."
+    st.session_state["cancel_note"] = f"Experiment {exp_id}: {plural(n, 'job')} cancelled."
 
 
 def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:

@@ -18,6 +18,7 @@ from engine.teacher.playground import (
     variant_labels,
 )
 from engine.ui import teacher as tv
+from engine.words import plural
 
 st.title("Teacher")
 st.write(
@@ -148,7 +149,7 @@ def try_variants() -> None:
             name = str(values["teacher.api_key_env"] or "").strip()
             key = _secret(name) if key_source == "Streamlit secrets" and name else None
             variants.append(Variant(label, build(label), api_key=key))
-        with st.spinner(f"Asking {len(variants)} variant(s) on {len(rows)} row(s)…"):
+        with st.spinner(f"Asking {plural(len(variants), 'variant')} on {plural(len(rows), 'row')}…"):
             st.session_state["tp.result"] = compare(store, variants, rows, dataset_size=dataset_size)
         st.session_state.pop("tp.error", None)
     except (SpecError, MissingApiKeyError, RuntimeError, ValueError) as err:

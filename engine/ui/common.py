@@ -27,6 +27,7 @@ from engine.ui.launch_form import (  # noqa: F401  (the Launch form's public hel
     parse_int_list,
     spec_from_form,
 )
+from engine.words import plural
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -272,8 +273,8 @@ def plan_sentence(spec: ExperimentSpec) -> str:
     sizes, seeds = spec.ablation.train_sizes, spec.ablation.seeds
     n = len(sizes) * len(seeds)
     return (
-        f"1 teacher job ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
-        f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
+        f"1 teacher job ({spec.teacher.kind}) + {plural(len(sizes), 'size')} × {plural(len(seeds), 'seed')}"
+        f" = {plural(n, 'training run')} of `{spec.student.model}`, sizes {sizes}, "
         f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
     )
 
