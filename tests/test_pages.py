@@ -287,3 +287,17 @@ def test_runs_log_panel_shows_newest_first_searches_and_downloads(store: Store) 
     assert not at.code and "0 of 200 lines contain “nowhere”" in texts(at)
     (download,) = at.get("download_button")
     assert download.proto.label == "Download the whole log"
+
+
+def test_sidebar_says_starting_after_start_scheduler(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from engine import jobs
+
+    # Stands in for the detached process (none is started): alive, not yet holding the lock.
+    monkeypatch.setattr(jobs, "_spawn_scheduler", lambda _s, _i: SimpleNamespace(pid=os.getpid()))
+    at = app()
+    assert "Scheduler idle" in "\n".join(c.value for c in at.sidebar.caption)
+    at.button(key="start_scheduler").click().run()
+    captions = "\n".join(c.value for c in at.sidebar.caption)
+    assert "Scheduler starting…" in captions and "idle" not in captions
