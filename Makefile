@@ -6,10 +6,13 @@ PIP    := $(PY) -m pip
 
 .PHONY: run test check demo bench clean-workspace chromium
 
-$(VENV)/.runtime: requirements.txt
+# The project itself is installed editable (engine/ only, no dependencies: requirements.txt
+# pins those), so `import engine` works from any directory, not only the repository root.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -e . --no-deps
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

@@ -249,3 +249,61 @@ def test_form_refuses_bad_values_then_launches(store: Store) -> None:
     # The new experiment is preselected on Runs.
     at.switch_page("views/runs.py").run()
     assert at.selectbox[0].value == exp["id"]
+
+
+def test_runs_page_keeps_the_experiment_in_the_url(store: Store) -> None:
+    older = queued_experiment(store)
+    newer = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = older  # a reload, or a shared link
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert at.selectbox[0].value == older
+    at.selectbox[0].set_value(newer).run()
+    assert at.query_params["experiment"] == newer
+
+
+def test_runs_page_ignores_an_unknown_experiment_in_the_url(store: Store) -> None:
+    newest = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = "exp-nope"
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception
+    assert at.selectbox[0].value == newest
+    assert at.query_params["experiment"] == newest
+
+
+def test_runs_log_panel_shows_newest_first_searches_and_downloads(store: Store) -> None:
+    exp_id = finished_experiment(store)
+    job = store.list_jobs(experiment_id=exp_id)[0]
+    lines = [f"step {i} loss {1 / (i + 1):.3f}" for i in range(200)]
+    lines[50] = "WARNING loss spike at step 50"
+    with open(job["log_path"], "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    at = app("views/runs.py")
+    at.selectbox[1].set_value(job["id"]).run()
+    shown = at.code[0].value.splitlines()
+    assert shown[0] == "step 199 loss 0.005" and "step 0 loss" not in at.code[0].value
+    assert "Last 40 of 200 lines, newest first" in texts(at)
+    at.text_input(key="log_query").set_value("SPIKE").run()
+    assert at.code[0].value == "WARNING loss spike at step 50"
+    assert "1 of 200 lines contains “SPIKE”" in texts(at)
+    at.text_input(key="log_query").set_value("nowhere").run()
+    assert not at.code and "0 of 200 lines contain “nowhere”" in texts(at)
+    (download,) = at.get("download_button")
+    assert download.proto.label == "Download the whole log"
+
+
+def test_sidebar_says_starting_after_start_scheduler(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from engine import jobs
+
+    # Stands in for the detached process (none is started): alive, not yet holding the lock.
+    monkeypatch.setattr(jobs, "_spawn_scheduler", lambda _s, _i: SimpleNamespace(pid=os.getpid()))
+    at = app()
+    assert "Scheduler idle" in "\n".join(c.value for c in at.sidebar.caption)
+    at.button(key="start_scheduler").click().run()
+    captions = "\n".join(c.value for c in at.sidebar.caption)
+    assert "Scheduler starting…" in captions and "idle" not in captions
