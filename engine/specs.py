@@ -5,7 +5,8 @@ error naming the field, not a silently ignored setting. The resolved spec is sav
 the results it produced (job rows, run folders), so a result always says how it was made.
 
 Secrets never live in a spec: a teacher's API key is given by the *name* of an environment
-variable (``api_key_env``), which is resolved only at call time, in the worker process.
+variable (``api_key_env``), which is resolved only at call time, in the worker process. A key
+pasted into ``base_url`` anyway is masked whenever the spec is serialised (stored, shown).
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from engine.redaction import redact_url
 
 SPEC_VERSION = 1
 
@@ -60,13 +72,19 @@ class TaskSpec(Spec):
 class TeacherSpec(Spec):
     """The large model that answers the prompts (any OpenAI-compatible endpoint)."""
 
+    # A refused base_url may hold a key: errors name the field, never echo the value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
     kind: Literal["openai", "demo", "local"] = "openai"
     """``openai``: any OpenAI-compatible endpoint at ``base_url``; ``demo``: the built-in
     simulated teacher, started on 127.0.0.1 for the duration of the job; ``local``: a Hugging
     Face causal LM (``model`` = Hub id or local folder) run in the worker with batched
     ``generate`` — for users without an endpoint."""
     base_url: str | None = None
-    """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs)."""
+    """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs); http or
+    https. Metadata only: answers are keyed on the model, not on where it is served. Credentials
+    written into it (``user:key@``, ``?api_key=``) are masked when the spec is saved, so a
+    queued job cannot use them: name an environment variable in ``api_key_env`` instead."""
     model: str = "teacher"
     """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder."""
     revision: str | None = None
@@ -86,14 +104,33 @@ class TeacherSpec(Spec):
     from the prompt length and ``max_tokens`` and corrected by the usage the endpoint reports."""
     max_retries: int = Field(5, ge=0, le=20)
     """Retries on 429/5xx/timeouts (exponential backoff with jitter, honours Retry-After)."""
-    timeout_s: float = Field(60.0, gt=0)
-    """Per-request timeout in seconds."""
-    price_input_per_m: float = Field(0.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Per-request timeout in seconds (finite: a request that never times out hangs its job)."""
+    price_input_per_m: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Price in USD per 1M input tokens (for cost accounting)."""
-    price_output_per_m: float = Field(0.0, ge=0)
+    price_output_per_m: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Price in USD per 1M output tokens."""
     demo_error_rate: float = Field(0.15, ge=0.0, le=1.0)
     """Demo teacher only: fraction of answers that are deliberately wrong."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError as err:
+            raise ValueError(f"not a valid URL ({err})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The value itself is not echoed unredacted: it may carry a key.
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        return value.strip()
+
+    @field_serializer("base_url")
+    def _mask_credentials(self, value: str | None) -> str | None:
+        # Whatever serialises a spec (job rows, spec.json, YAML, fingerprints) never sees a key.
+        return None if value is None else redact_url(value)
 
     @field_validator("api_key_env")
     @classmethod

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.redaction import redact_url
 from engine.store.migrations import MIGRATIONS
 from engine.store.review import ReviewRecords
 
@@ -366,7 +367,16 @@ class Store(ReviewRecords):
                 " finished_at=?, message=COALESCE(?, message),"
                 " progress=CASE WHEN ?='succeeded' THEN 1.0 ELSE progress END"
                 f" WHERE id=? AND status NOT IN ({','.join('?' * len(TERMINAL))})",
-                (status, error, exit_code, time.time(), message, status, job_id, *TERMINAL),
+                (
+                    status,
+                    None if error is None else redact_url(error),  # errors quote URLs; keys stay out
+                    exit_code,
+                    time.time(),
+                    None if message is None else redact_url(message),
+                    status,
+                    job_id,
+                    *TERMINAL,
+                ),
             )
             return cur.rowcount == 1
 
@@ -483,7 +493,7 @@ class Store(ReviewRecords):
         with self.tx() as conn:
             conn.execute(
                 "INSERT INTO events(job_id, run_id, ts, level, kind, message) VALUES (?,?,?,?,?,?)",
-                (job_id, run_id, time.time(), level, kind, message),
+                (job_id, run_id, time.time(), level, kind, redact_url(message)),
             )
 
     def list_events(self, job_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:

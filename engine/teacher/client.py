@@ -37,6 +37,7 @@ from typing import Any
 import openai
 
 from engine.data.prompts import chat_messages, render_prompt
+from engine.redaction import has_masked_credentials, redact_url
 from engine.specs import TaskSpec, TeacherSpec
 from engine.teacher.cache import cache_get, cache_put, open_cache
 from engine.teacher.ratelimit import RateLimiter, estimate_tokens
@@ -141,7 +142,8 @@ def message_chars(messages: Messages) -> int:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***`` (for error messages)."""
+    """``text`` with ``secret`` and any credentials in URLs replaced by ``***`` (for error messages)."""
+    text = redact_url(text)
     if not secret or secret == "EMPTY":
         return text
     return text.replace(secret, "***")
@@ -249,6 +251,14 @@ class ChatClient:
         self.base_url = base_url_override or spec.base_url
         if not self.base_url:
             raise ValueError(f"teacher of kind {spec.kind!r} has no base_url; pass base_url_override")
+        if has_masked_credentials(self.base_url):
+            raise ValueError(
+                f"teacher.base_url {self.base_url} had credentials in it, which Sensei never stores; "
+                "remove them, export the key in an environment variable and name that variable "
+                "in teacher.api_key_env"
+            )
+        self.endpoint = redact_url(self.base_url)
+        """The base URL as it may be shown and logged."""
         self.cache_scope = cache_scope or self.base_url.rstrip("/")
         self.cache_path = Path(cache_path) if cache_path else None
         self.stats: Counter[str] = Counter()
@@ -293,7 +303,7 @@ class ChatClient:
         except openai.APITimeoutError:
             error = f"timed out after {self.spec.timeout_s:g} s ({self.spec.max_retries} retries)"
         except openai.APIConnectionError as err:
-            error = f"cannot reach {self.base_url}: {err.__cause__ or err}"
+            error = f"cannot reach {self.endpoint}: {err.__cause__ or err}"
         except Exception as err:  # a malformed response must not sink the batch
             error = f"{type(err).__name__}: {err}"
         else:
