@@ -87,6 +87,12 @@ class TeacherSpec(Spec):
     queued job cannot use them: name an environment variable in ``api_key_env`` instead."""
     model: str = "teacher"
     """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder."""
+    name: str | None = Field(None, min_length=1, max_length=200)
+    """Optional stable name of the model behind the endpoint. Answers (and the answer cache) are
+    keyed on what determines them: this name (default: ``model``), sampling and prompt, never
+    on ``base_url``. Set it when the same model is served under another model name elsewhere
+    (``vllm`` here, ``ollama`` there) so its answers are reused; give different models
+    different names."""
     revision: str | None = None
     """Local teacher only: Hub revision (branch, tag or commit) of a Hub id."""
     api_key_env: str | None = None
@@ -112,6 +118,10 @@ class TeacherSpec(Spec):
     """Price in USD per 1M output tokens."""
     demo_error_rate: float = Field(0.15, ge=0.0, le=1.0)
     """Demo teacher only: fraction of answers that are deliberately wrong."""
+
+    def identity(self) -> str:
+        """What identifies this teacher's answers besides sampling and prompt: ``name`` or ``model``."""
+        return self.name or self.model
 
     @field_validator("base_url")
     @classmethod
@@ -401,13 +411,17 @@ class ExperimentSpec(Spec):
         return {"json": "field_accuracy", "label": "exact_match", "text": "fuzzy"}[self.task.output_kind]
 
     def teacher_key(self) -> str:
-        """Identity of the teacher's answers: endpoint, model, sampling and prompt, not the
-        operational knobs (concurrency, retries, prices) that do not change an answer."""
+        """Identity of the teacher's answers: model (or ``teacher.name``), sampling and prompt.
+
+        Not where the model is served (``base_url`` is metadata: moving the endpoint to another
+        host or port keeps every answer) nor the operational knobs (concurrency, retries,
+        prices) that do not change an answer. Keys of the earlier form (with ``base_url``) are
+        rewritten by the store migration ``0004_teacher_keys_without_url``.
+        """
         t = self.teacher
         ident: dict[str, Any] = {
             "kind": t.kind,
-            "base_url": t.base_url,
-            "model": t.model,
+            "model": t.identity(),
             "temperature": t.temperature,
             "max_tokens": t.max_tokens,
             "system_prompt": self.task.system_prompt,

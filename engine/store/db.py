@@ -132,11 +132,14 @@ class Store(ReviewRecords):
                     f"{self.db_path}: schema version {current} is newer than this Sensei "
                     f"({SCHEMA_VERSION}); upgrade Sensei"
                 )
-            for version, (_name, sql) in enumerate(MIGRATIONS, start=1):
+            for version, (_name, migration) in enumerate(MIGRATIONS, start=1):
                 if version > current:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    if callable(migration):
+                        migration(conn)
+                    else:
+                        for statement in migration.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={version}")
 
     def schema_version(self) -> int:

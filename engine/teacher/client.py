@@ -266,7 +266,7 @@ class ChatClient:
     def request_hash(self, messages: Messages) -> str:
         """Cache key of one request to this client's endpoint and model."""
         return request_hash(
-            self.cache_scope, self.spec.model, messages, self.spec.temperature, self.spec.max_tokens
+            self.cache_scope, self.spec.identity(), messages, self.spec.temperature, self.spec.max_tokens
         )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:

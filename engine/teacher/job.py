@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
 from engine.data.validate import parse_output
+from engine.redaction import redact_url
 from engine.specs import ExperimentSpec, TeacherSpec, parse_spec
 from engine.teacher.client import ChatClient, ChatResult, build_messages, request_hash
 
@@ -39,12 +40,18 @@ FLUSH_SECONDS = 1.0
 """...or after this many seconds, whichever comes first."""
 
 
-def cache_scope(spec: ExperimentSpec) -> str:
-    """What identifies the teacher endpoint in request hashes.
+OPENAI_SCOPE = "openai"
+"""Cache scope of every ``openai``-kind teacher: its answers depend on the model (or
+``teacher.name``), sampling and messages, which the request hash holds, not on its URL."""
 
-    The demo teacher runs on a new port each time, so its identity is its behaviour (error
-    rate and seed), not its URL; a local model is identified by its folder (and a fingerprint
-    of its files) or Hub id and revision; a real endpoint by its base URL.
+
+def cache_scope(spec: ExperimentSpec) -> str:
+    """What identifies the teacher in request hashes, besides model, sampling and messages.
+
+    The demo teacher's answers depend on its behaviour (error rate and seed); a local model is
+    identified by its folder (and a fingerprint of its files) or Hub id and revision; an
+    endpoint by nothing more than its model (or ``teacher.name``): not its URL, so a teacher
+    moved to another host or port keeps its cached answers.
     """
     t = spec.teacher
     if t.kind == "demo":
@@ -53,7 +60,7 @@ def cache_scope(spec: ExperimentSpec) -> str:
         from engine.teacher.local import local_scope
 
         return local_scope(t)
-    return str(t.base_url).rstrip("/")
+    return OPENAI_SCOPE
 
 
 @contextmanager
@@ -128,7 +135,7 @@ def main(ctx: JobContext) -> None:
     scope = cache_scope(spec)
     messages = [build_messages(task, ex["input"]) for ex in examples]
     hashes = [
-        request_hash(scope, teacher.model, m, teacher.temperature, teacher.max_tokens) for m in messages
+        request_hash(scope, teacher.identity(), m, teacher.temperature, teacher.max_tokens) for m in messages
     ]
     stored = store.get_teacher_responses(dataset_id, spec.teacher_key())
     # Re-ask an example when it has no answer, its last attempt failed, or the teacher changed.
@@ -204,10 +211,12 @@ def main(ctx: JobContext) -> None:
         ctx.progress(done / total, f"teacher {done}/{total} · ${tally['cost_usd']:.4f}")
 
     http_requests, throttled_s = 0, 0.0
+    endpoint = redact_url(teacher.base_url) if teacher.kind == "openai" and teacher.base_url else None
     if todo:
         ctx.progress(done / total, f"teacher {done}/{total} · starting", force=True)
-        endpoint = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
-        with endpoint as url:
+        serving = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
+        with serving as url:
+            endpoint = redact_url(url) if url else endpoint
             client = teacher_client(teacher, store.home / "llm_cache.db", scope, url)
             try:
                 client.complete_many([messages[k] for k in todo], on_result)
@@ -218,6 +227,7 @@ def main(ctx: JobContext) -> None:
     summary = {
         **tally,
         "dataset_id": dataset_id,
+        "endpoint": endpoint,  # where the answers came from; not part of their identity
         "total": total,
         "http_requests": http_requests,
         "throttled_s": round(throttled_s, 3),
