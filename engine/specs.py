@@ -110,6 +110,11 @@ class TeacherSpec(Spec):
     from the prompt length and ``max_tokens`` and corrected by the usage the endpoint reports."""
     max_retries: int = Field(5, ge=0, le=20)
     """Retries on 429/5xx/timeouts (exponential backoff with jitter, honours Retry-After)."""
+    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of the dataset's prompts that may stay unanswered after retries with the job
+    still succeeding (with a warning event); above it, the job fails. Default 0: any prompt
+    that failed fails the job, so training never silently runs on part of the data. Answers
+    are kept either way, so a rerun pays only for the missing prompts."""
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     """Per-request timeout in seconds (finite: a request that never times out hangs its job)."""
     price_input_per_m: float = Field(0.0, ge=0, allow_inf_nan=False)

@@ -11,7 +11,9 @@ teacher). What it adds to the ``openai`` SDK:
 * an on-disk SQLite cache keyed by a hash of the request, so re-running a batch costs nothing
   and makes no HTTP call;
 * tokens, latency and cost per answer; a failed request becomes a :class:`ChatResult` with
-  ``error`` set instead of an exception that would sink the batch.
+  ``error`` set instead of an exception that would sink the batch;
+* a circuit breaker (:mod:`engine.teacher.breaker`): an endpoint that nothing could connect to
+  for a while is not retried prompt by prompt; the batch stops with :class:`EndpointDownError`.
 
 The API key is read from the environment variable *named* by ``TeacherSpec.api_key_env`` only
 when a request actually has to be sent (or handed in by the caller, e.g. from Streamlit
@@ -34,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 
 from engine.data.prompts import chat_messages, render_prompt
 from engine.redaction import has_masked_credentials, redact_url
 from engine.specs import TaskSpec, TeacherSpec
+from engine.teacher.breaker import EndpointBreaker, EndpointDownError, watch
 from engine.teacher.cache import cache_get, cache_put, open_cache
 from engine.teacher.ratelimit import RateLimiter, estimate_tokens
 
@@ -339,6 +343,8 @@ class ChatClient:
 
         Raises:
             MissingApiKeyError: some request is not cached and the key variable is not set.
+            EndpointDownError: the endpoint could not be reached for a while (see
+                :mod:`engine.teacher.breaker`); answers delivered before stay delivered.
         """
         results = Results(len(requests), self.stats, on_result)
         deliver = results.deliver
@@ -357,7 +363,23 @@ class ChatClient:
                 await limiter.acquire(_ESTIMATE.get())
                 self.stats["http_requests"] += 1
 
-            http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [before_attempt]})
+            tasks: list[asyncio.Task[None]] = []
+
+            def stop_asking() -> None:
+                for task in tasks:
+                    task.cancel()
+
+            breaker = EndpointBreaker(self.endpoint, on_trip=stop_asking)
+            # Keep a connection alive for every request in flight: with fewer, a high concurrency
+            # keeps opening and closing connections (the SDK's default keeps 100).
+            conns = self.spec.concurrency
+            http = openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [before_attempt]},
+                limits=httpx2.Limits(
+                    max_connections=max(1000, conns), max_keepalive_connections=max(100, conns)
+                ),
+            )
+            watch(http, breaker)
             limit = asyncio.Semaphore(self.spec.concurrency)
             async with openai.AsyncOpenAI(
                 base_url=self.base_url,
@@ -373,10 +395,17 @@ class ChatClient:
                     cache_result(cache, key, result)
                     deliver_to_all(result, indices, deliver)
 
+                tasks.extend(asyncio.create_task(one(key, idx)) for key, idx in todo.items())
                 try:
-                    await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
+                    # A tripped breaker cancels the tasks; gather still waits for every one of them.
+                    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
                 finally:
                     self.throttled_s += limiter.waited_s
+            if breaker.tripped:
+                raise EndpointDownError(breaker.message())
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             return results.done()
         finally:
             if cache is not None:
