@@ -24,11 +24,14 @@ error messages in case an endpoint echoes request headers back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
+import math
 import os
 import sqlite3
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +54,13 @@ Messages = list[dict[str, Any]]
 # Token estimate of the request being sent by the current task, read by the HTTP request hook
 # (which runs in the same task, before every attempt, retries included).
 _ESTIMATE: contextvars.ContextVar[int] = contextvars.ContextVar("sensei_token_estimate", default=0)
+
+
+POOL_REQUESTS = 32
+"""Requests in flight per HTTP connection pool. The pool does work proportional to its
+connections on every request (a socket probe per idle connection), so at 256 in flight one
+pool spent more CPU per request than the request itself and throughput fell to ~0.7 of its
+bound; pools of 32 keep that cost flat (``bench/teacher_throughput.py``)."""
 
 
 class MissingApiKeyError(RuntimeError):
@@ -280,6 +290,24 @@ class ChatClient:
         ) / 1e6
 
     # --------------------------------------------------------------- requests
+    def _sdk_client(
+        self,
+        api_key: str,
+        breaker: EndpointBreaker,
+        before_attempt: Callable[[Any], Any],
+        tls: ssl.SSLContext,
+    ) -> openai.AsyncOpenAI:
+        """An SDK client with its own connection pool, watched by ``breaker``."""
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [before_attempt]}, verify=tls)
+        watch(http, breaker)
+        return openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            http_client=http,
+            max_retries=self.spec.max_retries,
+            timeout=self.spec.timeout_s,
+        )
+
     async def _send(
         self, client: openai.AsyncOpenAI, messages: Messages, key: str, limiter: RateLimiter, api_key: str
     ) -> ChatResult:
@@ -370,28 +398,26 @@ class ChatClient:
                     task.cancel()
 
             breaker = EndpointBreaker(self.endpoint, on_trip=stop_asking)
-            # Keep a connection alive for every request in flight: with fewer, a high concurrency
-            # keeps opening and closing connections (the SDK's default keeps 100).
-            conns = self.spec.concurrency
-            http = openai.DefaultAsyncHttpxClient(
-                event_hooks={"request": [before_attempt]},
-                limits=httpx2.Limits(
-                    max_connections=max(1000, conns), max_keepalive_connections=max(100, conns)
-                ),
-            )
-            watch(http, breaker)
             limit = asyncio.Semaphore(self.spec.concurrency)
-            async with openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=api_key,
-                http_client=http,
-                max_retries=self.spec.max_retries,
-                timeout=self.spec.timeout_s,
-            ) as client:
+            tls = httpx2.create_ssl_context()  # loading the CA bundle takes ~0.1 s: once, for all pools
+            async with contextlib.AsyncExitStack() as stack:
+                # Several small connection pools, not one big one (see POOL_REQUESTS).
+                pools = [
+                    await stack.enter_async_context(self._sdk_client(api_key, breaker, before_attempt, tls))
+                    for _ in range(math.ceil(self.spec.concurrency / POOL_REQUESTS))
+                ]
+                in_flight = [0] * len(pools)
 
                 async def one(key: str, indices: list[int]) -> None:
                     async with limit:
-                        result = await self._send(client, requests[indices[0]], key, limiter, api_key)
+                        pool = in_flight.index(min(in_flight))  # the least busy pool
+                        in_flight[pool] += 1
+                        try:
+                            result = await self._send(
+                                pools[pool], requests[indices[0]], key, limiter, api_key
+                            )
+                        finally:
+                            in_flight[pool] -= 1
                     cache_result(cache, key, result)
                     deliver_to_all(result, indices, deliver)
 
