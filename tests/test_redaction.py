@@ -123,3 +123,35 @@ def test_a_worker_stores_and_logs_no_key_from_the_url(cleanup_processes: Store) 
     log = Path(job["log_path"]).read_text(encoding="utf-8")
     assert "127.0.0.1:9" in dump and "127.0.0.1:9" in log
     assert not any(s in dump or s in log for s in SECRETS)
+
+
+def test_an_old_workspace_loses_the_keys_it_stored(tmp_path: Path) -> None:
+    """Specs, job errors and events written by an earlier release are masked on first open."""
+    import json
+    import shutil
+
+    home = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "workspace_v1", home)
+    with sqlite3.connect(home / "sensei.db") as conn:
+        (spec_json,) = conn.execute("SELECT spec_json FROM experiments").fetchone()
+        spec = json.loads(spec_json)
+        spec["teacher"].update(kind="openai", base_url=LEAKY)
+        conn.execute("UPDATE experiments SET spec_json=?", (json.dumps(spec),))
+        conn.execute(
+            "UPDATE jobs SET spec_json=?, error=?",
+            (json.dumps({"experiment": spec}), f"cannot reach {LEAKY}"),
+        )
+        conn.execute(
+            "INSERT INTO events(job_id, ts, level, kind, message) VALUES (NULL, 1, 'error', 'failed', ?)",
+            (f"cannot reach {LEAKY}",),
+        )
+    store = Store(home)
+    with sqlite3.connect(store.db_path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(str(row) for t in tables for row in conn.execute(f"SELECT * FROM {t}"))
+    assert "127.0.0.1:9" in dump and "api-version=2024-06-01" in dump
+    assert not any(s in dump for s in SECRETS)
+    (exp,) = store.list_experiments()
+    assert (
+        exp["spec"]["teacher"]["base_url"] == "http://***@127.0.0.1:9/v1?api_key=***&api-version=2024-06-01"
+    )

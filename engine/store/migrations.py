@@ -158,6 +158,29 @@ def _copy_cache_entries(path: Path, pairs: list[tuple[str, str]]) -> None:
         cache.close()
 
 
+def _mask_stored_credentials(conn: sqlite3.Connection) -> None:
+    """Mask credentials that earlier releases stored inside URLs (``base_url`` with a key).
+
+    Specs (experiments and jobs), job errors and messages, and events are rewritten through
+    :func:`engine.redaction.redact_url` (masking is idempotent, so a later, stricter helper
+    only masks more). A queued job whose endpoint needed such a key then fails saying to use
+    ``api_key_env``, as a new one would. Worker logs and run folders on disk are not touched.
+    """
+    from engine.redaction import redact_url
+
+    for table, key, columns in (
+        ("experiments", "id", ("spec_json",)),
+        ("jobs", "id", ("spec_json", "error", "message")),
+        ("events", "rowid", ("message",)),
+    ):
+        for column in columns:
+            rows = conn.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE '%://%'")
+            for row_id, text in rows.fetchall():
+                clean = redact_url(text)
+                if clean != text:
+                    conn.execute(f"UPDATE {table} SET {column}=? WHERE {key}=?", (clean, row_id))
+
+
 # Ordered, append-only migrations: (name, SQL or function). Never edit a released one; add a new one.
 MIGRATIONS: list[tuple[str, Migration]] = [
     (
@@ -245,4 +268,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
         "ALTER TABLE jobs ADD COLUMN devices_json TEXT",
     ),
     ("0004_teacher_keys_without_url", _teacher_keys_without_url),
+    ("0005_mask_stored_credentials", _mask_stored_credentials),
 ]
