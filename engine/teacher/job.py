@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -273,10 +274,11 @@ def main(ctx: JobContext) -> None:
             f"retries; first error: {first_error[0] if first_error else 'none recorded'}"
         )
         if missing > teacher.max_failed_fraction * total:
+            needed = math.ceil(1000 * missing / total) / 1000  # rounded up: it must let this run pass
             raise RuntimeError(
                 f"{failed}. The {done} answers are saved and a rerun asks only for the missing "
                 f"prompts; to train without them, raise teacher.max_failed_fraction "
-                f"(now {teacher.max_failed_fraction:g}) to at least {missing / total:.3f}"
+                f"(now {teacher.max_failed_fraction:g}) to at least {needed:g}"
             )
         log.warning("%s; within teacher.max_failed_fraction, so the job succeeds", failed)
         store.add_event(
