@@ -19,9 +19,10 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: start the dashboard (SQLite workspace in ./workspace, local subprocess executor)
+## run: start the dashboard (SQLite workspace in ./workspace, local subprocess executor);
+## SENSEI_DEV=1 shows full error details (tracebacks) in the browser
 run: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run app.py
+	$(VENV)/bin/streamlit run app.py $(if $(filter 1,$(SENSEI_DEV)),--client.showErrorDetails=full)
 
 ## demo: the dashboard's demo ablation, headless; prints the curve
 demo: $(VENV)/.runtime

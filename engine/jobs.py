@@ -32,6 +32,7 @@ import psutil
 
 from engine.context import JobCancelled, JobContext
 from engine.devices import assign, gpu_slots, job_gpus, worker_command
+from engine.redaction import RedactingFilter, redact_url
 from engine.store import TERMINAL, Store
 
 log = logging.getLogger("sensei.jobs")
@@ -384,6 +385,8 @@ def run_worker(store: Store, job_id: str) -> int:
         stream=sys.stdout,
         force=True,
     )
+    for handler in logging.getLogger().handlers:  # the job log must not keep a key from a URL
+        handler.addFilter(RedactingFilter())
     job = store.get_job(job_id)
     if job is None:
         print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
@@ -409,9 +412,9 @@ def run_worker(store: Store, job_id: str) -> int:
         log.info("job %s cancelled", job_id)
         return 143
     except BaseException as err:  # every failure must land in the store
-        tb = traceback.format_exc()
+        tb = redact_url(traceback.format_exc())
         print(tb, flush=True)
-        reason = f"{type(err).__name__}: {err}"
+        reason = redact_url(f"{type(err).__name__}: {err}")
         store.finish_job(job_id, "failed", error=reason, exit_code=1)
         store.add_event("error", "failed", reason, job_id=job_id, run_id=job.get("run_id"))
         return 1

@@ -6,7 +6,6 @@ import http.server
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,9 +148,7 @@ def test_invalid_or_oversized_pattern_names_the_rule_and_field() -> None:
 
 def test_catastrophic_backtracking_times_out_and_rejects() -> None:
     rule = {"kind": "regex_must_not_match", "name": "redos", "pattern": "(a|aa)+$"}
-    start = time.perf_counter()
-    result = one(rule, "a" * 60 + "!")
-    assert time.perf_counter() - start < 5
+    result = one(rule, "a" * 60 + "!")  # unbounded, this would run for centuries
     assert not result.passed and "timed out" in result.reason
 
 
