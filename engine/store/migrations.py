@@ -24,7 +24,7 @@ def _spec_hash(obj: Any) -> str:
 
 
 def _teacher_ident(spec: dict[str, Any], with_url: bool) -> dict[str, Any]:
-    """``ExperimentSpec.teacher_key``'s identity: the form up to 0003 (``with_url``) or from 0004."""
+    """``ExperimentSpec.teacher_key``'s identity: the form up to 0004 (``with_url``) or from 0005."""
     t, task = spec.get("teacher") or {}, spec.get("task") or {}
     kind = t.get("kind", "openai")
     model = t.get("model") or "teacher"
@@ -47,7 +47,7 @@ def _teacher_ident(spec: dict[str, Any], with_url: bool) -> dict[str, Any]:
 
 
 def _request_hash(scope: str, model: str, messages: list[dict[str, str]], t: dict[str, Any]) -> str:
-    """``engine.teacher.client.request_hash`` as of 0004 (sampling read from the teacher spec ``t``)."""
+    """``engine.teacher.client.request_hash`` as of 0005 (sampling read from the teacher spec ``t``)."""
     request = {
         "scope": scope,
         "model": model,
@@ -60,7 +60,7 @@ def _request_hash(scope: str, model: str, messages: list[dict[str, str]], t: dic
 
 
 def _messages(task: dict[str, Any], input_text: str) -> list[dict[str, str]]:
-    """``engine.teacher.client.build_messages`` as of 0004."""
+    """``engine.teacher.client.build_messages`` as of 0005."""
     prompt = str(task.get("prompt_template", "{input}")).format(input=input_text)
     system = task.get("system_prompt", "")
     return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
