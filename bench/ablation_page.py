@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere
 
 import numpy as np  # noqa: E402
 
+from engine.ablation.grid import add_cells  # noqa: E402
 from engine.specs import demo_spec  # noqa: E402
 from engine.store import Store  # noqa: E402
 
@@ -60,20 +61,9 @@ def populate(home: Path, experiments: int, runs: int) -> None:
         with store.tx() as conn:
             exp_id = store.add_experiment(conn, f"bench-{e}", spec_dict, spec.fingerprint())
             teacher = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
-            run_jobs = []
-            for n, seed in cells:
-                run_id = store.add_run(conn, exp_id, n, seed)
-                job_id = store.add_job(
-                    conn,
-                    "train",
-                    {"experiment": spec_dict, "train_size": n, "seed": seed},
-                    experiment_id=exp_id,
-                    depends_on=[teacher],
-                    run_id=run_id,
-                )
-                store.link_run_job(conn, run_id, job_id)
-                run_jobs.append((run_id, job_id, n))
+            run_ids = add_cells(store, conn, spec, exp_id, teacher, cells)
             conn.execute("UPDATE experiments SET dataset_id=? WHERE id=?", (dataset_id, exp_id))
+        run_jobs = [(r["id"], r["job_id"], r["train_size"]) for r in map(store.get_run, run_ids) if r]
         store.finish_job(teacher, "succeeded")
         for run_id, job_id, n in run_jobs:
             p = 0.92 - 1.6 * n**-0.5
