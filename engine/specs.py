@@ -100,6 +100,11 @@ class TaskSpec(Spec):
     def _labels_for_label_tasks(self) -> TaskSpec:
         if self.output_kind == "label" and not self.labels:
             raise ValueError("labels: a label task needs at least one label")
+        blank = [i + 1 for i, label in enumerate(self.labels) if not label.strip()]
+        if blank:
+            raise ValueError(f"labels: label {', '.join(map(str, blank))} is blank")
+        if len({label.strip() for label in self.labels}) != len(self.labels):
+            raise ValueError("labels: the same label is listed twice")
         return self
 
     @field_validator("prompt_template")

@@ -334,3 +334,27 @@ def test_rule_stats_coverage_overlap_conflict_by_hand(tmp_path: Path) -> None:
     assert a.conflict_with == {"no_b": 0.0, "x_good": 1 / 6}
     assert all(s.n == 6 and s.errors == 0 for s in stats.values())
     assert rule_stats(rules, [])[0].coverage == 0.0
+
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def test_a_schema_pattern_runs_on_the_guarded_regex_engine() -> None:
+    (rule,) = load_rules(BAD / "rule_schema_redos.yaml")
+    evil = json.dumps({"intent": "a" * 40 + "!"})
+    result = rule.check(evil)  # with jsonschema's own `re` this does not return for hours
+    assert not result.passed and ("timed out" in result.reason or "does not match" in result.reason)
+    assert rule.check(json.dumps({"intent": "aaa"})).passed
+    assert not rule.check(json.dumps({"intent": "b"})).passed
+
+
+def test_a_schema_that_recurses_without_end_is_refused_with_its_name() -> None:
+    with pytest.raises(RuleError, match=r"'loop'.*refers back to itself"):
+        load_rules(BAD / "rule_schema_recursive_ref.yaml")
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["not"] = {}
+        node = node["not"]
+    with pytest.raises(RuleError, match="nested deeper than 32 levels"):
+        parse_rules([{"kind": "json_schema", "name": "deep", "schema": deep}])
