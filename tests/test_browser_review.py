@@ -28,9 +28,12 @@ def populated(store: Store) -> Populated:
 
 
 def _browser(p: Any) -> tuple[Any, Any]:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)
     return browser, page
 
 
