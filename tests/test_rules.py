@@ -336,11 +336,11 @@ def test_rule_stats_coverage_overlap_conflict_by_hand(tmp_path: Path) -> None:
     assert rule_stats(rules, [])[0].coverage == 0.0
 
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD_RULES = Path(__file__).parent / "data" / "bad_rules"  # bad/ holds import inputs only
 
 
 def test_a_schema_pattern_runs_on_the_guarded_regex_engine() -> None:
-    (rule,) = load_rules(BAD / "rule_schema_redos.yaml")
+    (rule,) = load_rules(BAD_RULES / "schema_redos.yaml")
     evil = json.dumps({"intent": "a" * 40 + "!"})
     result = rule.check(evil)  # with jsonschema's own `re` this does not return for hours
     assert not result.passed and ("timed out" in result.reason or "does not match" in result.reason)
@@ -350,7 +350,7 @@ def test_a_schema_pattern_runs_on_the_guarded_regex_engine() -> None:
 
 def test_a_schema_that_recurses_without_end_is_refused_with_its_name() -> None:
     with pytest.raises(RuleError, match=r"'loop'.*refers back to itself"):
-        load_rules(BAD / "rule_schema_recursive_ref.yaml")
+        load_rules(BAD_RULES / "schema_recursive_ref.yaml")
     deep: dict = {}
     node = deep
     for _ in range(40):
