@@ -21,7 +21,7 @@ from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
 LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
 """Edited as ``"1, 2, 3"`` text."""
 OPTIONAL_FIELDS = (
-    "student.eval_steps",
+    "teacher.name",
     "teacher.base_url",
     "teacher.api_key_env",
     "student.revision",
@@ -31,7 +31,12 @@ OPTIONAL_FIELDS = (
     "ablation.metric",
 )
 """Optional strings: ``""`` means None."""
-OPTIONAL_INT_FIELDS = ("teacher.requests_per_minute", "teacher.tokens_per_minute", "student.save_steps")
+OPTIONAL_INT_FIELDS = (
+    "teacher.requests_per_minute",
+    "teacher.tokens_per_minute",
+    "student.save_steps",
+    "student.eval_steps",
+)
 """Optional whole numbers, edited as text: ``""`` means None (no limit, no checkpoints)."""
 MODULES_FIELD = "student.lora.target_modules"
 """Edited as ``"q_proj, v_proj"`` or ``"all-linear"``."""
@@ -102,6 +107,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("teacher.demo_error_rate", "Demo error rate", "Demo teacher only."),
         ("teacher.price_input_per_m", "$ / 1M input tokens", None),
         ("teacher.price_output_per_m", "$ / 1M output tokens", None),
+        ("teacher.name", "Teacher name", "Same model on another host: same name, answers reused."),
+        (
+            "teacher.max_failed_fraction",
+            "Failures allowed",
+            "Share of prompts that may fail (then a warning).",
+        ),
     ],
     "Curation": [
         ("data.require_valid_output", "Drop unparsable answers", "Invalid JSON or unknown label."),
