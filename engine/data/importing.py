@@ -24,14 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.data.cleaning import RuleSpec, apply_rules
+from engine.data.cleaning import RuleSpec, apply_rules, resolve_rules
 from engine.data.datasets import dataset_hash
 from engine.data.dedup import DEFAULT_THRESHOLD, Leak, check_no_leak, near_duplicate_groups
 from engine.data.importers import common_system_prompt, read_records
 from engine.data.progress import Progress, span
 from engine.data.prompts import render_prompt
 from engine.data.report import ImportReport, Issue, Mode, Record
-from engine.data.shapes import MAX_FIELD_CHARS
+from engine.data.shapes import MAX_FIELD_CHARS, SHAPES
+from engine.data.sniff import FORMATS
 from engine.data.validate import parse_output
 from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
@@ -101,6 +102,46 @@ def _source_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_import_options(
+    *,
+    task: TaskSpec,
+    test_size: int | float = 0.1,
+    mode: str = "strict",
+    rules: Sequence[RuleSpec] = (),
+    dedup_threshold: float = DEFAULT_THRESHOLD,
+    fmt: str | None = None,
+    shape: str | None = None,
+    max_field_chars: int = MAX_FIELD_CHARS,
+) -> None:
+    """Refuse the options :func:`import_dataset` would refuse, before any file is read (the
+    ``import`` job is refused before it is queued).
+
+    Raises:
+        ValueError: test size, mode, cleaning rules, threshold, format, shape or field limit.
+        SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
+    """
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float):
+        raise ValueError(f"test_size must be a count or a fraction, got {test_size!r}")
+    if isinstance(test_size, float) and not 0 < test_size < 1:
+        raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
+    if isinstance(test_size, int) and test_size < 1:
+        raise ValueError(f"test_size must be at least 1, got {test_size}")
+    if mode not in ("strict", "valid_only"):
+        raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
+    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
+    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
+        raise SpecError(f"task.prompt_template: prompt_template {problem}")
+    if not 0 < dedup_threshold <= 1:
+        raise ValueError(f"dedup_threshold must be in (0, 1], got {dedup_threshold}")
+    resolve_rules(rules)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if shape is not None and shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
+    if max_field_chars < 1:
+        raise ValueError(f"max_field_chars must be at least 1, got {max_field_chars}")
+
+
 def _refuse(report: ImportReport, message: str) -> tuple[None, ImportReport]:
     report.message = message
     return None, report
@@ -156,17 +197,16 @@ def import_dataset(
         ValueError: invalid arguments (test size, threshold, rules).
         SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
     """
-    if isinstance(test_size, float) and not 0 < test_size < 1:
-        raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
-    if isinstance(test_size, int) and test_size < 1:
-        raise ValueError(f"test_size must be at least 1, got {test_size}")
-    if mode not in ("strict", "valid_only"):
-        raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
-    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
-    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
-        raise SpecError(f"task.prompt_template: prompt_template {problem}")
-    if not 0 < dedup_threshold <= 1:
-        raise ValueError(f"dedup_threshold must be in (0, 1], got {dedup_threshold}")
+    check_import_options(
+        task=task,
+        test_size=test_size,
+        mode=mode,
+        rules=rules,
+        dedup_threshold=dedup_threshold,
+        fmt=fmt,
+        shape=shape,
+        max_field_chars=max_field_chars,
+    )
 
     def step(fraction: float, message: str) -> None:
         if progress:
