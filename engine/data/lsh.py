@@ -125,19 +125,19 @@ def candidate_pairs(
     found: list[np.ndarray] = []
     for g, group in enumerate(np.array_split(np.arange(bands), n_groups)):
         lo, hi = int(group[0]) * rows, (int(group[-1]) + 1) * rows
-        index = MinHashLSH(num_perm=hi - lo, params=(len(group), rows))
         part = np.ascontiguousarray(sigs[:, lo:hi])
         with _gc_paused():
+            index = MinHashLSH(num_perm=hi - lo, params=(len(group), rows))
             for i in range(n):
                 sketch = LeanMinHash(seed=SEED, hashvalues=part[i], scheme=SCHEME)
                 index.insert(i, sketch, check_duplication=False)
-        for table, counts in zip(index.hashtables, index.get_counts(), strict=True):
-            buckets = [table.get(key) for key, count in counts.items() if count > 1]
-            for x, y in _bucket_pairs(buckets):
-                found.append(_screen(x, y, sigs, coarse, threshold, n))
-        # The index keeps a bound method of itself (a reference cycle), so only a full cyclic
-        # collection would free its million sets, walking them all; emptying it frees them now.
-        vars(index).clear()
+            for table, counts in zip(index.hashtables, index.get_counts(), strict=True):
+                buckets = [table.get(key) for key, count in counts.items() if count > 1]
+                for x, y in _bucket_pairs(buckets):
+                    found.append(_screen(x, y, sigs, coarse, threshold, n))
+            # The index keeps a bound method of itself (a reference cycle), so only a full cyclic
+            # collection would free its million sets, walking them all; emptying it frees them now.
+            vars(index).clear()
         if progress:
             progress((g + 1) / n_groups, f"LSH: bands {hi // rows} of {bands}")
     if not found:
@@ -148,8 +148,9 @@ def candidate_pairs(
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while an index fills: its million small sets hold no
-    cycle, yet every full collection would walk them all again (doubling the time to fill it)."""
+    """Pause the cyclic garbage collector while an index lives: its million small sets hold no
+    cycle, yet every full collection would walk them all again (it doubles, at 50,000 texts
+    triples, the time the index takes)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
