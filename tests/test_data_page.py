@@ -317,3 +317,7 @@ def test_a_cancelled_import_job_says_so_and_the_buttons_come_back(store: Store) 
     at.run()
     assert any("cancelled: nothing was written" in e.value for e in at.error)
     assert not button(at, "Import (strict)").disabled and store.list_datasets() == []
+    # A job this workspace does not have (the sidebar switched workspaces) is forgotten quietly.
+    at.session_state["import_job"] = "job-from-another-workspace"
+    at.run()
+    assert not at.exception and not button(at, "Import (strict)").disabled

@@ -254,10 +254,12 @@ def _import_job() -> None:
     if job_id is None:
         return
     state = dv.import_state(store, job_id)
-    if state.active:
+    if state is not None and state.active:
         _import_progress(job_id)
         return
     del st.session_state["import_job"]
+    if state is None:
+        return
     if state.dataset_id:
         st.session_state.update(data_imported=state.message, data_selected=state.dataset_id)
         st.session_state.pop("data_check", None)
@@ -268,8 +270,9 @@ def _import_job() -> None:
 @st.fragment(run_every=1)
 def _import_progress(job_id: str) -> None:
     state = dv.import_state(store, job_id)
-    if not state.active:
+    if state is None or not state.active:
         st.rerun()  # the whole page: the outcome, and the new dataset in the Datasets tab
+        return
     st.progress(min(1.0, state.fraction), text=state.message)
     st.caption(
         f"Import job `{job_id}` is {state.status}; the result appears here when it finishes, and the "

@@ -312,15 +312,12 @@ class ImportState:
         return self.status in ACTIVE
 
 
-def import_state(store: Store, job_id: str) -> ImportState:
-    """The state of the ``import`` job ``job_id`` (see :class:`ImportState`).
-
-    Raises:
-        KeyError: no such job.
-    """
+def import_state(store: Store, job_id: str) -> ImportState | None:
+    """The state of the ``import`` job ``job_id`` (see :class:`ImportState`); None when this
+    workspace has no such job (the sidebar switched workspaces since it was queued)."""
     job = store.get_job(job_id)
     if job is None:
-        raise KeyError(f"no job {job_id}")
+        return None
     status, report = job["status"], load_report(store, job_id)
     fraction = float(job["progress"] or 0.0)
     if status in ACTIVE:
