@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -42,7 +43,7 @@ The estimate's standard deviation is at most 0.5/sqrt(NUM_PERM) = 0.031, so this
 the coarse estimate from the first :data:`_COARSE` values (0.088) gets twice the margin."""
 _COARSE = 32
 _BLOCK = 4096  # shingles per block: a (NUM_PERM x block) uint32 matrix stays in cache
-_INDEX_CELLS = 1_000_000  # texts x bands in one MinHashLSH (its buckets are Python sets)
+_INDEX_CELLS = 2_000_000  # texts x bands in one MinHashLSH: about 700 MB of Python sets and keys
 _PAIRS = 50_000  # candidate pairs screened at once (bounds the pairs x NUM_PERM comparison)
 
 _A, _B = (np.ascontiguousarray(p, np.uint32) for p in MinHash(num_perm=NUM_PERM, seed=SEED).permutations)
@@ -167,7 +168,8 @@ def _bucket_pairs(buckets: Sequence[set[int]]) -> Iterator[tuple[np.ndarray, np.
     for b in buckets:
         by_size.setdefault(len(b), []).append(b)
     for size, same in by_size.items():
-        members = np.array([sorted(b) for b in same], dtype=np.int64)  # (buckets, size)
+        members = np.fromiter(itertools.chain.from_iterable(same), np.int64, size * len(same))
+        members = np.sort(members.reshape(len(same), size), axis=1)  # (buckets, size)
         per_bucket = size * (size - 1) // 2
         if per_bucket <= _PAIRS:
             a, c = np.triu_indices(size, 1)
