@@ -3,9 +3,14 @@
 Times :func:`engine.data.importing.import_dataset` (read, validate, near-duplicate groups,
 grouped split, one-transaction save) on a synthetic but realistic JSONL of instruction
 prompts at ``--small`` and ``--large`` rows, in one run and one process, each import in a
-fresh workspace. Sizes alternate for ``--rounds`` rounds and each size keeps its best wall
-time, so a burst of load from other processes on a shared machine does not decide the ratio;
-CPU seconds are printed beside it.
+fresh workspace.
+
+On a shared machine one short import can land in a quiet second and another in a busy one
+(10,000 rows took 3 to 7 s within minutes of each other), so the small size is imported
+``large / small`` times, half before and half after the large import, and a round compares
+the large import with the small imports' mean over the same amount of work and about the same
+stretch of time. The reported ratio is the median over ``--rounds`` rounds; CPU seconds (which
+other processes disturb less) are reported beside it.
 
 The data looks like an instruction-tuning set: prompts open with one of a few dozen task
 phrasings ("Summarize the following ...", "Write a polite email to ...") shared by thousands
@@ -18,9 +23,10 @@ Run::
 
     .venv/bin/python bench/import_scale.py [--small 10000] [--large 100000] [--rounds 2] [--seed 0]
 
-Prints one line per import (rows, wall and CPU seconds, rows/s, near-duplicate groups, peak
-memory so far), ``cpu_scaling=<x>`` and, last, ``scaling=<x>``: best time(large) / best
-time(small) (target <= 12 for 10x the rows: roughly linear).
+Prints one line per round (the large import's and the small imports' mean wall and CPU
+seconds, rows/s, near-duplicate groups, peak memory), ``cpu_scaling=<x>`` and, last,
+``scaling=<x>``: median over rounds of time(large) / mean time(small) (target <= 12 for 10x
+the rows: roughly linear).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import random
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -157,26 +164,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    best: dict[int, tuple[float, float]] = {}
+    repeats = max(2, args.large // args.small)
+    wall_ratios, cpu_ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         time_import(write_jsonl(make_rows(500, args.seed), work / "warmup.jsonl"), work / "warmup")
-        sizes = (args.small, args.large)
-        files = {n: write_jsonl(make_rows(n, args.seed), work / f"rows{n}.jsonl") for n in sizes}
+        small = write_jsonl(make_rows(args.small, args.seed), work / "small.jsonl")
+        large = write_jsonl(make_rows(args.large, args.seed), work / "large.jsonl")
+
+        def run(path: Path) -> tuple[float, float, int]:
+            home = work / "ws"
+            try:
+                return time_import(path, home)
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+
         for r in range(args.rounds):
-            for n, path in files.items():
-                seconds, cpu, groups = time_import(path, work / f"ws{n}.{r}")
-                shutil.rmtree(work / f"ws{n}.{r}")
-                best[n] = min(best.get(n, (seconds, cpu)), (seconds, cpu))
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-                print(
-                    f"rows={n} round={r + 1} seconds={seconds:.1f} cpu_seconds={cpu:.1f} "
-                    f"rows_per_s={n / seconds:.0f} dup_groups={groups} peak_rss_mb={peak}",
-                    flush=True,
-                )
-    (small_s, small_cpu), (large_s, large_cpu) = best[args.small], best[args.large]
-    print(f"cpu_scaling={large_cpu / small_cpu:.2f}")
-    print(f"scaling={large_s / small_s:.2f}")
+            before = [run(small) for _ in range(repeats // 2)]
+            big_s, big_cpu, groups = run(large)
+            smalls = before + [run(small) for _ in range(repeats - repeats // 2)]
+            small_s = statistics.fmean(t[0] for t in smalls)
+            small_cpu = statistics.fmean(t[1] for t in smalls)
+            wall_ratios.append(big_s / small_s)
+            cpu_ratios.append(big_cpu / small_cpu)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            print(
+                f"round={r + 1} rows={args.large} seconds={big_s:.1f} cpu_seconds={big_cpu:.1f} "
+                f"rows_per_s={args.large / big_s:.0f} dup_groups={groups} | rows={args.small} x{repeats} "
+                f"mean_seconds={small_s:.2f} mean_cpu_seconds={small_cpu:.2f} "
+                f"dup_groups={smalls[0][2]} | ratio={wall_ratios[-1]:.2f} peak_rss_mb={peak}",
+                flush=True,
+            )
+    print(f"cpu_scaling={statistics.median(cpu_ratios):.2f}")
+    print(f"scaling={statistics.median(wall_ratios):.2f}")
 
 
 if __name__ == "__main__":
