@@ -43,6 +43,7 @@ REGISTRY: dict[str, str] = {
     "train": "engine.training.job:main",
     "small_judge": "engine.judges.small.job:main",
     "embed": "engine.data.embed_job:main",
+    "import": "engine.data.import_job:main",
     "judge": "engine.judges.job:main",
     "small_judge_run": "engine.judges.small.flow:run_main",
     "pairwise": "engine.judges.pairwise:main",

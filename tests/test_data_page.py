@@ -1,5 +1,6 @@
-"""The Data page through AppTest: empty state, validate and import via the path input, bad
-rows named by line with nothing imported on refusal, and a populated Datasets tab."""
+"""The Data page through AppTest: empty state, validate and import via the path input (the
+page queues an import job; tests run it in-process), bad rows named by line with nothing
+imported on refusal, and a populated Datasets tab."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.data.importing import import_dataset
 from engine.demo.task import generate_examples
 from engine.specs import TaskSpec
 from engine.store import Store
+from tests.inline_jobs import run_queued
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DATA = Path(__file__).parent / "data"
@@ -47,6 +49,15 @@ def button(at: AppTest, label: str) -> Button:
 
 def select(at: AppTest, label: str) -> Selectbox:
     return next(s for s in at.selectbox if s.label == label)
+
+
+def click_import(at: AppTest, store: Store, label: str) -> AppTest:
+    """Click an Import button: the page queues an ``import`` job; run it as a worker would (no
+    scheduler runs in tests), then rerun the page, which picks up the outcome."""
+    button(at, label).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert run_queued(store, "import"), "the page queued no import job"
+    return at.run()
 
 
 def validate(at: AppTest, path: Path) -> AppTest:
@@ -85,7 +96,7 @@ def test_csv_is_mapped_validated_and_imported(store: Store) -> None:
     assert "All 6 rows are valid" in texts(at)
     assert store.list_datasets() == []  # validating writes nothing
     assert not button(at, "Import (strict)").disabled
-    button(at, "Import (strict)").click().run()
+    click_import(at, store, "Import (strict)")
     assert not at.exception, [e.value for e in at.exception]
     (ds,) = store.list_datasets()
     assert (ds["name"], ds["n_train"], ds["n_test"]) == ("qa", 5, 1)
@@ -101,7 +112,7 @@ def test_bad_rows_are_named_by_line_and_a_refused_import_writes_nothing(store: S
     assert "1 bad row, 2 valid" in texts(at)
     assert button(at, "Import (strict)").disabled and not button(at, "Import valid rows").disabled
     # The two valid rows are the same prompt: no test split is possible, so the import refuses.
-    button(at, "Import valid rows").click().run()
+    click_import(at, store, "Import valid rows")
     assert "Nothing was imported" in texts(at)
     assert store.list_datasets() == []
     assert not (store.home / "datasets").exists()
@@ -125,7 +136,7 @@ def test_cleaning_rules_show_counts_and_dropped_rows(store: Store, tmp_path: Pat
     assert counts.loc[0, ["rule", "before", "after", "dropped"]].tolist() == ["exact_dedup", 5, 4, 1]
     dropped = at.dataframe[2].value
     assert dropped.loc[0, "where"] == "line 2" and "exact duplicate of line 1" in dropped.loc[0, "reason"]
-    button(at, "Import valid rows").click().run()
+    click_import(at, store, "Import valid rows")
     (ds,) = store.list_datasets()
     assert ds["n_train"] + ds["n_test"] == 4
 
@@ -213,7 +224,7 @@ def test_label_first_tsv_is_mapped_by_name_and_imported_as_a_label_task(store: S
     at.text_input(key="task_label").set_value("ham, spam").run()
     button(at, "Validate").click().run()
     assert "All 10 rows are valid" in texts(at)
-    button(at, "Import (strict)").click().run()
+    click_import(at, store, "Import (strict)")
     (ds,) = store.list_datasets()
     assert {e["reference"] for e in store.get_examples(ds["id"])} == {"ham", "spam"}
 
@@ -243,7 +254,7 @@ def test_prompt_template_is_multi_line_and_checked(store: Store) -> None:
     assert any("task.prompt_template" in e.value and "format specs" in e.value for e in at.error)
     at.text_area(key="template").set_value("Answer briefly.\n\nQ: {input}\nA:").run()
     button(at, "Validate").click().run()
-    button(at, "Import (strict)").click().run()
+    click_import(at, store, "Import (strict)")
     (ds,) = store.list_datasets()
     prompts = [e["prompt"] for e in store.get_examples(ds["id"])]
     assert "Answer briefly.\n\nQ: What is the capital of France?\nA:" in prompts
@@ -259,12 +270,54 @@ def test_a_split_refused_for_near_duplicates_names_the_threshold_the_page_offers
     prompts = [f"Please tell me what the capital city of {c} is, thanks." for c in countries]
     src.write_text("".join(json.dumps({"prompt": p, "completion": "x"}) + "\n" for p in prompts))
     at = validate(open_page(), src)
-    button(at, "Import (strict)").click().run()
+    click_import(at, store, "Import (strict)")
     refused = next(e.value for e in at.error if "Nothing was imported" in e.value)
     assert f"Raise '{DEDUP_THRESHOLD_LABEL}' (now 0.6" in refused
     assert store.list_datasets() == []
     at.number_input(key="dedup_threshold").set_value(0.9).run()
     assert next(n for n in at.number_input if n.key == "dedup_threshold").label == DEDUP_THRESHOLD_LABEL
-    button(at, "Import (strict)").click().run()
+    click_import(at, store, "Import (strict)")
     (ds,) = store.list_datasets()
     assert ds["n_test"] == 1
+
+
+def test_import_button_queues_a_job_whose_progress_and_outcome_the_page_shows(store: Store) -> None:
+    at = validate(open_page(), DATA / "good" / "qa.csv")
+    button(at, "Import (strict)").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (job,) = store.list_jobs()
+    assert (job["kind"], job["status"]) == ("import", "queued")
+    spec = job["spec"]
+    assert spec["path"] == str(DATA / "good" / "qa.csv")
+    assert (spec["mode"], spec["test_size"]) == ("strict", 1)
+    assert spec["mapping"] == {"prompt": "question", "completion": "answer"} and spec["task"]["name"] == "qa"
+    assert store.list_datasets() == []  # the page imported nothing itself
+    assert "is queued" in texts(at)
+    assert button(at, "Import (strict)").disabled and button(at, "Import valid rows").disabled
+    # What a running worker reports shows up as the page reruns (the fragment, every second).
+    store.set_progress(job["id"], 0.4, "finding near-duplicates among 6 prompts")
+    at.run()
+    (bar,) = at.get("progress")
+    assert bar.proto.value == 40 and "finding near-duplicates" in bar.proto.text
+    run_queued(store, "import")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (ds,) = store.list_datasets()
+    assert "Imported as qa v1" in texts(at) and not at.get("progress")
+    assert f"· {ds['id']} ·" in next(s for s in at.selectbox if s.label == "Dataset").format_func(ds["id"])
+
+
+def test_a_cancelled_import_job_says_so_and_the_buttons_come_back(store: Store) -> None:
+    from engine import jobs
+
+    at = validate(open_page(), DATA / "good" / "qa.csv")
+    button(at, "Import valid rows").click().run()
+    (job,) = store.list_jobs()
+    jobs.cancel_job(store, job["id"])
+    at.run()
+    assert any("cancelled: nothing was written" in e.value for e in at.error)
+    assert not button(at, "Import (strict)").disabled and store.list_datasets() == []
+    # A job this workspace does not have (the sidebar switched workspaces) is forgotten quietly.
+    at.session_state["import_job"] = "job-from-another-workspace"
+    at.run()
+    assert not at.exception and not button(at, "Import (strict)").disabled

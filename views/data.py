@@ -14,7 +14,7 @@ from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
 from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
 from engine.data.embed_job import latest_embed_job
-from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_dataset, import_info
+from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_info
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
@@ -218,36 +218,71 @@ def _show_check(check: dv.ImportCheck) -> None:
 def _import_buttons(path: Path, check: dv.ImportCheck, task: TaskSpec, **kwargs: Any) -> None:
     report, n_test = check.report, dv.test_count(kwargs.pop("share"), len(check.records))
     st.caption(f"Importing freezes a test split of {n_test} examples; nothing is written on refusal.")
+    busy = "import_job" in st.session_state  # one import at a time from this page
     c1, c2 = st.columns(2)
     valid = c1.button(
         "Import valid rows",
         type="primary" if report.issues else "secondary",
-        disabled=not report.can_import("valid_only"),
+        disabled=busy or not report.can_import("valid_only"),
         width="stretch",
         help="Skip the bad rows listed above and import the rest.",
     )
     strict = c2.button(
         "Import (strict)",
         type="secondary" if report.issues else "primary",
-        disabled=not report.can_import("strict"),
+        disabled=busy or not report.can_import("strict"),
         width="stretch",
         help="Import only if no row is bad; otherwise write nothing.",
     )
     if valid or strict:
-        with st.spinner("Importing…"):
-            ds_id, done = import_dataset(
-                store, path, task=task, test_size=n_test, mode="strict" if strict else "valid_only", **kwargs
-            )
-        if not ds_id:
-            st.error(done.message)
+        st.session_state.pop("import_refused", None)
+        mode = "strict" if strict else "valid_only"
+        try:
+            job_id = dv.start_import(store, path, task=task, test_size=n_test, mode=mode, **kwargs)
+        except ValueError as err:
+            st.error(str(err))
             return
-        st.session_state.update(data_imported=done.message, data_selected=ds_id)
-        st.session_state.pop("data_check", None)
+        st.session_state["import_job"] = job_id
         st.rerun()
+    if refused := st.session_state.get("import_refused"):
+        st.error(refused)
+
+
+def _import_job() -> None:
+    """The queued import: a live progress bar while it runs, then its outcome, once."""
+    job_id = st.session_state.get("import_job")
+    if job_id is None:
+        return
+    state = dv.import_state(store, job_id)
+    if state is not None and state.active:
+        _import_progress(job_id)
+        return
+    del st.session_state["import_job"]
+    if state is None:
+        return
+    if state.dataset_id:
+        st.session_state.update(data_imported=state.message, data_selected=state.dataset_id)
+        st.session_state.pop("data_check", None)
+    else:
+        st.session_state["import_refused"] = state.message
+
+
+@st.fragment(run_every=1)
+def _import_progress(job_id: str) -> None:
+    state = dv.import_state(store, job_id)
+    if state is None or not state.active:
+        st.rerun()  # the whole page: the outcome, and the new dataset in the Datasets tab
+        return
+    st.progress(min(1.0, state.fraction), text=state.message)
+    st.caption(
+        f"Import job `{job_id}` is {state.status}; the result appears here when it finishes, and the "
+        "import goes on if you leave the page. If it stays queued, start the scheduler in the sidebar."
+    )
 
 
 def upload_tab() -> None:
     path = _source()
+    _import_job()
     if done := st.session_state.get("data_imported"):
         st.success(f"{done} See the **Datasets** tab.")
     if path is None:
@@ -278,6 +313,7 @@ def upload_tab() -> None:
     )
     if st.button("Validate", type="primary", icon=":material/fact_check:"):
         st.session_state.pop("data_imported", None)
+        st.session_state.pop("import_refused", None)
         try:
             with st.spinner("Validating every row…"):
                 check = dv.check_import(

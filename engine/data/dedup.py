@@ -1,14 +1,16 @@
-"""Exact and near-duplicate detection: MinHash over character shingles, verified exactly.
+"""Exact and near-duplicate detection: MinHash LSH over character shingles, verified exactly.
 
 Similarity between two texts is the Jaccard index of their sets of character 5-grams after
 :func:`normalize_text` (case, quotes, dashes, punctuation and spacing do not count). It is
 lexical: it catches copies, light edits and reworded paraphrases that keep most of the
 wording, not a rephrasing with entirely different words (that needs sentence embeddings).
 
-Finding every pair above a threshold among *n* texts is done with MinHash signatures and
-locality-sensitive hashing (banding) to find candidates in about linear time, then the exact
-Jaccard of each candidate pair decides, so the reported similarities are exact and the
-threshold means what it says. Identical normalised texts are always grouped.
+Finding every pair above a threshold among *n* texts takes MinHash signatures and
+``datasketch``'s LSH index (:mod:`engine.data.lsh`) to find candidates in about linear time,
+then the exact Jaccard of each candidate pair decides, so the reported similarities are exact
+and the threshold means what it says. The bands are chosen so that a pair at the threshold
+is a candidate with probability at least :data:`engine.data.lsh.RECALL` (a pair a little above
+it, nearly always). Identical normalised texts are always grouped.
 """
 
 from __future__ import annotations
@@ -21,10 +23,30 @@ from itertools import combinations
 
 import numpy as np
 
+from engine.data import lsh
+from engine.data.lsh import NUM_PERM
+from engine.data.progress import Progress, span
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "NUM_PERM",
+    "SHINGLE",
+    "Leak",
+    "check_no_leak",
+    "exact_duplicate_groups",
+    "group_pairs",
+    "jaccard",
+    "minhash_signatures",
+    "near_duplicate_groups",
+    "near_duplicate_pairs",
+    "normalize_text",
+    "shingle_hashes",
+    "shingles",
+    "similarity",
+]
+
 SHINGLE = 5
 """Characters per shingle."""
-NUM_PERM = 128
-"""MinHash permutations (signature length)."""
 DEFAULT_THRESHOLD = 0.6
 """Similarity at or above which two texts count as near-duplicates unless the caller says.
 
@@ -33,17 +55,9 @@ where grouping two merely similar prompts costs nothing. Unrelated prompts score
 light paraphrases of a 20-word prompt score 0.6-0.9. Dropping rows (the ``near_dedup``
 cleaning rule) defaults to a stricter 0.8."""
 
-# Multiply-shift hashing (a*h + b mod 2^64, top 32 bits): no modulo, one numpy pass.
-_rng = np.random.default_rng(20261125)  # fixed: signatures are reproducible across processes
-_A = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
-_B = _rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
-_MIX = _rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
-# Candidates whose MinHash estimate is this far below the threshold are not checked exactly.
-# The estimate's standard deviation is at most 0.5/sqrt(NUM_PERM) = 0.044, so 0.15 is > 3 sigma;
-# the coarse 32-value estimate (0.088) gets twice the margin.
-_ESTIMATE_MARGIN = 0.15
 _PUNCT = re.compile(r"[^\w\s]+")
 _TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-"})
+_BATCH = 2000  # texts hashed and signed at once (bounds the shingle arrays)
 
 
 def normalize_text(text: str) -> str:
@@ -62,21 +76,34 @@ def shingles(text: str, k: int = SHINGLE) -> set[str]:
 
 def shingle_hashes(text: str, k: int = SHINGLE) -> np.ndarray:
     """Sorted unique 64-bit hashes of :func:`shingles` (computed in numpy, not per shingle)."""
-    norm = normalize_text(text)
-    codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(codes) <= k:
-        codes = np.pad(codes, (0, k - len(codes))) if len(codes) else np.zeros(k, np.uint64)
-        n = 1
-    else:
-        n = len(codes) - k + 1
-    h = np.zeros(n, dtype=np.uint64)
+    return _distinct(_window_hashes([normalize_text(text)], k)[0])
+
+
+def _window_hashes(norms: Sequence[str], k: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit hash of every ``k``-character window of many normalised texts, in one pass.
+
+    Returns ``(hashes, starts)``: all windows concatenated, and where each text's begin. A
+    text shorter than ``k`` is one window, padded with NULs (which :func:`normalize_text`
+    never leaves in a text: they are not word characters).
+    """
+    padded = [t if len(t) >= k else t + "\0" * (k - len(t)) for t in norms]
+    codes = np.frombuffer("".join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+    windows = lengths - (k - 1)
+    starts = np.zeros(len(padded), dtype=np.int64)
+    np.cumsum(windows[:-1], out=starts[1:])
+    first_char = np.zeros(len(padded), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=first_char[1:])
+    # Window w of text d begins at character first_char[d] + (w - starts[d]).
+    pos = np.arange(int(windows.sum()), dtype=np.int64) + np.repeat(first_char - starts, windows)
+    h = np.zeros(len(pos), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(k):  # polynomial hash of each window, wrapping at 2^64
-            h = h * np.uint64(1_000_003) + codes[j : j + n]
+            h = h * np.uint64(1_000_003) + codes[pos + j]
         h ^= h >> np.uint64(29)
         h *= np.uint64(0xBF58476D1CE4E5B9)
         h ^= h >> np.uint64(32)
-    return _distinct(h)
+    return h, starts
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -101,76 +128,29 @@ def similarity(a: str, b: str) -> float:
 
 
 def minhash_signatures(hashes: Sequence[np.ndarray]) -> np.ndarray:
-    """MinHash signatures (``uint32``), one row of :data:`NUM_PERM` values per hash array."""
-    sigs = np.zeros((len(hashes), NUM_PERM), dtype=np.uint32)
-    # Documents are processed in chunks that bound the (permutations x shingles) matrix.
-    start = 0
-    with np.errstate(over="ignore"):
-        while start < len(hashes):
-            stop, total = start, 0
-            while stop < len(hashes) and (total < 50_000 or stop == start):
-                total += len(hashes[stop])
-                stop += 1
-            h = np.concatenate(hashes[start:stop])
-            values = (_A[:, None] * h[None, :] + _B[:, None]) >> np.uint64(32)
-            offsets = np.cumsum([0] + [len(x) for x in hashes[start : stop - 1]])
-            sigs[start:stop] = np.minimum.reduceat(values, offsets, axis=1).T
-            start = stop
+    """MinHash signatures (``uint32``), one row of :data:`NUM_PERM` values per hash array
+    (datasketch's ``affine32`` MinHash; see :func:`engine.data.lsh.signatures`)."""
+    if not len(hashes):
+        return np.zeros((0, NUM_PERM), dtype=np.uint32)
+    arrays = [h if len(h) else np.zeros(1, dtype=np.uint64) for h in hashes]
+    starts = np.cumsum([0] + [len(h) for h in arrays[:-1]])
+    return lsh.signatures(np.concatenate(arrays), starts)
+
+
+def _signatures(norms: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    """MinHash signatures of normalised texts, :data:`_BATCH` texts at a time."""
+    sigs = np.empty((len(norms), NUM_PERM), dtype=np.uint32)
+    for start in range(0, len(norms), _BATCH):
+        sigs[start : start + _BATCH] = lsh.signatures(*_window_hashes(norms[start : start + _BATCH]))
+        if progress:
+            done = min(len(norms), start + _BATCH)
+            progress(done / len(norms), f"MinHash signatures: {done:,} of {len(norms):,} prompts")
     return sigs
 
 
-def _bands_for(threshold: float) -> tuple[int, int]:
-    """(bands, rows) whose LSH S-curve passes a pair of Jaccard ``threshold`` with high
-    probability: the curve's midpoint sits well below the threshold, trading extra candidates
-    (checked exactly afterwards) for recall."""
-    target = max(0.05, threshold - 0.2)
-    best = (NUM_PERM, 1)
-    for rows in range(1, NUM_PERM + 1):
-        bands = NUM_PERM // rows
-        if (1 / bands) ** (1 / rows) > target:
-            break
-        best = (bands, rows)
-    return best
-
-
-def _candidate_pairs(sigs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)``, ``i < j``, that share an LSH band and whose MinHash estimate is
-    within :data:`_ESTIMATE_MARGIN` of ``threshold``, without repeats.
-
-    Screening each band's pairs by their estimate at once keeps templated data (millions of
-    weak candidates) from piling up in memory or reaching the exact check.
-    """
-    n = len(sigs)
-    bands, rows = _bands_for(threshold)
-    found = []
-    coarse = np.ascontiguousarray(sigs[:, :32])
-    with np.errstate(over="ignore"):
-        for b in range(bands):
-            # One 64-bit key per band; a rare collision only adds a candidate checked later.
-            keys = (sigs[:, b * rows : (b + 1) * rows].astype(np.uint64) * _MIX[:rows]).sum(axis=1)
-            order = np.argsort(keys, kind="stable")
-            sorted_keys = keys[order]
-            starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-            sizes = np.diff(np.append(starts, n))
-            # All buckets of one size at once: a few numpy operations per band, not one per bucket.
-            for size in np.unique(sizes[sizes > 1]).tolist():
-                a, c = np.triu_indices(size, 1)
-                first = starts[sizes == size][:, None]
-                x, y = order[first + a].ravel(), order[first + c].ravel()
-                x, y = np.minimum(x, y), np.maximum(x, y)
-                for k in range(0, len(x), 200_000):  # bounds the (pairs x NUM_PERM) comparison
-                    xs, ys = x[k : k + 200_000], y[k : k + 200_000]
-                    # A coarse estimate from 32 values discards most weak pairs for a quarter
-                    # of the memory traffic; survivors get the full 128-value estimate.
-                    rough = (coarse[xs] == coarse[ys]).mean(axis=1) >= threshold - 2 * _ESTIMATE_MARGIN
-                    xs, ys = xs[rough], ys[rough]
-                    plausible = (sigs[xs] == sigs[ys]).mean(axis=1) >= threshold - _ESTIMATE_MARGIN
-                    found.append(xs[plausible].astype(np.int64) * n + ys[plausible])
-    codes = _distinct(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
-    return codes // n, codes % n
-
-
-def _linked(texts: Sequence[str], threshold: float) -> tuple[list[int], dict[tuple[int, int], float]]:
+def _linked(
+    texts: Sequence[str], threshold: float, progress: Progress | None = None
+) -> tuple[list[int], dict[tuple[int, int], float]]:
     """Each text's representative (the first text with the same normalised form) and the
     near-duplicate pairs among representatives with their exact similarity.
 
@@ -179,18 +159,29 @@ def _linked(texts: Sequence[str], threshold: float) -> tuple[list[int], dict[tup
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    norms = [normalize_text(t) for t in texts]
     first: dict[str, int] = {}
-    rep = [first.setdefault(normalize_text(t), i) for i, t in enumerate(texts)]
-    uniq = sorted(first.values())
-    hashes = [shingle_hashes(texts[i]) for i in uniq]
+    rep = [first.setdefault(t, i) for i, t in enumerate(norms)]
+    uniq = list(first.values())  # increasing: first occurrences in order
     linked: dict[tuple[int, int], float] = {}
     if len(uniq) > 1:
-        sigs = minhash_signatures(hashes)
-        left, right = _candidate_pairs(sigs, threshold)
+        sigs = _signatures([norms[i] for i in uniq], span(progress, 0.0, 0.45))
+        left, right = lsh.candidate_pairs(sigs, threshold, span(progress, 0.45, 0.9))
+        if progress:
+            progress(0.9, f"checking {len(left):,} candidate pairs exactly")
+        exact: dict[int, np.ndarray] = {}  # sorted unique shingle hashes, only where needed
+
+        def hashes(i: int) -> np.ndarray:
+            if i not in exact:
+                exact[i] = _distinct(_window_hashes([norms[uniq[i]]])[0])
+            return exact[i]
+
         for a, b in zip(left.tolist(), right.tolist(), strict=True):
-            sim = jaccard(hashes[a], hashes[b])
+            sim = jaccard(hashes(a), hashes(b))
             if sim >= threshold:
                 linked[(uniq[a], uniq[b])] = sim
+    if progress:
+        progress(1.0, f"{len(linked):,} near-duplicate pairs")
     return rep, linked
 
 
@@ -242,17 +233,20 @@ def group_pairs(n: int, pairs: Iterable[tuple[int, int, float]]) -> list[list[in
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def near_duplicate_groups(texts: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -> list[list[int]]:
+def near_duplicate_groups(
+    texts: Sequence[str], threshold: float = DEFAULT_THRESHOLD, *, progress: Progress | None = None
+) -> list[list[int]]:
     """Groups of indices of texts that are near-duplicates of each other (transitively).
 
     Args:
         texts: the texts.
         threshold: minimum :func:`similarity` for two texts to be linked.
+        progress: ``progress(fraction, message)`` as the search goes (signatures, LSH, checks).
 
     Returns:
         Groups of two or more indices, each sorted, ordered by their first index.
     """
-    rep, linked = _linked(texts, threshold)
+    rep, linked = _linked(texts, threshold, progress)
     edges = [(i, r, 1.0) for i, r in enumerate(rep) if i != r]
     edges += [(a, b, s) for (a, b), s in linked.items()]
     return group_pairs(len(texts), edges)

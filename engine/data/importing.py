@@ -5,7 +5,8 @@ split and saves the dataset in **one** transaction (:meth:`engine.store.Store.sa
 so a refused or failed import leaves nothing behind and a half-imported dataset is never
 visible. Near-duplicate prompts (see :mod:`engine.data.dedup`) are kept together on one side
 of the split, so a paraphrase of a test prompt never sits in the training split; the split is
-checked for leaks before anything is written.
+checked for leaks before anything is written. A large file is imported by the ``import`` job
+(:mod:`engine.data.import_job`), which reports :func:`import_dataset`'s progress.
 
 Identity: a dataset is content-hashed (task + every example's split, prompt and reference), so
 re-importing the same data gives back the same dataset id. Datasets that share a name are
@@ -23,13 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.data.cleaning import RuleSpec, apply_rules
+from engine.data.cleaning import RuleSpec, apply_rules, resolve_rules
 from engine.data.datasets import dataset_hash
 from engine.data.dedup import DEFAULT_THRESHOLD, Leak, check_no_leak, near_duplicate_groups
 from engine.data.importers import common_system_prompt, read_records
+from engine.data.progress import Progress, span
 from engine.data.prompts import render_prompt
 from engine.data.report import ImportReport, Issue, Mode, Record
-from engine.data.shapes import MAX_FIELD_CHARS
+from engine.data.shapes import MAX_FIELD_CHARS, SHAPES
+from engine.data.sniff import FORMATS
 from engine.data.validate import parse_output
 from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
@@ -100,6 +103,46 @@ def _source_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_import_options(
+    *,
+    task: TaskSpec,
+    test_size: int | float = 0.1,
+    mode: str = "strict",
+    rules: Sequence[RuleSpec] = (),
+    dedup_threshold: float = DEFAULT_THRESHOLD,
+    fmt: str | None = None,
+    shape: str | None = None,
+    max_field_chars: int = MAX_FIELD_CHARS,
+) -> None:
+    """Refuse the options :func:`import_dataset` would refuse, before any file is read (the
+    ``import`` job is refused before it is queued).
+
+    Raises:
+        ValueError: test size, mode, cleaning rules, threshold, format, shape or field limit.
+        SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
+    """
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float):
+        raise ValueError(f"test_size must be a count or a fraction, got {test_size!r}")
+    if isinstance(test_size, float) and not 0 < test_size < 1:
+        raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
+    if isinstance(test_size, int) and test_size < 1:
+        raise ValueError(f"test_size must be at least 1, got {test_size}")
+    if mode not in ("strict", "valid_only"):
+        raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
+    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
+    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
+        raise SpecError(f"task.prompt_template: prompt_template {problem}")
+    if not 0 < dedup_threshold <= 1:
+        raise ValueError(f"dedup_threshold must be in (0, 1], got {dedup_threshold}")
+    resolve_rules(rules)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if shape is not None and shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
+    if max_field_chars < 1:
+        raise ValueError(f"max_field_chars must be at least 1, got {max_field_chars}")
+
+
 def _refuse(report: ImportReport, message: str) -> tuple[None, ImportReport]:
     report.message = message
     return None, report
@@ -123,6 +166,7 @@ def import_dataset(
     max_field_chars: int = MAX_FIELD_CHARS,
     delimiter: str | None = None,
     quotechar: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[str | None, ImportReport]:
     """Import a data file as a dataset with a frozen test split, or refuse and write nothing.
 
@@ -143,6 +187,8 @@ def import_dataset(
         max_field_chars: the longest text one field may hold; a row with a longer one is bad.
         delimiter: CSV/TSV cell separator (the format's when None).
         quotechar: CSV/TSV quote character, ``""`` for none (``"`` for CSV, none for TSV when None).
+        progress: ``progress(fraction, message)`` through reading, validating, cleaning, the
+            near-duplicate search, the split and saving.
 
     Returns:
         ``(dataset_id, report)``; the id is None when the import was refused, and the report's
@@ -152,16 +198,22 @@ def import_dataset(
         ValueError: invalid arguments (test size, threshold, rules).
         SpecError: the task's prompt template is unusable (names ``task.prompt_template``).
     """
-    if isinstance(test_size, float) and not 0 < test_size < 1:
-        raise ValueError(f"test_size as a fraction must be between 0 and 1, got {test_size}")
-    if isinstance(test_size, int) and test_size < 1:
-        raise ValueError(f"test_size must be at least 1, got {test_size}")
-    if mode not in ("strict", "valid_only"):
-        raise ValueError(f"mode must be 'strict' or 'valid_only', got {mode!r}")
-    problem = template_problem(task.prompt_template)  # the caller's error, not the file's
-    if problem:  # a TaskSpec validates its template; this catches one built with model_construct
-        raise SpecError(f"task.prompt_template: prompt_template {problem}")
+    check_import_options(
+        task=task,
+        test_size=test_size,
+        mode=mode,
+        rules=rules,
+        dedup_threshold=dedup_threshold,
+        fmt=fmt,
+        shape=shape,
+        max_field_chars=max_field_chars,
+    )
 
+    def step(fraction: float, message: str) -> None:
+        if progress:
+            progress(fraction, message)
+
+    step(0.0, f"reading {Path(path).name}")
     records, report = read_records(
         path,
         fmt=fmt,
@@ -173,6 +225,7 @@ def import_dataset(
     )
     report.mode = mode
     if check_outputs and not report.fatal:
+        step(0.12, f"validating the answers of {len(records):,} rows")
         records = _check_outputs(task, records, report.shape, report)
     if report.fatal:
         return _refuse(report, "Nothing was imported: the file cannot be read as a whole.")
@@ -186,6 +239,7 @@ def import_dataset(
         return _refuse(report, "Nothing was imported: no valid rows.")
 
     if rules:
+        step(0.15, f"cleaning {len(records):,} rows")
         records, report.dropped, report.cleaning = apply_rules(records, rules)
     n = len(records)
     n_test = test_size if isinstance(test_size, int) else round(test_size * n)
@@ -195,7 +249,9 @@ def import_dataset(
         )
 
     inputs = [r["input"] for r in records]
-    groups = near_duplicate_groups(inputs, dedup_threshold)
+    step(0.2, f"finding near-duplicates among {n:,} prompts")
+    groups = near_duplicate_groups(inputs, dedup_threshold, progress=span(progress, 0.2, 0.85))
+    step(0.85, f"splitting: {n_test:,} test examples, near-duplicates kept together")
     test = grouped_test_split(n, groups, n_test, seed)
     if not test:
         largest = max(len(g) for g in groups)
@@ -206,13 +262,11 @@ def import_dataset(
             f"{dedup_threshold:g}, at most 1) so that fewer prompts count as near-duplicates, or drop "
             "repeated prompts with the exact_dedup cleaning rule.",
         )
-    leaks = check_no_leak(
-        [t for i, t in enumerate(inputs) if i not in test],
-        [t for i, t in enumerate(inputs) if i in test],
-        dedup_threshold,
-    )
-    if leaks:  # cannot happen: groups hold every pair above the threshold
-        raise RuntimeError(f"split leaks {plural(len(leaks), 'near-duplicate test prompt')} into training")
+    # Groups hold every pair above the threshold, so a split that cuts no group leaks nothing:
+    # what check_no_leak would find, without searching every prompt a second time.
+    cut = sum(1 for g in groups if 0 < len(test.intersection(g)) < len(g))
+    if cut:  # cannot happen: grouped_test_split takes groups whole
+        raise RuntimeError(f"the split cuts {plural(cut, 'near-duplicate group')}")
 
     rows = [
         {
@@ -229,6 +283,7 @@ def import_dataset(
     # Provenance (file, line) lives in meta and is not part of the identity: the same examples
     # imported from a renamed file, or one with blank lines added, are the same dataset.
     content_hash = dataset_hash(task_dict, [{k: v for k, v in r.items() if k != "meta"} for r in rows])
+    step(0.9, f"saving {n:,} examples")
     with store.read() as conn:
         existing = conn.execute("SELECT id FROM datasets WHERE content_hash=?", (content_hash,)).fetchone()
     name = name or Path(path).name.split(".")[0]
@@ -250,6 +305,7 @@ def import_dataset(
         report.message += " Every example has the same system prompt; set it as the task's system prompt."
     if not report.reused:
         _write_provenance(store, dataset_id, Path(path), report, seed, test_size, dedup_threshold, rules)
+    step(1.0, report.message)
     return dataset_id, report
 
 

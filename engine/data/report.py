@@ -3,13 +3,15 @@
 An :class:`ImportReport` is filled by :func:`engine.data.importers.read_records` (reading and
 validating) and completed by :func:`engine.data.importing.import_dataset` (cleaning, split,
 saving). It renders as rows for a table (:meth:`ImportReport.issue_rows`,
-:meth:`ImportReport.to_frame`) and as one line for a log (:meth:`ImportReport.summary`).
+:meth:`ImportReport.to_frame`) and as one line for a log (:meth:`ImportReport.summary`), and
+travels as JSON (:meth:`ImportReport.to_dict`, :meth:`ImportReport.from_dict`) from the
+``import`` job to the page that shows it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from engine.words import plural
@@ -187,6 +189,18 @@ class ImportReport:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds().items()))
             text += f"; {plural(len(self.issues), 'problem')} ({kinds})"
         return f"{text}. {self.message}".strip() if self.message else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON values (issues as dicts); :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportReport:
+        """The report :meth:`to_dict` wrote (unknown keys, e.g. from a newer version, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["issues"] = [Issue(**i) for i in data.get("issues") or []]
+        return cls(**values)
 
     def error_text(self, limit: int = 50) -> str:
         """The issues as lines ``file line N: field 'x': reason`` (at most ``limit``)."""

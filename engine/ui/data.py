@@ -3,7 +3,8 @@
 The page only draws: saving an upload, previewing a source, guessing a column mapping, a dry
 run of the import (validation and cleaning, nothing written) and the tables of its report
 are computed here, without Streamlit. The import itself is
-:func:`engine.data.importing.import_dataset`, which writes all or nothing.
+:func:`engine.data.importing.import_dataset`, which writes all or nothing; the page queues it
+as an ``import`` job (:func:`start_import`) and follows it (:func:`import_state`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from engine.data.cleaning import RuleSpec, apply_rules
 from engine.data.columns import guess_columns
+from engine.data.import_job import load_report, queue_import
 from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
 from engine.data.readers import Fatal, open_sources
@@ -29,7 +31,8 @@ from engine.data.report import ImportReport, Issue, Record
 from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
 from engine.data.sniff import detect_format
 from engine.specs import SpecError, TaskSpec
-from engine.store import Store
+from engine.store import ACTIVE, Store
+from engine.ui.common import start_scheduler
 from engine.words import plural
 
 DELIMITERS = {"comma (,)": ",", "semicolon (;)": ";", "tab": "\t", "pipe (|)": "|"}
@@ -268,6 +271,66 @@ def check_import(
     else:
         report.message = f"All {_plural(report.rows_valid, 'row')} are valid{cleaned}."
     return ImportCheck(report, records)
+
+
+def start_import(store: Store, path: str | Path, *, task: TaskSpec, **options: Any) -> str:
+    """Queue the import of ``path`` as a job and wake the scheduler; returns the job id.
+
+    ``options`` are :func:`~engine.data.importing.import_dataset`'s.
+
+    Raises:
+        ValueError: an option the import would refuse (nothing is queued).
+    """
+    job_id = queue_import(store, path, task=task, **options)
+    start_scheduler(store)
+    return job_id
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """Where a queued import stands, as the page shows it.
+
+    Attributes:
+        job_id: the ``import`` job.
+        status: the job's status (``queued`` ... ``cancelled``).
+        fraction: its progress, 0..1.
+        message: what it is doing while it runs; once it is over, the outcome in a sentence
+            (the report's message, or why the job failed).
+        dataset_id: the dataset it imported (or found already imported), once it has.
+        report: the import's report, once there is one.
+    """
+
+    job_id: str
+    status: str
+    fraction: float
+    message: str
+    dataset_id: str | None = None
+    report: ImportReport | None = None
+
+    @property
+    def active(self) -> bool:
+        """Still queued or running."""
+        return self.status in ACTIVE
+
+
+def import_state(store: Store, job_id: str) -> ImportState | None:
+    """The state of the ``import`` job ``job_id`` (see :class:`ImportState`); None when this
+    workspace has no such job (the sidebar switched workspaces since it was queued)."""
+    job = store.get_job(job_id)
+    if job is None:
+        return None
+    status, report = job["status"], load_report(store, job_id)
+    fraction = float(job["progress"] or 0.0)
+    if status in ACTIVE:
+        waiting = "Waiting for the scheduler to start the import…" if status == "queued" else "Starting…"
+        return ImportState(job_id, status, fraction, job["message"] or waiting)
+    if report is not None:  # imported, or refused with reasons
+        return ImportState(job_id, status, fraction, report.message, report.dataset_id, report)
+    if status == "cancelled":
+        message = "The import was cancelled: nothing was written."
+    else:
+        message = f"The import failed: {job['error'] or 'see its log on the Runs page'}. Nothing was written."
+    return ImportState(job_id, status, fraction, message)
 
 
 def _plural(n: int, noun: str) -> str:
