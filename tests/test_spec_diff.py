@@ -14,7 +14,7 @@ def test_diff_lists_changed_leaves_only() -> None:
     new["ablation"]["train_sizes"] = [50, 200]
     new["name"] = "other"
     assert spec_diff(old, new) == [
-        ("ablation.train_sizes", [50, 200, 800], [50, 200]),
+        ("ablation.train_sizes", [50, 100, 200, 400, 800], [50, 200]),
         ("name", "demo", "other"),
         ("student.learning_rate", 1e-3, 5e-4),
         ("student.lora.r", 8, 16),
