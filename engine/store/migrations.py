@@ -99,4 +99,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX experiment_notes_exp ON experiment_notes(experiment_id, id);
         """,
     ),
+    (
+        # The value of the experiment's ``ablation.vary`` this run trains with, as canonical JSON
+        # (engine.specs.variant_key); NULL when the experiment varies nothing.
+        "0005_run_variant",
+        "ALTER TABLE runs ADD COLUMN variant_value TEXT",
+    ),
 ]

@@ -264,10 +264,20 @@ def plan_sentence(spec: ExperimentSpec) -> str:
     """What launching ``spec`` queues, e.g. ``1 teacher job + 3 sizes × 2 seeds = 6 runs``."""
     sizes, seeds = spec.ablation.train_sizes, spec.ablation.seeds
     n = len(sizes) * len(seeds)
+    path = spec.vary_path()
+    if path is None:
+        return (
+            f"1 teacher job ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
+            f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
+            f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
+        )
+    values = spec.ablation.vary[path]
+    teachers = len({r.teacher_key() for _, r in spec.variant_specs()})
     return (
-        f"1 teacher job ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
-        f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
-        f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
+        f"{teachers} teacher job(s) ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
+        f" × {len(values)} values of `{path}` ({', '.join(map(str, values))}) = {n * len(values)} "
+        f"training run(s) of `{spec.student.model}`, sizes {sizes}, one curve per value, "
+        f"all scored by {spec.curve_metric()} on the same {spec.data.test_size} test examples"
     )
 
 

@@ -8,12 +8,14 @@ follows :mod:`engine.specs` as it grows instead of breaking.
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
@@ -30,10 +32,18 @@ OPTIONAL_FIELDS = (
     "ablation.metric",
 )
 """Optional strings: ``""`` means None."""
-OPTIONAL_INT_FIELDS = ("teacher.requests_per_minute", "teacher.tokens_per_minute", "student.save_steps")
+OPTIONAL_INT_FIELDS = (
+    "teacher.requests_per_minute",
+    "teacher.tokens_per_minute",
+    "student.save_steps",
+    "student.eval_steps",
+    "student.kd.max_steps",
+)
 """Optional whole numbers, edited as text: ``""`` means None (no limit, no checkpoints)."""
 MODULES_FIELD = "student.lora.target_modules"
 """Edited as ``"q_proj, v_proj"`` or ``"all-linear"``."""
+VARY_FIELD = "ablation.vary"
+"""Edited as ``"student.recipe: gold, sft, kd"`` (values parsed as YAML scalars); ``""``: nothing varies."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,13 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
         ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
         (
+            VARY_FIELD,
+            "Vary",
+            "One setting and its values, e.g. `student.recipe: gold, sft, kd`: every cell runs once "
+            "per value, one curve each. Empty: nothing varies.",
+        ),
+        ("ablation.zero_shot", "Zero-shot run", "Also score the untrained student: the curve's floor."),
+        (
             "ablation.versus_teacher",
             "Judge runs vs teacher",
             "Pairwise, both orders: 2 judge calls per test item.",
@@ -72,6 +89,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("data.demo_examples", "Demo examples", "Generated examples (train pool + test)."),
         ("data.test_size", "Test size", "Held-out examples every run is scored on."),
         ("data.seed", "Data seed", None),
+        (
+            "student.recipe",
+            "Recipe",
+            "gold: reference answers; sft: teacher answers; sft+dpo: then DPO; kd: token-level "
+            "distillation from a local teacher; sft+kd: SFT, then KD.",
+        ),
         (
             "student.model",
             "Student model",
@@ -119,7 +142,16 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.learning_rate", "Learning rate", None),
         ("student.batch_size", "Batch size", "Per device."),
         ("student.gradient_accumulation_steps", "Gradient accumulation", "Effective batch = batch x this."),
-        ("student.max_steps", "Max steps", "Fixed across sizes: the ablation varies data, not compute."),
+        (
+            "student.budget",
+            "Budget",
+            "early_stop: validate and keep the best; epochs: same passes at every size; steps: fixed steps.",
+        ),
+        ("student.max_steps", "Max steps", "budget steps: every run; early_stop: the most a run may take."),
+        ("student.epochs", "Epochs", "Passes over the examples with budget epochs."),
+        ("student.val_fraction", "Validation share", "early_stop: share of each run's examples held out."),
+        ("student.eval_steps", "Validate every", "early_stop: steps between checks; empty: once an epoch."),
+        ("student.patience", "Patience", "early_stop: validations without improvement before stopping."),
         ("student.warmup_ratio", "Warmup ratio", None),
         ("student.lr_scheduler", "LR schedule", None),
         ("student.precision", "Precision", None),
@@ -137,6 +169,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.dpo.learning_rate", "DPO learning rate", None),
         ("student.dpo.batch_size", "DPO batch size", "Pairs per step."),
         ("student.dpo.max_pairs", "Max prompts", "Training prompts the student answers to find failures."),
+    ],
+    "KD": [
+        ("student.kd.lmbda", "On-policy fraction (lmbda)", "Share of batches the student samples itself."),
+        ("student.kd.beta", "Beta", "0: forward KL, 1: reverse KL, between: generalized JSD."),
+        ("student.kd.temperature", "Temperature", "Softens both distributions; samples on-policy batches."),
+        ("student.kd.max_steps", "KD steps", "Empty: the student's budget, as SFT."),
     ],
     "Advanced": [
         ("student.max_length", "Max length (tokens)", "Prompt + completion."),
@@ -175,7 +213,7 @@ def _field(key: str, label: str, help_text: str | None) -> FormField | None:
     ann = _annotation(key)
     if ann is None:
         return None
-    if key in LIST_FIELDS or key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS or key == MODULES_FIELD:
+    if key in (*LIST_FIELDS, *OPTIONAL_FIELDS, *OPTIONAL_INT_FIELDS, MODULES_FIELD, VARY_FIELD):
         return FormField(key, label, "text", help=help_text)
     if typing.get_origin(ann) is typing.Literal:
         return FormField(key, label, "select", tuple(str(a) for a in typing.get_args(ann)), help_text)
@@ -216,6 +254,8 @@ def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
             value = ", ".join(str(v) for v in value)
         elif key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS:
             value = "" if value is None else str(value)
+        elif key == VARY_FIELD:
+            value = format_vary(value)
         out[key] = value
     return out
 
@@ -244,6 +284,34 @@ def parse_optional_int(text: str, field_name: str) -> int | None:
         raise SpecError(f"form: {field_name}: expected a whole number or nothing, got {text!r}") from None
 
 
+def format_vary(vary: Mapping[str, list[Any]]) -> str:
+    """``{"student.recipe": ["gold", "kd"]}`` -> ``"student.recipe: gold, kd"`` (``""`` for none)."""
+    return "; ".join(f"{path}: " + ", ".join(_scalar(v) for v in values) for path, values in vary.items())
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_vary(text: str) -> dict[str, list[Any]]:
+    """``"student.recipe: gold, kd"`` -> ``{"student.recipe": ["gold", "kd"]}``; each value is
+    read as a YAML scalar (``0.003`` a number, ``true`` a bool). ``""`` -> ``{}``; a SpecError
+    naming ``ablation.vary`` otherwise."""
+    out: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        path, sep, values = part.partition(":")
+        if not sep or not path.strip() or not values.strip():
+            raise SpecError(f"form: {VARY_FIELD}: expected 'setting: value, value', got {part!r}")
+        try:
+            out[path.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError:
+            where = f"form: {VARY_FIELD}: {path.strip()}"
+            raise SpecError(f"{where}: cannot read the values {values.strip()!r}") from None
+    return out
+
+
 def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
     """Build and validate a spec from form values (dotted key -> widget value).
 
@@ -259,6 +327,8 @@ def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None
             value = str(raw).strip() or None
         elif key in OPTIONAL_INT_FIELDS:
             value = parse_optional_int(str(raw), key)
+        elif key == VARY_FIELD:
+            value = parse_vary(str(raw))
         elif key == MODULES_FIELD:
             text = str(raw).strip()
             value = text if text == "all-linear" else [m for m in text.replace(",", " ").split() if m]
