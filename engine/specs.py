@@ -562,6 +562,12 @@ class ExperimentSpec(Spec):
             return [(None, self)]
         return [(variant_key(v), self.resolve_variant(v)) for v in self.ablation.vary[path]]
 
+    def needs_teacher_answers(self) -> bool:
+        """Whether any run reads the teacher's answers: every recipe but ``gold`` trains on
+        them (KD's teacher-forced batches included), and ``versus_teacher`` judges them."""
+        recipes = {r.student.effective_recipe for _, r in self.variant_specs()}
+        return self.ablation.versus_teacher or recipes != {"gold"}
+
     def curve_metric(self) -> str:
         """The metric the marginal-utility curve is drawn with."""
         if self.ablation.metric:

@@ -35,6 +35,7 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
         except ValueError as err:
             raise SpecError(str(err)) from None
         check_sizes(spec, len(store.get_examples(dataset["id"], "train")), f"dataset {dataset['name']!r}")
+    check_recipes(store, spec)
     if spec.ablation.versus_teacher and spec.teacher.kind == "local":
         raise SpecError(
             "ablation.versus_teacher: a local teacher cannot judge yet; judge runs from "
@@ -47,6 +48,49 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
             f"curation.judge: no judge named {judge!r} has verdicts in this workspace (judges: {known}); "
             "run it on the teacher answers first (Judge calibration), or fix the name"
         )
+
+
+def check_recipes(store: Store, spec: ExperimentSpec) -> None:
+    """Refuse recipes the workspace cannot run, before anything is queued: KD from a teacher
+    that is not a local model folder, or that does not share a (non-tiny) student's tokenizer;
+    ``gold`` on a dataset with too few reference answers.
+
+    Raises:
+        engine.specs.SpecError: naming the field (``teacher.model``, ``ablation.train_sizes``).
+    """
+    from pathlib import Path
+
+    from engine.data.datasets import find_dataset
+    from engine.specs import SpecError
+
+    for _, cell in spec.variant_specs():
+        student, teacher = cell.student, cell.teacher
+        if student.uses_kd:
+            if not Path(teacher.model).expanduser().is_dir():
+                raise SpecError(
+                    f"teacher.model: student.recipe {student.recipe} distils a local model folder; "
+                    f"{teacher.model!r} is not a folder here"
+                )
+            if student.model != "tiny":  # the tiny student is built with the teacher's tokenizer
+                from transformers import AutoTokenizer
+
+                from engine.training.kd import require_shared_tokenizer
+
+                try:
+                    student_tok = AutoTokenizer.from_pretrained(student.model, revision=student.revision)
+                except (OSError, ValueError):
+                    continue  # not loadable here (e.g. offline): the train job checks again
+                teacher_tok = AutoTokenizer.from_pretrained(teacher.model)
+                require_shared_tokenizer(student_tok, teacher_tok, teacher.model)
+        if student.effective_recipe == "gold" and cell.data.source == "dataset" and cell.data.dataset:
+            try:
+                dataset = find_dataset(store, cell.data.dataset)
+            except ValueError:
+                continue  # check_workspace names it
+            train = store.get_examples(dataset["id"], "train")
+            refs = sum(1 for ex in train if (ex["reference"] or "").strip())
+            where = f"dataset {dataset['name']!r} (reference answers, for student.recipe: gold)"
+            check_sizes(cell, refs, where)
 
 
 def check_sizes(spec: ExperimentSpec, pool: int, where: str) -> None:
