@@ -185,3 +185,20 @@ def test_the_launch_form_edits_recipe_kd_and_vary() -> None:
     assert launch_form.spec_from_form(values | {"ablation.vary": " "}, spec).ablation.vary == {}
     with pytest.raises(SpecError, match=r"ablation\.vary: expected 'setting: value, value'"):
         launch_form.spec_from_form(values | {"ablation.vary": "student.recipe"}, spec)
+
+
+def test_the_ablation_page_draws_one_curve_per_value(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SENSEI_HOME", str(store.home))
+    spec = _vary(demo_spec("fast"), {"student.recipe": ["gold", "sft"]})
+    exp_id = ablation.launch_experiment(store, spec)
+    _finish(store, exp_id, spec, {'"gold"': 0.6, '"sft"': 0.4})
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
+    at.switch_page("views/ablation.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = "\n".join(str(c.value) for c in at.caption)
+    assert "curve field_accuracy [gold]: 16=0.6160 64=0.6640" in captions
+    assert "curve field_accuracy [sft]: 16=0.4160 64=0.4640" in captions
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert "gold (95% interval)" in figure and "sft (95% interval)" in figure

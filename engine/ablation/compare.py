@@ -109,6 +109,12 @@ def overlay(store: Store, base: str, others: list[str], metric: str | None = Non
     return out
 
 
+def varies(store: Store, exp_id: str) -> bool:
+    """Whether experiment ``exp_id`` varies a setting (``ablation.vary``)."""
+    row = store.get_experiment(exp_id)
+    return bool(row and ExperimentSpec.model_validate(row["spec"]).vary_path())
+
+
 def variant_overlay(store: Store, exp_id: str, metric: str | None = None) -> Overlay:
     """One curve per value of experiment ``exp_id``'s ``ablation.vary``, as an :class:`Overlay`.
 
