@@ -127,3 +127,18 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_demo: tuple[Path, list
         SpecError, match=r"teacher\.model: KD needs a teacher sharing the student's tokenizer"
     ):
         require_shared_tokenizer(tok, other, "other")
+
+
+def test_kd_early_stopping_validates_on_the_teachers_answers(
+    tiny_demo: tuple[Path, list[dict[str, str]]], teacher_dir: Path, tmp_path: Path
+) -> None:
+    base, rows = tiny_demo
+    student, tok = load_student(base, device="cpu")
+    teacher, _ = load_student(teacher_dir, device="cpu")
+    spec = _spec(lmbda=0.0)
+    spec.budget, spec.max_steps, spec.eval_steps, spec.patience = "early_stop", 6, 2, 1
+    result = train_kd(
+        student, teacher, tok, rows[:40], spec, tmp_path, seed=0, report_to=[], eval_rows=rows[40:48]
+    )
+    assert result.best_eval_loss is not None and result.stop_reason in ("early_stop", "max_steps")
+    assert result.best_step in (2, 4, 6) and result.info["on_policy_batches"] == 0
