@@ -2,6 +2,7 @@
 
 Commands:
     demo [--preset standard|fast]   run the built-in ablation headless and print its curve
+         [--recipes [RECIPE ...]]   ... one curve per recipe, with a small local KD teacher
     launch SPEC.yaml [-o k=v ...]   queue an experiment from a YAML spec (+ dotted overrides)
     status [EXPERIMENT_ID]          experiments and jobs with their state
     cancel ID                       cancel a job, or every unfinished job of an experiment
@@ -161,7 +162,18 @@ def _wait(store: Store, exp_id: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, store: Store) -> int:
-    spec = demo_spec(args.preset)
+    if args.recipes is not None:
+        from engine.demo.kd_teacher import demo_recipes_spec, ensure_demo_kd_teacher
+
+        try:
+            spec = demo_recipes_spec(Path("."), args.preset, args.recipes or None)  # recipes checked first
+            teacher = ensure_demo_kd_teacher(store, spec, log=lambda m: print(m, flush=True))
+            spec = demo_recipes_spec(teacher, args.preset, args.recipes or None)
+        except SpecError as err:
+            print(f"refused, nothing queued:\n{err}", file=sys.stderr)
+            return 2
+    else:
+        spec = demo_spec(args.preset)
     exp_id = ablation.launch_experiment(store, spec)
     print(
         f"experiment {exp_id} queued in {store.home} "
@@ -313,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="run the built-in ablation headless and print its curve")
     p.add_argument("--preset", default="standard", choices=["standard", "fast"])
+    p.add_argument(
+        "--recipes",
+        nargs="*",
+        metavar="RECIPE",
+        help="compare recipes (default: gold sft sft+dpo kd sft+kd) with a small local KD teacher, "
+        "trained once and cached; prints one curve line per recipe",
+    )
     p = sub.add_parser("launch", help="queue an experiment from a YAML spec")
     p.add_argument("spec")
     p.add_argument("-o", "--override", action="append", default=[], help="dotted override key.path=value")

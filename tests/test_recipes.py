@@ -154,3 +154,20 @@ def test_kd_launch_refuses_a_teacher_that_is_not_a_folder(store: Store, kd_teach
     with pytest.raises(SpecError, match=r"teacher\.model: student\.recipe kd distils a local model folder"):
         ablation.launch_experiment(store, spec)
     assert store.list_experiments() == []
+
+
+def test_the_demo_kd_teacher_is_trained_once_and_the_recipes_spec_uses_it(store: Store) -> None:
+    from engine.demo.kd_teacher import RECIPES, demo_recipes_spec, ensure_demo_kd_teacher
+
+    said: list[str] = []
+    folder = ensure_demo_kd_teacher(store, demo_spec("fast"), steps=2, log=said.append)
+    assert (folder / "config.json").exists() and folder.parent == store.home / "demo"
+    assert ensure_demo_kd_teacher(store, demo_spec("fast"), steps=2, log=said.append) == folder
+    assert len(said) == 2  # "training ..." and its loss, once: the second call found it cached
+    spec = demo_recipes_spec(folder, "fast")
+    assert spec.teacher.kind == "local" and spec.teacher.model == str(folder)
+    assert spec.ablation.vary == {"student.recipe": RECIPES} and spec.ablation.seeds == [0]
+    two = demo_recipes_spec(folder, "fast", ["gold", "kd"])
+    assert two.ablation.vary == {"student.recipe": ["gold", "kd"]}
+    with pytest.raises(SpecError, match=r"ablation\.vary: student\.recipe='distil'"):
+        demo_recipes_spec(folder, "fast", ["gold", "distil"])
