@@ -6,19 +6,23 @@ PIP    := $(PY) -m pip
 
 .PHONY: run test check demo bench clean-workspace chromium
 
-$(VENV)/.runtime: requirements.txt
+# The project itself is installed editable (engine/ only, no dependencies: requirements.txt
+# pins those), so `import engine` works from any directory, not only the repository root.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -e . --no-deps
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: start the dashboard (SQLite workspace in ./workspace, local subprocess executor)
+## run: start the dashboard (SQLite workspace in ./workspace, local subprocess executor);
+## SENSEI_DEV=1 shows full error details (tracebacks) in the browser
 run: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run app.py
+	$(VENV)/bin/streamlit run app.py $(if $(filter 1,$(SENSEI_DEV)),--client.showErrorDetails=full)
 
 ## demo: the dashboard's demo ablation, headless; prints the curve
 demo: $(VENV)/.runtime

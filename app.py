@@ -64,8 +64,12 @@ with st.sidebar:
 
     @st.fragment(run_every=5)
     def _scheduler_status() -> None:
-        if jobs.scheduler_running(store):
+        state = jobs.scheduler_state(store)
+        if state == "running":
             st.caption(":green[●] Scheduler running")
+            return
+        if state == "starting":  # asked for (here, by a launch or by another tab), not up yet
+            st.caption(":orange[●] Scheduler starting…")
             return
         st.caption(":gray[●] Scheduler idle — it starts when you launch")
         st.button(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import json
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ import psutil
 
 from engine.context import JobCancelled, JobContext
 from engine.devices import assign, gpu_slots, job_gpus, worker_command
+from engine.redaction import RedactingFilter, redact_url
 from engine.store import TERMINAL, Store
 
 log = logging.getLogger("sensei.jobs")
@@ -247,8 +249,18 @@ def schedule_once(store: Store, children: dict[str, subprocess.Popen[bytes]]) ->
 
 
 # ------------------------------------------------------------------------- scheduler
+STARTING_GRACE_S = 30.0
+"""How long after a start request a scheduler that does not hold its lock yet counts as starting
+(a Python process that imports the engine takes a few seconds); after that it is idle again."""
+
+
 def _lock_path(store: Store) -> Path:
     return store.home / "scheduler.lock"
+
+
+def _starting_path(store: Store) -> Path:
+    # Written by ensure_scheduler, removed by the scheduler once it holds the lock.
+    return store.home / "scheduler.starting"
 
 
 def scheduler_running(store: Store) -> bool:
@@ -260,6 +272,43 @@ def scheduler_running(store: Store) -> bool:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
         return False
+
+
+def scheduler_state(store: Store, now: float | None = None) -> str:
+    """``running`` (a scheduler holds the lock), ``starting`` (one was started less than
+    :data:`STARTING_GRACE_S` ago and its process is alive, but it holds no lock yet) or ``idle``."""
+    if scheduler_running(store):
+        return "running"
+    try:
+        mark = json.loads(_starting_path(store).read_text())
+        pid, created, since = int(mark["pid"]), mark.get("created"), float(mark["ts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "idle"
+    fresh = 0 <= (now if now is not None else time.time()) - since < STARTING_GRACE_S
+    return "starting" if fresh and process_alive(pid, created) else "idle"
+
+
+def _spawn_scheduler(store: Store, idle_exit_s: float) -> subprocess.Popen[bytes]:
+    log_path = store.logs_dir / "scheduler.log"
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "scheduler",
+                "--home",
+                str(store.home),
+                "--idle-exit",
+                str(idle_exit_s),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_worker_env(),
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
 
 
 def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None = None) -> int:
@@ -277,6 +326,7 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
     fh.truncate()
     fh.write(str(os.getpid()))
     fh.flush()
+    _starting_path(store).unlink(missing_ok=True)  # started: the lock says so from now on
     stop = False
 
     def _stop(*_: Any) -> None:
@@ -306,29 +356,15 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
 
 
 def ensure_scheduler(store: Store, idle_exit_s: float = 900.0) -> bool:
-    """Start a detached scheduler for this workspace unless one runs. True if started."""
-    if scheduler_running(store):
+    """Start a detached scheduler for this workspace unless one runs or is starting. True if
+    started; until it holds its lock, :func:`scheduler_state` says ``starting``."""
+    if scheduler_state(store) != "idle":
         return False
-    log_path = store.logs_dir / "scheduler.log"
-    with open(log_path, "ab") as out:
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "engine",
-                "scheduler",
-                "--home",
-                str(store.home),
-                "--idle-exit",
-                str(idle_exit_s),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=_worker_env(),
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
+    proc = _spawn_scheduler(store, idle_exit_s)
+    mark = {"pid": proc.pid, "created": _proc_start_time(proc.pid), "ts": time.time()}
+    tmp = _starting_path(store).with_suffix(".tmp")
+    tmp.write_text(json.dumps(mark))
+    os.replace(tmp, _starting_path(store))  # never half a file for scheduler_state to read
     return True
 
 
@@ -349,6 +385,8 @@ def run_worker(store: Store, job_id: str) -> int:
         stream=sys.stdout,
         force=True,
     )
+    for handler in logging.getLogger().handlers:  # the job log must not keep a key from a URL
+        handler.addFilter(RedactingFilter())
     job = store.get_job(job_id)
     if job is None:
         print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
@@ -374,9 +412,9 @@ def run_worker(store: Store, job_id: str) -> int:
         log.info("job %s cancelled", job_id)
         return 143
     except BaseException as err:  # every failure must land in the store
-        tb = traceback.format_exc()
+        tb = redact_url(traceback.format_exc())
         print(tb, flush=True)
-        reason = f"{type(err).__name__}: {err}"
+        reason = redact_url(f"{type(err).__name__}: {err}")
         store.finish_job(job_id, "failed", error=reason, exit_code=1)
         store.add_event("error", "failed", reason, job_id=job_id, run_id=job.get("run_id"))
         return 1
@@ -398,14 +436,25 @@ def eta_seconds(job: dict[str, Any], now: float | None = None) -> float | None:
     return max(0.0, elapsed * (1 - p) / p)
 
 
-def log_tail(job: dict[str, Any], lines: int = 40) -> str:
-    """The last lines of a job's log file ('' if there is none yet)."""
-    path = Path(job["log_path"] or "")
+def read_log(job: dict[str, Any], max_bytes: int | None = None) -> str:
+    """A job's log as text: the whole file, or its last ``max_bytes`` ('' if there is none yet).
+
+    A cut starts at the next whole line, so the first line shown is never half a line.
+    """
+    path = Path(job.get("log_path") or "")
     if not path.is_file():
         return ""
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
-        fh.seek(max(0, size - 64_000))
-        text = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+        start = 0 if max_bytes is None else max(0, size - max_bytes)
+        fh.seek(start)
+        data = fh.read()
+    if start and b"\n" in data:
+        data = data[data.index(b"\n") + 1 :]
+    return data.decode("utf-8", errors="replace")
+
+
+def log_tail(job: dict[str, Any], lines: int = 40) -> str:
+    """The last lines of a job's log file ('' if there is none yet)."""
+    return "\n".join(read_log(job, max_bytes=64_000).splitlines()[-lines:])

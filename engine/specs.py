@@ -5,7 +5,8 @@ error naming the field, not a silently ignored setting. The resolved spec is sav
 the results it produced (job rows, run folders), so a result always says how it was made.
 
 Secrets never live in a spec: a teacher's API key is given by the *name* of an environment
-variable (``api_key_env``), which is resolved only at call time, in the worker process.
+variable (``api_key_env``), which is resolved only at call time, in the worker process. A key
+pasted into ``base_url`` anyway is masked whenever the spec is serialised (stored, shown).
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from engine.redaction import redact_url
 
 SPEC_VERSION = 2
 """2: ``student.budget`` (default ``early_stop``), ``ablation.zero_shot`` and three seeds by default.
@@ -93,6 +105,11 @@ class TaskSpec(Spec):
     def _labels_for_label_tasks(self) -> TaskSpec:
         if self.output_kind == "label" and not self.labels:
             raise ValueError("labels: a label task needs at least one label")
+        blank = [i + 1 for i, label in enumerate(self.labels) if not label.strip()]
+        if blank:
+            raise ValueError(f"labels: label {', '.join(map(str, blank))} is blank")
+        if len({label.strip() for label in self.labels}) != len(self.labels):
+            raise ValueError("labels: the same label is listed twice")
         return self
 
     @field_validator("prompt_template")
@@ -107,15 +124,27 @@ class TaskSpec(Spec):
 class TeacherSpec(Spec):
     """The large model that answers the prompts (any OpenAI-compatible endpoint)."""
 
+    # A refused base_url may hold a key: errors name the field, never echo the value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
     kind: Literal["openai", "demo", "local"] = "openai"
     """``openai``: any OpenAI-compatible endpoint at ``base_url``; ``demo``: the built-in
     simulated teacher, started on 127.0.0.1 for the duration of the job; ``local``: a Hugging
     Face causal LM (``model`` = Hub id or local folder) run in the worker with batched
     ``generate`` — for users without an endpoint."""
     base_url: str | None = None
-    """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs)."""
+    """Endpoint root, e.g. ``http://localhost:8000/v1`` (vLLM, TGI, Ollama, hosted APIs); http or
+    https. Metadata only: answers are keyed on the model, not on where it is served. Credentials
+    written into it (``user:key@``, ``?api_key=``) are masked when the spec is saved, so a
+    queued job cannot use them: name an environment variable in ``api_key_env`` instead."""
     model: str = "teacher"
     """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder."""
+    name: str | None = Field(None, min_length=1, max_length=200)
+    """Optional stable name of the model behind the endpoint. Answers (and the answer cache) are
+    keyed on what determines them: this name (default: ``model``), sampling and prompt, never
+    on ``base_url``. Set it when the same model is served under another model name elsewhere
+    (``vllm`` here, ``ollama`` there) so its answers are reused; give different models
+    different names."""
     revision: str | None = None
     """Local teacher only: Hub revision (branch, tag or commit) of a Hub id."""
     api_key_env: str | None = None
@@ -133,14 +162,42 @@ class TeacherSpec(Spec):
     from the prompt length and ``max_tokens`` and corrected by the usage the endpoint reports."""
     max_retries: int = Field(5, ge=0, le=20)
     """Retries on 429/5xx/timeouts (exponential backoff with jitter, honours Retry-After)."""
-    timeout_s: float = Field(60.0, gt=0)
-    """Per-request timeout in seconds."""
-    price_input_per_m: float = Field(0.0, ge=0)
+    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of the dataset's prompts that may stay unanswered after retries with the job
+    still succeeding (with a warning event); above it, the job fails. Default 0: any prompt
+    that failed fails the job, so training never silently runs on part of the data. Answers
+    are kept either way, so a rerun pays only for the missing prompts."""
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Per-request timeout in seconds (finite: a request that never times out hangs its job)."""
+    price_input_per_m: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Price in USD per 1M input tokens (for cost accounting)."""
-    price_output_per_m: float = Field(0.0, ge=0)
+    price_output_per_m: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Price in USD per 1M output tokens."""
     demo_error_rate: float = Field(0.15, ge=0.0, le=1.0)
     """Demo teacher only: fraction of answers that are deliberately wrong."""
+
+    def identity(self) -> str:
+        """What identifies this teacher's answers besides sampling and prompt: ``name`` or ``model``."""
+        return self.name or self.model
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError as err:
+            raise ValueError(f"not a valid URL ({err})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The value itself is not echoed unredacted: it may carry a key.
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        return value.strip()
+
+    @field_serializer("base_url")
+    def _mask_credentials(self, value: str | None) -> str | None:
+        # Whatever serialises a spec (job rows, spec.json, YAML, fingerprints) never sees a key.
+        return None if value is None else redact_url(value)
 
     @field_validator("api_key_env")
     @classmethod
@@ -575,13 +632,17 @@ class ExperimentSpec(Spec):
         return {"json": "field_accuracy", "label": "exact_match", "text": "fuzzy"}[self.task.output_kind]
 
     def teacher_key(self) -> str:
-        """Identity of the teacher's answers: endpoint, model, sampling and prompt, not the
-        operational knobs (concurrency, retries, prices) that do not change an answer."""
+        """Identity of the teacher's answers: model (or ``teacher.name``), sampling and prompt.
+
+        Not where the model is served (``base_url`` is metadata: moving the endpoint to another
+        host or port keeps every answer) nor the operational knobs (concurrency, retries,
+        prices) that do not change an answer. Keys of the earlier form (with ``base_url``) are
+        rewritten by the store migration ``0005_teacher_keys_without_url``.
+        """
         t = self.teacher
         ident: dict[str, Any] = {
             "kind": t.kind,
-            "base_url": t.base_url,
-            "model": t.model,
+            "model": t.identity(),
             "temperature": t.temperature,
             "max_tokens": t.max_tokens,
             "system_prompt": self.task.system_prompt,

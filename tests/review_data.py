@@ -56,7 +56,9 @@ def _student(reference: str, mistake: str | None) -> str:
 
 def populate(store: Store, labels: bool = True, judges: bool = True) -> Populated:
     """Write the workspace described in the module docstring; returns its ids."""
-    spec = demo_spec("fast").model_copy(update={"ablation": AblationSpec(train_sizes=[16], seeds=[0])})
+    spec = demo_spec("fast").model_copy(
+        update={"ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False)}
+    )
     exp_id = ablation.launch_experiment(store, spec)
     examples = generate_examples(N, seed=3)
     rows = [

@@ -28,9 +28,12 @@ def populated(store: Store) -> Populated:
 
 
 def _browser(p: Any) -> tuple[Any, Any]:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)
     return browser, page
 
 
@@ -106,9 +109,8 @@ def test_label_an_answer_and_see_it_after_a_reload(
             expect(page.get_by_text("Answer 2 of 12")).to_be_visible()  # the URL kept the item
             page.get_by_role("button", name=re.compile("^Previous")).click()
             expect(page.get_by_text("Answer 1 of 12")).to_be_visible()
-            expect(
-                page.get_by_text(re.compile(r"tess — reject · wrong field value — “urgency should be high”"))
-            ).to_be_visible()
+            expect(page.get_by_text(re.compile(r"tess — reject · wrong field value · "))).to_be_visible()
+            expect(page.get_by_text("urgency should be high", exact=True)).to_be_visible()  # the note
             _shot(page, shots / "review-after-reload.png")
 
             page.get_by_role("button", name="Export labels").click()

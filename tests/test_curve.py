@@ -13,6 +13,7 @@ from engine.__main__ import main as cli
 from engine.ablation.curve import majority_answer, point_interval
 from engine.specs import ExperimentSpec, demo_spec, parse_spec
 from engine.store import Store
+from tests.curve_data import finished_experiment
 
 
 def truth(n: np.ndarray | float) -> np.ndarray | float:
@@ -82,59 +83,10 @@ def test_majority_answer_of_labels_and_json_fields() -> None:
     assert majority_answer(label, ["ham", "spam", "ham"]) == "ham"
 
 
-def _finished_experiment(store: Store, sizes: list[int], seeds: list[int], score: float = 0.9) -> str:
-    """A demo-fast experiment whose runs finished with per-example scores that rise with size."""
-    from engine.data.datasets import ensure_dataset
-
-    spec = demo_spec("fast")
-    spec.ablation.train_sizes, spec.ablation.seeds, spec.ablation.zero_shot = sizes, seeds, True
-    exp_id = ablation.launch_experiment(store, spec)
-    dataset_id = ensure_dataset(store, spec)
-    store.set_experiment_dataset(exp_id, dataset_id)
-    test = store.get_examples(dataset_id, "test")
-    store.save_teacher_responses(
-        dataset_id,
-        spec.teacher_key(),
-        [
-            {"idx": ex["idx"], "request_hash": f"h{ex['idx']}", "output": ex["reference"], "valid": True}
-            for ex in store.get_examples(dataset_id)
-        ],
-    )
-    rng = np.random.default_rng(0)
-    for run in store.list_runs(exp_id):
-        n = run["train_size"]
-        p = 0.05 if n == 0 else score - 1.5 * n**-0.5
-        rows = [
-            {
-                "idx": ex["idx"],
-                "prompt": ex["prompt"],
-                "output": "",
-                "reference": ex["reference"],
-                "scores": {"field_accuracy": float(rng.random() < p), "exact_match": 0.0},
-            }
-            for ex in test
-        ]
-        store.save_outputs(run["id"], rows)
-        metrics = {
-            "field_accuracy": float(np.mean([r["scores"]["field_accuracy"] for r in rows])),
-            "exact_match": 0.0,
-        }
-        store.set_run_metrics(run["id"], {**metrics, "train_time_s": 2.0 * max(n, 1), "train_steps": 10.0})
-        store.finish_job(run["job_id"], "succeeded")
-    for job in store.list_jobs(experiment_id=exp_id):
-        if job["kind"] == "teacher":
-            store.finish_job(job["id"], "succeeded")
-    (store.experiments_dir / exp_id).mkdir(parents=True, exist_ok=True)
-    (store.experiments_dir / exp_id / "teacher_summary.json").write_text(
-        json.dumps({"answered": 140, "cost_usd": 0.14})
-    )
-    return exp_id
-
-
 def test_curve_json_has_intervals_baselines_fit_and_next_size(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    exp_id = _finished_experiment(store, [8, 16, 32, 64, 110], [0, 1, 2])
+    exp_id = finished_experiment(store, [8, 16, 32, 64, 110], [0, 1, 2])
     assert cli(["--home", str(store.home), "curve", exp_id, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metric"] == "field_accuracy" and "exact_match" in out["metrics"]
@@ -208,7 +160,7 @@ def test_status_counts_only_the_newest_job_of_a_resumed_run(store: Store) -> Non
 
 
 def test_extend_adds_only_missing_cells_and_refuses_beyond_the_pool(store: Store) -> None:
-    exp_id = _finished_experiment(store, [8, 16], [0])
+    exp_id = finished_experiment(store, [8, 16], [0])
     before = {(r["train_size"], r["seed"]) for r in store.list_runs(exp_id)}
     new_runs = ablation.extend_experiment(store, exp_id, sizes=[16, 32], seeds=[1])
     after = {(r["train_size"], r["seed"]) for r in store.list_runs(exp_id)}
@@ -239,7 +191,7 @@ def test_launch_refuses_sizes_beyond_a_datasets_pool(store: Store) -> None:
     from engine.data.importing import import_dataset  # noqa: F401  (the dataset path)
     from engine.specs import SpecError
 
-    exp_id = _finished_experiment(store, [8], [0])
+    exp_id = finished_experiment(store, [8], [0])
     dataset_id = store.get_experiment(exp_id)["dataset_id"]
     data = demo_spec("fast").model_dump(mode="json")
     data["data"].update(source="dataset", dataset=dataset_id)

@@ -100,7 +100,9 @@ def test_near_duplicates_group_paraphrases_and_flag_split_crossings() -> None:
     dups = div.near_duplicates(examples, threshold=0.8)
     assert list(dups["idx"]) == [0, 1] and set(dups["group"]) == {1}
     assert dups["crosses_split"].all() and dups["similarity"].iloc[1] >= 0.8
-    assert "span train and test" in div.duplicates_summary(dups)
+    assert div.duplicates_summary(dups) == (
+        "1 group holding 2 prompts; **1 group spans train and test** (a leak)."
+    )
     assert div.near_duplicates(examples[2:], 0.8).empty
 
 

@@ -169,3 +169,30 @@ def test_multi_gpu_jobs_launch_through_accelerate() -> None:
     cmd = worker_command("job-1", "/ws", ["0", "1"])
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert cmd[-5:] == ["engine", "worker", "job-1", "--home", "/ws"]
+
+
+def test_scheduler_state_says_starting_until_the_lock_is_held(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    spawned: list[int] = []
+
+    def fake_spawn(_store: Store, _idle: float) -> SimpleNamespace:
+        spawned.append(1)
+        return SimpleNamespace(pid=os.getpid())  # a live process that never takes the lock
+
+    monkeypatch.setattr(jobs, "_spawn_scheduler", fake_spawn)
+    assert jobs.scheduler_state(store) == "idle"
+    assert jobs.ensure_scheduler(store) and jobs.scheduler_state(store) == "starting"
+    assert not jobs.ensure_scheduler(store) and len(spawned) == 1  # a second click starts nothing
+    later = time.time() + jobs.STARTING_GRACE_S + 1
+    assert jobs.scheduler_state(store, now=later) == "idle"  # it never came up: idle again
+    # The scheduler removes the mark once it holds the lock.
+    assert jobs.run_scheduler(store, poll_s=0.01, idle_exit_s=0.0) == 0
+    assert jobs.scheduler_state(store) == "idle" and len(spawned) == 1
+    # A start whose process already died is idle at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monkeypatch.setattr(jobs, "_spawn_scheduler", lambda _s, _i: dead)
+    assert jobs.ensure_scheduler(store) and jobs.scheduler_state(store) == "idle"

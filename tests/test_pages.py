@@ -46,7 +46,7 @@ def queued_experiment(store: Store) -> str:
 def finished_experiment(store: Store) -> str:
     """An experiment whose every job succeeded: metrics, loss curves, outputs, one event."""
     spec = demo_spec("fast").model_copy(
-        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1])}
+        update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1], zero_shot=False)}
     )
     exp_id = ablation.launch_experiment(store, spec)
     teacher = next(j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "teacher")
@@ -94,7 +94,7 @@ def test_live_pages_empty_state_points_to_the_demo(page: str) -> None:
 
 def test_launch_prefills_the_standard_demo() -> None:
     at = app("views/launch.py")
-    assert at.text_input(key="f.ablation.train_sizes").value == "50, 200, 800"
+    assert at.text_input(key="f.ablation.train_sizes").value == "50, 100, 200, 400, 800"
     assert "name: demo" in at.text_area(key="spec_yaml").value
     assert not at.error
 
@@ -185,10 +185,16 @@ def test_ablation_page_finished_draws_the_curve(store: Store) -> None:
     at.selectbox[0].set_value(exp_id).run()
     assert len(at.get("plotly_chart")) == 1
     assert "curve field_accuracy: 16=" in texts(at)
-    assert "predicts" in texts(at)  # three sizes: a power-law fit
+    # Three sizes cannot validate a fit: the page says so instead of extrapolating.
+    assert "No fit: a validated fit needs at least 4 sizes (3 so far)." in texts(at)
     table = at.dataframe[0].value
     assert list(table["train_size"]) == [16, 32, 64] and list(table["seeds"]) == [2, 2, 2]
-    outputs = at.dataframe[1].value
+    assert (table["ci_low"] <= table["field_accuracy"]).all() and (
+        table["field_accuracy"] <= table["ci_high"]
+    ).all()
+    runs = at.dataframe[1].value
+    assert list(runs["train size"]) == [16, 16, 32, 32, 64, 64]
+    outputs = next(d.value for d in at.dataframe if "idx" in d.value.columns)
     assert len(outputs) == 20 and "field_accuracy" in outputs.columns
 
 
@@ -238,8 +244,66 @@ def test_form_refuses_bad_values_then_launches(store: Store) -> None:
     assert not at.error
     (exp,) = store.list_experiments()
     assert exp["name"] == "from-the-form" and exp["spec"]["ablation"]["train_sizes"] == [20, 40]
-    assert len(store.list_jobs(experiment_id=exp["id"])) == 1 + 2 * 2
+    assert len(store.list_jobs(experiment_id=exp["id"])) == 1 + 1 + 2 * 2  # teacher, untrained, 2x2 grid
     assert exp["id"] in at.success[0].value
     # The new experiment is preselected on Runs.
     at.switch_page("views/runs.py").run()
     assert at.selectbox[0].value == exp["id"]
+
+
+def test_runs_page_keeps_the_experiment_in_the_url(store: Store) -> None:
+    older = queued_experiment(store)
+    newer = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = older  # a reload, or a shared link
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert at.selectbox[0].value == older
+    at.selectbox[0].set_value(newer).run()
+    assert at.query_params["experiment"] == newer
+
+
+def test_runs_page_ignores_an_unknown_experiment_in_the_url(store: Store) -> None:
+    newest = queued_experiment(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["experiment"] = "exp-nope"
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception
+    assert at.selectbox[0].value == newest
+    assert at.query_params["experiment"] == newest
+
+
+def test_runs_log_panel_shows_newest_first_searches_and_downloads(store: Store) -> None:
+    exp_id = finished_experiment(store)
+    job = store.list_jobs(experiment_id=exp_id)[0]
+    lines = [f"step {i} loss {1 / (i + 1):.3f}" for i in range(200)]
+    lines[50] = "WARNING loss spike at step 50"
+    with open(job["log_path"], "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    at = app("views/runs.py")
+    at.selectbox[1].set_value(job["id"]).run()
+    shown = at.code[0].value.splitlines()
+    assert shown[0] == "step 199 loss 0.005" and "step 0 loss" not in at.code[0].value
+    assert "Last 40 of 200 lines, newest first" in texts(at)
+    at.text_input(key="log_query").set_value("SPIKE").run()
+    assert at.code[0].value == "WARNING loss spike at step 50"
+    assert "1 of 200 lines contains “SPIKE”" in texts(at)
+    at.text_input(key="log_query").set_value("nowhere").run()
+    assert not at.code and "0 of 200 lines contain “nowhere”" in texts(at)
+    (download,) = at.get("download_button")
+    assert download.proto.label == "Download the whole log"
+
+
+def test_sidebar_says_starting_after_start_scheduler(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from engine import jobs
+
+    # Stands in for the detached process (none is started): alive, not yet holding the lock.
+    monkeypatch.setattr(jobs, "_spawn_scheduler", lambda _s, _i: SimpleNamespace(pid=os.getpid()))
+    at = app()
+    assert "Scheduler idle" in "\n".join(c.value for c in at.sidebar.caption)
+    at.button(key="start_scheduler").click().run()
+    captions = "\n".join(c.value for c in at.sidebar.caption)
+    assert "Scheduler starting…" in captions and "idle" not in captions

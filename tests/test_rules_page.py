@@ -72,8 +72,14 @@ def test_invalid_regex_names_the_field_and_saves_nothing(store: Store) -> None:
     (error,) = at.error
     assert "pattern" in error.value and "invalid regular expression" in error.value
     assert not rules_file.rules_path(store.home).exists()
+    add(at, "length_bounds", "short", {"rule_max": 400})
+    at = add(at, "regex_must_match", "bad", {"rule_pattern": "(unclosed"})
+    (error,) = at.error  # the rule named in words: its position, name and kind; no "1.regex_must_match"
+    assert "new rule: rule 2 'bad' (regex_must_match): pattern: invalid regular expression" in error.value
+    assert "regex_must_match.pattern" not in error.value and error.value.count("'bad'") == 1
     at = add(at, "json_schema", "bad_schema", {"rule_schema": "{not json"})
-    assert "schema" in at.error[0].value and not rules_file.rules_path(store.home).exists()
+    assert "schema" in at.error[0].value
+    assert [r.name for r in rules_file.read_rules(store.home)] == ["short"]
 
 
 def test_stats_table_on_a_populated_run(store: Store) -> None:

@@ -63,7 +63,7 @@ def small_spec(base_url: str) -> ExperimentSpec:
     return demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=30, test_size=5),
-            "ablation": AblationSpec(train_sizes=[16]),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
             "teacher": teacher,
         }
     )
@@ -105,7 +105,9 @@ def test_a_planted_key_appears_in_no_file(
     assert ok["status"] == "succeeded", ok
 
     # 2. A failing job against an endpoint that quotes the key in its error: scrubbed everywhere.
-    bad_spec = small_spec(echo_server)
+    # Another teacher (answers are keyed on the model, not the URL: same name, same answers).
+    spec = small_spec(echo_server)
+    bad_spec = spec.model_copy(update={"teacher": spec.teacher.model_copy(update={"name": "echo-teacher"})})
     bad = run_teacher_worker(store, bad_spec)
     assert bad["status"] == "failed" and "Incorrect API key: Bearer ***" in bad["error"], bad["error"]
     (result,) = ChatClient(bad_spec.teacher, None).complete_many([[{"role": "user", "content": "hi"}]])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ def test_serve_a_run_ask_it_and_stop(store: Store, tmp_path: Path) -> None:
     tiny = TinyModelSpec(hidden_size=32, num_layers=1, num_heads=2, vocab_size=300)
     build_tiny_student(texts, tiny, run_dir / "model", seed=0)
 
-    start = time.monotonic()
     try:
         base_url = serving.ensure_server(store, run_id, timeout_s=60)
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
@@ -44,7 +42,6 @@ def test_serve_a_run_ask_it_and_stop(store: Store, tmp_path: Path) -> None:
         assert serving.stop_all(store) == 1
     assert not process_alive(info.pid, info.started_at)
     assert serving.list_servers(store) == [] and serving.stop_server(store, run_id) is False
-    assert time.monotonic() - start < 60
 
 
 def test_a_server_that_cannot_start_reports_its_log(store: Store, tmp_path: Path) -> None:

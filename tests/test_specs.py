@@ -88,3 +88,13 @@ def test_prompt_template_is_parsed_not_searched(template: str, why: str) -> None
 def test_plain_templates_pass() -> None:
     for template in ("{input}", "Q: {input}\nA:", "JSON {{like this}}: {input}", "{input}\n\n{input}"):
         assert TaskSpec(prompt_template=template).prompt_template == template
+
+
+def test_blank_or_repeated_labels_are_refused_by_field() -> None:
+    from engine.specs import SpecError, parse_spec
+
+    base = {"task": {"output_kind": "label", "prompt_template": "{input}"}}
+    with pytest.raises(SpecError, match=r"task: labels: label 2 is blank"):
+        parse_spec({**base, "task": {**base["task"], "labels": ["ham", "  "]}})
+    with pytest.raises(SpecError, match=r"task: labels: the same label is listed twice"):
+        parse_spec({**base, "task": {**base["task"], "labels": ["ham", "ham"]}})

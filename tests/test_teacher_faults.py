@@ -50,7 +50,7 @@ def fault_spec(base_url: str) -> ExperimentSpec:
     return demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=N, test_size=10),
-            "ablation": AblationSpec(train_sizes=[16]),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
             "teacher": teacher,
         }
     )

@@ -90,7 +90,7 @@ def test_teacher_job_with_a_local_model(tiny_model: Path, store: Store) -> None:
     spec = demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=30, test_size=5),
-            "ablation": AblationSpec(train_sizes=[16]),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
             "teacher": local(tiny_model, concurrency=16),
         }
     )

@@ -79,7 +79,10 @@ def test_a_key_from_streamlit_secrets_is_used_but_never_shown_or_written(
     secret = "sk-test-page-secret-0000"
     monkeypatch.delenv("SENSEI_TEST_PAGE_KEY", raising=False)
     spec = demo_spec("fast").model_copy(
-        update={"data": DataSpec(demo_examples=30, test_size=5), "ablation": AblationSpec(train_sizes=[16])}
+        update={
+            "data": DataSpec(demo_examples=30, test_size=5),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
+        }
     )
     examples = store.get_examples(ensure_dataset(store, spec))
     data = tmp_path / "a.jsonl"

@@ -63,7 +63,10 @@ def test_two_variants_side_by_side_on_the_same_rows(store: Store) -> None:
 
 def test_playground_answers_are_free_for_the_full_job(store: Store) -> None:
     spec = FAST.model_copy(
-        update={"data": DataSpec(demo_examples=30, test_size=5), "ablation": AblationSpec(train_sizes=[16])}
+        update={
+            "data": DataSpec(demo_examples=30, test_size=5),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
+        }
     )
     rows = teacher_view.dataset_rows(store, ensure_dataset(store, spec))[:3]
     run_variant(store, Variant("A", spec), rows)

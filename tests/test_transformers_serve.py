@@ -89,7 +89,7 @@ def test_teacher_job_through_transformers_serve(served_model: tuple[str, str], s
     spec = demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=30, test_size=5),
-            "ablation": AblationSpec(train_sizes=[16]),
+            "ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False),
             "teacher": teacher,
         }
     )

@@ -50,7 +50,11 @@ def test_spec_from_form_applies_values() -> None:
     assert spec.ablation.seeds == [0, 1]
     assert spec.teacher.base_url == "http://127.0.0.1:9/v1"
     assert spec.student.lora.enabled and spec.student.lora.r == 4
-    assert "3 size(s) × 2 seed(s) = 6 training run(s)" in ui.plan_sentence(spec)
+    assert "3 sizes × 2 seeds = 6 training runs" in ui.plan_sentence(spec)
+    one = spec.model_copy(
+        update={"ablation": spec.ablation.model_copy(update={"train_sizes": [100], "seeds": [0]})}
+    )
+    assert "1 size × 1 seed = 1 training run of" in ui.plan_sentence(one)
 
 
 @pytest.mark.parametrize(
@@ -297,3 +301,31 @@ def test_engine_root_holds_only_the_spine() -> None:
     for pkg in packages:  # no engine/<pkg>/<other package>_*.py: that module belongs in <other package>
         for path in (root / pkg).glob("*.py"):
             assert path.stem.split("_")[0] not in packages - {pkg} or "_" not in path.stem, path
+
+
+def test_plural_counts() -> None:
+    from engine.words import plural
+
+    assert plural(1, "group") == "1 group" and plural(0, "group") == "0 groups"
+    assert plural(2, "category") == "2 categories" and plural(1200, "row") == "1,200 rows"
+    assert plural(3, "judge", "judges") == "3 judges"
+
+
+def test_log_view_newest_first_search_and_cut(tmp_path: Any) -> None:
+    from engine import jobs
+    from engine.ui import logs
+
+    text = "\n".join(f"line {i}" for i in range(100))
+    view = logs.log_view(text, lines=3)
+    assert view.text == "line 99\nline 98\nline 97"
+    assert (view.shown, view.matched, view.total) == (3, 100, 100)
+    assert view.caption() == "Last 3 of 100 lines, newest first"
+    assert logs.log_view(text, lines=3, newest_first=False).text == "line 97\nline 98\nline 99"
+    found = logs.log_view(text, "LINE 4", lines=3)
+    assert found.text == "line 49\nline 48\nline 47" and found.matched == 11
+    assert found.caption("LINE 4") == "11 of 100 lines contain “LINE 4” (the last 3 shown), newest first"
+    path = tmp_path / "job.log"
+    path.write_text("first line\nsecond line\nthird\n")
+    assert jobs.read_log({"log_path": str(path)}) == "first line\nsecond line\nthird\n"
+    assert jobs.read_log({"log_path": str(path)}, max_bytes=15) == "third\n"  # whole lines only
+    assert jobs.read_log({"log_path": str(tmp_path / "missing.log")}) == ""

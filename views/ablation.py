@@ -7,6 +7,7 @@ import streamlit as st
 from engine import ablation, jobs
 from engine.ablation.compare import Overlay, overlay, variant_overlay, varies
 from engine.judges import pairwise as pairwise_job
+from engine.specs import ExperimentSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
 from engine.ui import curves
@@ -75,6 +76,7 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
     st.dataframe(
         curves.points_frame(curve),
         hide_index=True,
+        placeholder="",
         column_config={
             "train_size": st.column_config.NumberColumn("train size"),
             curve.metric: st.column_config.NumberColumn(format="%.4f"),
@@ -87,6 +89,7 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
         st.dataframe(
             curves.runs_frame(curve),
             hide_index=True,
+            placeholder="",
             column_config={
                 curve.metric: st.column_config.NumberColumn(format="%.4f"),
                 "epochs": st.column_config.NumberColumn(format="%.1f"),
@@ -132,9 +135,11 @@ def discussion_view(store: Store, exp_id: str) -> None:
     """Comments and decisions under the experiment, append-only."""
     st.subheader("Discussion")
     notes = store.list_notes(exp_id)
-    if notes:
-        st.dataframe(curves.notes_frame(notes), hide_index=True)
-    else:
+    for note in notes:
+        with st.container(border=True):
+            st.caption(curves.note_heading(note))
+            st.markdown(note["text"])
+    if not notes:
         st.caption('No comments yet. Say what you see, or record a decision ("collect 2k more").')
     with st.form("note", clear_on_submit=True):
         text = st.text_area("Comment", max_chars=20_000)
@@ -150,34 +155,36 @@ def discussion_view(store: Store, exp_id: str) -> None:
 
 
 def export_view(store: Store, exp_id: str, compare: list[str], metric: str | None) -> None:
-    """The report (HTML with the interactive chart), the points as CSV, the chart as PNG."""
+    """The report (HTML with the interactive chart), the points as CSV, the chart as PNG.
+
+    Built on request: a report inlines plotly's JavaScript, too heavy to rebuild on every rerun.
+    """
     from engine.ablation import report
 
     with st.expander("Export", icon=":material/download:"):
-        cols = st.columns(3)
-        cols[0].download_button(
-            "HTML report",
-            data=report.html_report(store, exp_id, compare, metric),
-            file_name=f"{exp_id}-report.html",
-            mime="text/html",
-            on_click="ignore",
-        )
-        cols[1].download_button(
-            "Points (CSV)",
-            data=report.points_csv(store, exp_id, compare, metric),
-            file_name=f"{exp_id}-points.csv",
-            mime="text/csv",
-            on_click="ignore",
-        )
-        if cols[2].button("Chart as PNG"):
+        key = (exp_id, tuple(compare), metric)
+        if st.button("Prepare the report, CSV and PNG", key="prepare_export"):
+            files: dict[str, bytes | str] = {
+                "html": report.html_report(store, exp_id, compare, metric),
+                "csv": report.points_csv(store, exp_id, compare, metric),
+            }
             try:
-                png = report.chart_png(store, exp_id, compare, metric)
+                files["png"] = report.chart_png(store, exp_id, compare, metric)
             except RuntimeError as err:
-                st.error(str(err))
-            else:
-                st.download_button(
-                    "Download PNG", data=png, file_name=f"{exp_id}-curve.png", mime="image/png"
-                )
+                st.warning(f"No PNG: {err}")
+            st.session_state["export"] = (key, files)
+        prepared = st.session_state.get("export")
+        if not prepared or prepared[0] != key:
+            st.caption(
+                "A self-contained HTML report (chart, points, fit, spec diff, discussion), CSV and PNG."
+            )
+            return
+        files = prepared[1]
+        cols = st.columns(3)
+        cols[0].download_button("HTML report", files["html"], f"{exp_id}-report.html", "text/html")
+        cols[1].download_button("Points (CSV)", files["csv"], f"{exp_id}-points.csv", "text/csv")
+        if "png" in files:
+            cols[2].download_button("Chart (PNG)", files["png"], f"{exp_id}-curve.png", "image/png")
 
 
 @st.fragment(run_every=10)
@@ -254,9 +261,10 @@ state = curves.parse_query(st.query_params.to_dict(), ids, [])
 focus = ui.focus_index(ids, state["experiment"] or st.session_state.get("focus_experiment"))
 exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
 st.session_state["focus_experiment"] = exp_id
-first_ov = _overlay(str(store.home), exp_id, (), None)
-metrics = first_ov.curves.get(exp_id) or first_ov.curves.get(first_ov.base)
-metric_names = metrics.metrics if metrics else []
+metric_names = ablation.curve.experiment_metrics(store, exp_id)
+default_metric = ExperimentSpec.model_validate(
+    next(e for e in exps if e["id"] == exp_id)["spec"]
+).curve_metric()
 state = curves.parse_query(st.query_params.to_dict(), ids, metric_names)
 pick, axis_box, target_box = st.columns([3, 2, 1])
 compare = pick.multiselect(
@@ -266,7 +274,6 @@ compare = pick.multiselect(
     format_func=labels.__getitem__,
     help="Experiments on the same task and test split share the plot; the spec diff says what differs.",
 )
-default_metric = metrics.metric if metrics else None
 metric = (
     axis_box.selectbox(
         "Metric",

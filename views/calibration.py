@@ -17,6 +17,7 @@ from engine.judges.small import flow as small_judge_flow
 from engine.review import items as review
 from engine.store import Store
 from engine.ui import common as ui
+from engine.words import plural, plural_word
 
 st.title("Judge calibration")
 st.write(
@@ -112,6 +113,7 @@ def small_judge_control() -> None:
             c: st.column_config.NumberColumn(format="$%.5f")
             for c in ("$ / 1,000 verdicts", "big judge $ / 1,000")
         },
+        placeholder="",
     )
     targets = judge_job.target_options(store)
     if not targets:
@@ -163,6 +165,7 @@ def head_to_head_control() -> None:
             column_config={
                 "B score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")
             },
+            placeholder="",
         )
         st.caption(
             "B score = (B wins + ties / 2) / decided pairs; 0.5 means as good as A. A pair whose two "
@@ -177,7 +180,7 @@ if not judges or not labels:
     st.info(
         "Calibration needs two things on the same answers: **SME labels** — give them on the "
         "Review page — and **judge verdicts**, which a judge run saves to the workspace. "
-        f"So far: {len(labels)} SME label(s), {len(judges)} judge(s) with verdicts."
+        f"So far: {plural(len(labels), 'SME label')}, {plural(len(judges), 'judge')} with verdicts."
     )
     st.page_link("views/review.py", label="Label answers on Review", icon=":material/rate_review:")
     st.stop()
@@ -247,7 +250,8 @@ fitted = small_judge_flow.calibration_exclusions(store, shown)
 cset = cr.calibration_set(store, shown, prefix, who or None, exclude=fitted)
 if fitted:
     st.caption(
-        f"{len(fitted)} answer(s) a small judge here was trained on are left out: a judge agrees with "
+        f"{plural(len(fitted), 'answer')} a small judge here was trained on "
+        f"{plural_word(len(fitted), 'is', 'are')} left out: a judge agrees with "
         "the labels it was fitted to."
     )
 cal = cr.judge_calibration(cset, judge, n_boot=N_BOOT)
@@ -281,6 +285,7 @@ with cats:
             ),
             "false_rejects": st.column_config.NumberColumn("false rejects", width="small"),
         },
+        placeholder="",
     )
 
 rows = cr.disagreements(cset, judge)
@@ -305,6 +310,7 @@ else:
             "sme_note": "SME note",
             "judge_reason": st.column_config.TextColumn("judge's reason", width="large"),
         },
+        placeholder="",
     )
     st.caption("Select a row to open that answer on Review.")
     if ref := st.session_state.pop("cal_open", None):
@@ -313,13 +319,14 @@ else:
 if other:
     cmp = cr.judge_comparison(cset, judge, other, n_boot=N_BOOT)
     assert cmp is not None  # the set is the one calibrated above
-    st.subheader(f"{judge} vs {other} on the same {len(cset.refs)} answers")
+    st.subheader(f"{judge} vs {other} on the same {plural(len(cset.refs), 'answer')}")
     st.dataframe(
         cr.comparison_frame(cmp, judge, other),
         hide_index=True,
         column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in (judge, other, f"{other} − {judge}")
         },
+        placeholder="",
     )
     kappa = "—" if cmp.judges_kappa is None else f"{cmp.judges_kappa:.2f}"
     st.caption(

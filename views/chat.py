@@ -8,6 +8,7 @@ from engine.serving import compare
 from engine.serving import server as serving
 from engine.store import Store
 from engine.ui import common as ui
+from engine.words import plural
 
 st.title("Compare")
 st.write(
@@ -20,7 +21,7 @@ store = Store()
 
 def _stop_all(home: str) -> None:
     n = serving.stop_all(Store(home))
-    st.session_state["compare_note"] = f"Stopped {n} model server(s)."
+    st.session_state["compare_note"] = f"Stopped {plural(n, 'model server')}."
     st.session_state.pop("compare_answers", None)
 
 
@@ -29,7 +30,7 @@ def _server_status() -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         if running:
             st.caption(
-                f"{len(running)} model server(s) running: "
+                f"{plural(len(running), 'model server')} running: "
                 + ", ".join(f"`{s.key}` on :{s.port}" for s in running)
                 + f"; each stops itself after {serving.idle_limit_s() / 60:.0f} min unused."
             )

@@ -201,18 +201,18 @@ def _show_check(check: dv.ImportCheck) -> None:
     (st.error if report.fatal else st.warning if report.issues else st.success)(report.message)
     if report.issues:
         st.subheader("Bad rows")
-        st.dataframe(dv.issues_frame(report), hide_index=True)
+        st.dataframe(dv.issues_frame(report), hide_index=True, placeholder="")
     if report.cleaning:
         st.subheader("Cleaning, rule by rule")
-        st.dataframe(dv.cleaning_frame(report), hide_index=True)
+        st.dataframe(dv.cleaning_frame(report), hide_index=True, placeholder="")
     if report.dropped:
         n_dropped = len(report.dropped)
         label = f"{n_dropped} row{'s' * (n_dropped != 1)} dropped by cleaning, with reasons"
         with st.expander(label, expanded=n_dropped <= 20):
-            st.dataframe(dv.dropped_frame(report), hide_index=True)
+            st.dataframe(dv.dropped_frame(report), hide_index=True, placeholder="")
     if check.records:
         with st.expander("Rows that would be imported"):
-            st.dataframe(check.preview(), hide_index=True)
+            st.dataframe(check.preview(), hide_index=True, placeholder="")
 
 
 def _import_buttons(path: Path, check: dv.ImportCheck, task: TaskSpec, **kwargs: Any) -> None:
@@ -261,7 +261,7 @@ def upload_tab() -> None:
         return
     cols = f" · columns: {', '.join(preview.columns)}" if preview.columns else ""
     st.caption(f"`{path}` · format: {preview.fmt}{cols}")
-    st.dataframe(preview.rows, hide_index=True)
+    st.dataframe(preview.rows, hide_index=True, placeholder="")
     mapping = _mapping(preview, sid) if preview.needs_mapping else {}
     opts, task = _task_inputs(path)
     rules = {r["rule"]: r for r in list_rules()}
@@ -330,7 +330,7 @@ def _embedding_section(ds_id: str, examples: list[dict[str, Any]]) -> emb.Embedd
     if emap is None:
         return None
     st.plotly_chart(emb.map_figure(emb.map_frame(examples, emap), emap.method))
-    st.dataframe(emb.cluster_table(examples, emap), hide_index=True)
+    st.dataframe(emb.cluster_table(examples, emap), hide_index=True, placeholder="")
     return emap
 
 
@@ -357,13 +357,16 @@ def _balance_section(ds_id: str, task: TaskSpec, keys: list[str], emap: emb.Embe
         return
     examples = _examples(str(store.home), ds_id)
     train = [e for e in examples if e["split"] == "train"]
+    if not train:
+        st.caption("This dataset has no train examples to balance.")
+        return
     c1, c2, c3 = st.columns(3)
     key = c1.selectbox("Balance by", keys, key=f"bal.key.{ds_id}")
     n = int(c2.number_input("Train examples", 1, len(train), min(len(train), 100), key=f"bal.n.{ds_id}"))
     seed = int(c3.number_input("Seed", 0, value=0, key=f"bal.seed.{ds_id}"))
     key_fn: Any = emb.cluster_key(examples, emap) if key == "cluster" and emap else div.field_key(task, key)
     sample = div.balanced_sample(train, key_fn, n, seed)
-    st.dataframe(div.balance_frame(train, sample, key_fn), hide_index=True)
+    st.dataframe(div.balance_frame(train, sample, key_fn), hide_index=True, placeholder="")
     if st.button("Save as a new dataset", help="This balanced train split with the same frozen test split."):
         new_id = div.save_balanced_dataset(store, ds_id, key_fn, n, seed)
         st.success(
@@ -393,7 +396,7 @@ def datasets_tab() -> None:
     if frame.empty:
         st.info(f"No datasets yet. Import one in the **Upload** tab. {FORMATS_HELP}")
         return
-    st.dataframe(frame, hide_index=True)
+    st.dataframe(frame, hide_index=True, placeholder="")
     labels = dv.dataset_labels(frame)
     ids, sel = list(labels), st.session_state.get("data_selected")
     index = ids.index(sel) if sel in ids else 0
@@ -406,7 +409,7 @@ def datasets_tab() -> None:
     lengths = div.length_frame(examples)
     left, right = st.columns([3, 2])
     left.plotly_chart(div.length_histogram(lengths, unit))
-    right.dataframe(div.length_summary(lengths), hide_index=True)
+    right.dataframe(div.length_summary(lengths), hide_index=True, placeholder="")
     keys = _distributions(examples, task)
 
     st.subheader("Near-duplicates")
@@ -415,7 +418,7 @@ def datasets_tab() -> None:
     dups = _near_dups(str(store.home), ds_id, threshold)
     st.markdown(div.duplicates_summary(dups))
     if not dups.empty:
-        st.dataframe(dups, hide_index=True)
+        st.dataframe(dups, hide_index=True, placeholder="")
 
     _balance_section(ds_id, task, keys, _embedding_section(ds_id, examples))
     if info := import_info(store, ds_id):
@@ -423,7 +426,7 @@ def datasets_tab() -> None:
             st.caption(dv.import_summary(info))
             for table in (info["issues"], dv.cleaning_frame(info), dv.dropped_frame(info)):
                 if len(table):
-                    st.dataframe(table, hide_index=True)
+                    st.dataframe(table, hide_index=True, placeholder="")
 
 
 # Open on Datasets when there are some, decided once per session so an import does not

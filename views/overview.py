@@ -56,6 +56,7 @@ def workspace_view() -> None:
         ui.experiments_frame(store, limit=20),
         hide_index=True,
         column_config={"done": st.column_config.ProgressColumn("jobs done", format="percent")},
+        placeholder="",
     )
 
 

@@ -9,6 +9,7 @@ import streamlit as st
 from engine.review import items as review
 from engine.store import Store
 from engine.ui import review as review_view
+from engine.words import plural
 
 st.title("Review")
 st.write(
@@ -136,6 +137,7 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
             review_view.checks_frame(item),
             hide_index=True,
             column_config={"reason": st.column_config.TextColumn(width="large")},
+            placeholder="",
         )
 
     with side:
@@ -171,10 +173,14 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         st.markdown("**SME labels**")
         for label in item.labels:
             st.markdown(review_view.label_line(label))
+            if label.get("note"):
+                st.markdown(review_view.note_markdown(label["note"]))
         if not item.labels:
             st.caption("Nobody has labelled this answer yet.")
         with st.expander("History of this answer's labels"):
-            st.dataframe(review_view.history_frame(store.annotation_history(item.ref)), hide_index=True)
+            st.dataframe(
+                review_view.history_frame(store.annotation_history(item.ref)), hide_index=True, placeholder=""
+            )
 
 
 def table(shown: list[review.ReviewItem]) -> None:
@@ -198,6 +204,7 @@ def table(shown: list[review.ReviewItem]) -> None:
             "student": st.column_config.TextColumn("student's answer", width="large"),
             **{m: st.column_config.NumberColumn(format="%.2f") for m in review_view.metric_columns(chunk)},
         },
+        placeholder="",
     )
     st.caption(f"Page {page} of {pages} · select a row to open it one at a time.")
 
@@ -205,7 +212,7 @@ def table(shown: list[review.ReviewItem]) -> None:
 def taxonomy() -> None:
     with st.expander("Error categories (shared by everyone in this workspace)"):
         cats = store.list_categories()
-        st.dataframe(cats, column_order=["name", "description"], hide_index=True)
+        st.dataframe(cats, column_order=["name", "description"], hide_index=True, placeholder="")
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.text_input("New category", key="new_cat")
             st.text_input("Description", key="new_cat_desc")
@@ -244,7 +251,7 @@ if url_item and url_item != st.session_state.get("review_url_item"):
 if st.session_state.get("review_run") not in run_ids:
     st.session_state.pop("review_run", None)
 
-labels = {r["id"]: f"{r['label']} · {r['n_outputs']} answers" for r in runs}
+labels = {r["id"]: review_view.run_choice(r) for r in runs}
 pick, export = st.columns([4, 1], vertical_alignment="bottom")
 run_id = pick.selectbox("Run", run_ids, format_func=labels.__getitem__, key="review_run")
 rules, rules_error = review.load_workspace_rules(store.home)
@@ -298,7 +305,7 @@ flt = review.ReviewFilter(
 shown = review.filter_items(items, flt)
 mine = sum(bool(it.label_of(annotator)) for it in items) if annotator else 0
 st.caption(
-    f"{len(shown)} of {len(items)} answers shown · {sum(it.failed for it in items)} failed · "
+    f"{len(shown)} of {plural(len(items), 'answer')} shown · {sum(it.failed for it in items)} failed · "
     f"{sum(bool(it.labels) for it in items)} labelled by someone · {mine} by you"
 )
 if not annotator:

@@ -153,6 +153,7 @@ elif rules or functions:
                 c: st.column_config.NumberColumn(format="%.2f")
                 for c in ("coverage", "reject_rate", "accept_rate", "overlap", "conflict")
             },
+            placeholder="",
         )
         st.caption(
             "coverage: share of answers the rule votes on; overlap: ... that another rule votes on "

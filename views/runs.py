@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -10,6 +11,8 @@ from engine import ablation, jobs
 from engine.store import Store
 from engine.training import resume, wandb_links
 from engine.ui import common as ui
+from engine.ui import logs
+from engine.words import plural
 
 st.title("Runs")
 st.write(
@@ -38,7 +41,7 @@ def _cancel_job(home: str) -> None:
 
 def _cancel_experiment(home: str, exp_id: str) -> None:
     n = jobs.cancel_experiment(Store(home), exp_id)
-    st.session_state["cancel_note"] = f"Experiment {exp_id}: {n} job(s) cancelled."
+    st.session_state["cancel_note"] = f"Experiment {exp_id}: {plural(n, 'job')} cancelled."
 
 
 def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:
@@ -96,11 +99,32 @@ def _log_view(store: Store, job_rows: list[dict]) -> None:
         "Job", list(names), index=ui.default_log_job(ordered), format_func=names.__getitem__
     )
     job = store.get_job(log_id)
-    tail = jobs.log_tail(job, lines=40) if job else ""
-    if not tail:
+    text = jobs.read_log(job, max_bytes=logs.SEARCH_BYTES) if job else ""
+    if not text:
         status = job["status"] if job else ""
-        tail = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
-    st.code(tail, language=None, height=320, wrap_lines=True)
+        empty = {"queued": "Not started yet.", "running": "No output yet."}.get(status, "No log output.")
+        st.code(empty, language=None, wrap_lines=True)
+    else:
+        find, order = st.columns([3, 2], vertical_alignment="bottom")
+        query = find.text_input(
+            "Search the log", key="log_query", placeholder="e.g. error", help="Shows the lines containing it."
+        )
+        newest_first = order.toggle("Newest first", value=True, key="log_newest_first")
+        view = logs.log_view(text, query, newest_first=newest_first)
+        if view.shown:
+            st.code(view.text, language=None, height=320, wrap_lines=True)
+        st.caption(view.caption(query, newest_first))
+    if job and text:
+        st.download_button(
+            "Download the whole log",
+            # A callable: the file is read when someone clicks, not on every 2-second redraw.
+            data=partial(jobs.read_log, job),
+            file_name=f"{job['id']}.log",
+            mime="text/plain",
+            icon=":material/download:",
+            on_click="ignore",
+            key="log_download",
+        )
     if job and job.get("run_id"):
         _wandb_line(store, job["run_id"])
 
@@ -149,9 +173,16 @@ def live() -> None:
         return
     ids = [e["id"] for e in exps]
     labels = {e["id"]: ui.experiment_label(e) for e in exps}
+    # The URL names the experiment, so a reload or a shared link comes back to it. A value the
+    # page has not seen yet wins over the one last viewed; an unknown one is ignored.
+    url_exp = ui.experiment_from_url(st.query_params.get("experiment"), ids)
+    if url_exp and url_exp != st.session_state.get("runs_url_experiment"):
+        st.session_state["focus_experiment"] = url_exp
     focus = ui.focus_index(ids, st.session_state.get("focus_experiment"))
     exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
-    st.session_state["focus_experiment"] = exp_id
+    st.session_state["focus_experiment"] = st.session_state["runs_url_experiment"] = exp_id
+    if st.query_params.get("experiment") != exp_id:
+        st.query_params["experiment"] = exp_id
     job_rows = store.list_jobs(experiment_id=exp_id)
     status = ablation.experiment_status(store, exp_id)
     st.markdown(f"**Status: {status}** — {ui.status_line(job_rows)}")
@@ -159,7 +190,7 @@ def live() -> None:
         st.success(note)
     _cancel_controls(store, exp_id, job_rows)
     _resume_controls(store, job_rows)
-    st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS)
+    st.dataframe(ui.jobs_frame(job_rows), hide_index=True, column_config=JOB_COLUMNS, placeholder="")
 
     chart, logs = st.columns([3, 2], gap="large")
     with chart:
@@ -178,7 +209,7 @@ def live() -> None:
         if events.empty:
             st.caption("Nothing notable yet (worker deaths, cancels and failures show up here).")
         else:
-            st.dataframe(events, hide_index=True)
+            st.dataframe(events, hide_index=True, placeholder="")
 
 
 live()

@@ -18,6 +18,7 @@ from engine.teacher.playground import (
     variant_labels,
 )
 from engine.ui import teacher as tv
+from engine.words import plural
 
 st.title("Teacher")
 st.write(
@@ -148,7 +149,7 @@ def try_variants() -> None:
             name = str(values["teacher.api_key_env"] or "").strip()
             key = _secret(name) if key_source == "Streamlit secrets" and name else None
             variants.append(Variant(label, build(label), api_key=key))
-        with st.spinner(f"Asking {len(variants)} variant(s) on {len(rows)} row(s)…"):
+        with st.spinner(f"Asking {plural(len(variants), 'variant')} on {plural(len(rows), 'row')}…"):
             st.session_state["tp.result"] = compare(store, variants, rows, dataset_size=dataset_size)
         st.session_state.pop("tp.error", None)
     except (SpecError, MissingApiKeyError, RuntimeError, ValueError) as err:
@@ -178,6 +179,7 @@ if result := st.session_state.get("tp.result"):
             ),
             "mean latency (s)": st.column_config.NumberColumn(format="%.2f"),
         },
+        placeholder="",
     )
     labels_ab = variant_labels(table)
     metric = base.curve_metric()
@@ -228,6 +230,7 @@ def live_jobs() -> None:
             "eta": st.column_config.TextColumn("ETA", width=70),
             "message": st.column_config.TextColumn("answers · cost / error", width="medium"),
         },
+        placeholder="",
     )
 
 

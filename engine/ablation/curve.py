@@ -17,6 +17,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -248,6 +249,17 @@ def _seed_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _stop_reason(run: dict[str, Any]) -> str | None:
+    """Why a run stopped training (``early_stop``, ``max_steps``, ...), from its metadata."""
+    if run["train_size"] == 0:
+        return "zero_shot"
+    try:
+        meta = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return (meta.get("train") or {}).get("stop_reason")
+
+
 def _run_metrics(runs: list[dict[str, Any]]) -> list[str]:
     names: set[str] = set()
     for run in runs:
@@ -320,6 +332,7 @@ def experiment_curve(
                 metric: float(r["metrics"][metric]),
                 "steps": r["metrics"].get("train_steps"),
                 "epochs": r["metrics"].get("train_epochs"),
+                "stop": _stop_reason(r),
             }
             for r in scored
         ],
@@ -360,9 +373,32 @@ def variant_curves(
 def baseline_scores(
     store: Store, spec: ExperimentSpec, dataset_id: str | None, metric: str
 ) -> dict[str, float]:
-    """The teacher's score and the majority answer's score on the test split, where known."""
+    """The teacher's score and the majority answer's score on the test split, where known.
+
+    Memoised per dataset (content-hashed, so immutable), teacher, task, metric and number of
+    stored answers: a finished teacher job's baselines are computed once per process.
+    """
     if not dataset_id:
         return {}
+    key = (
+        str(store.home),
+        dataset_id,
+        spec.teacher_key(),
+        spec.task.model_dump_json(),
+        metric,
+        store.count_usable_answers(dataset_id, spec.teacher_key(), False),
+    )
+    if key not in _BASELINES:
+        if len(_BASELINES) > 256:
+            _BASELINES.clear()
+        _BASELINES[key] = _baseline_scores(store, spec, dataset_id, metric)
+    return dict(_BASELINES[key])
+
+
+_BASELINES: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def _baseline_scores(store: Store, spec: ExperimentSpec, dataset_id: str, metric: str) -> dict[str, float]:
     from engine.scoring.metrics import aggregate, score
 
     test = [ex for ex in store.get_examples(dataset_id, "test") if ex["reference"] is not None]
@@ -430,15 +466,11 @@ def usable_pool(store: Store, spec: ExperimentSpec, dataset_id: str | None) -> i
     For the ``gold`` recipe, train examples with a reference answer."""
     if not dataset_id:
         return None
-    if spec.student.recipe == "gold":
+    if spec.student.effective_recipe == "gold":
         return sum(1 for ex in store.get_examples(dataset_id, "train") if (ex["reference"] or "").strip())
-    answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
-    count = 0
-    for ex in store.get_examples(dataset_id, "train"):
-        ans = answers.get(ex["idx"])
-        if not ans or not (ans.get("output") or "").strip():
-            continue
-        if spec.data.require_valid_output and ans.get("valid") is False:
-            continue
-        count += 1
-    return count
+    return store.count_usable_answers(dataset_id, spec.teacher_key(), spec.data.require_valid_output)
+
+
+def experiment_metrics(store: Store, experiment_id: str) -> list[str]:
+    """Every metric the finished runs of an experiment have (cheap: no curve is computed)."""
+    return _run_metrics([r for r in store.list_runs(experiment_id) if r["status"] == "succeeded"])

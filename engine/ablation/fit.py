@@ -5,7 +5,9 @@ Three families of curve, each a common shape of learning curves:
 * ``power`` — saturating power law ``y = c - a * n^-b`` (3 parameters);
 * ``inverse_power`` — inverse power law towards a perfect score, ``y = 1 - a * n^-b``
   (2 parameters; metrics bounded by 1 only);
-* ``log_linear`` — ``y = a + b * ln(n)`` (2 parameters).
+* ``log_linear`` — ``y = a + b * ln(n)`` (2 parameters);
+* ``sigmoid`` — logistic in ``ln(n)``, ``y = c / (1 + exp(-k (ln(n) - m)))`` (3 parameters):
+  the S shape of a student that learns the task from scratch (slow start, rise, saturation).
 
 Each is fitted by weighted least squares, the weights from the points' intervals. A family is
 fitted only to more sizes than it has parameters, and it is *validated*: fitted again on all
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 Values = Sequence[float] | np.ndarray
-FAMILIES = ("power", "inverse_power", "log_linear")
+FAMILIES = ("power", "inverse_power", "log_linear", "sigmoid")
 B_BOUNDS = (1e-3, 3.0)
 BOOTSTRAP = 200
 """Bootstrap draws for a fit's band."""
@@ -46,6 +48,10 @@ def _inverse_power(n: np.ndarray, a: float, b: float) -> np.ndarray:
 
 def _log_linear(n: np.ndarray, a: float, b: float) -> np.ndarray:
     return a + b * np.log(n)
+
+
+def _sigmoid(n: np.ndarray, c: float, k: float, m: float) -> np.ndarray:
+    return c / (1.0 + np.exp(-k * (np.log(n) - m)))
 
 
 @dataclass
@@ -105,28 +111,36 @@ _FUNCS: dict[str, Callable[..., np.ndarray]] = {
     "power": _power,
     "inverse_power": _inverse_power,
     "log_linear": _log_linear,
+    "sigmoid": _sigmoid,
 }
-N_PARAMS = {"power": 3, "inverse_power": 2, "log_linear": 2}
-PARAM_NAMES = {"power": ("a", "b", "c"), "inverse_power": ("a", "b"), "log_linear": ("a", "b")}
+N_PARAMS = {"power": 3, "inverse_power": 2, "log_linear": 2, "sigmoid": 3}
+PARAM_NAMES = {
+    "power": ("a", "b", "c"),
+    "inverse_power": ("a", "b"),
+    "log_linear": ("a", "b"),
+    "sigmoid": ("c", "k", "m"),
+}
+K_BOUNDS = (0.1, 8.0)
 
 
 def families_for(values: Values) -> list[str]:
-    """The families that apply: ``inverse_power`` only for metrics within [0, 1]."""
+    """The families that apply: ``inverse_power`` and ``sigmoid`` only for metrics within [0, 1]."""
     bounded = all(0.0 <= v <= 1.0 for v in values)
-    return [f for f in FAMILIES if f != "inverse_power" or bounded]
+    return [f for f in FAMILIES if f in ("power", "log_linear") or bounded]
 
 
-B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 400)
-"""Exponents tried for the power families; for each, the other parameters are linear."""
+B_GRID = np.geomspace(B_BOUNDS[0], B_BOUNDS[1], 96)
+"""Exponents tried first for the power families; each row then refines around its best one."""
+B_REFINE = 24
 
 
 def _fit_many(family: str, x: np.ndarray, ys: np.ndarray, sigma: np.ndarray, cap: float | None) -> np.ndarray:
     """Weighted least-squares parameters of one family for each row of ``ys`` (shape ``(B, n)``).
 
     The power families are linear in their other parameters once the exponent ``b`` is
-    fixed, so each is solved exactly on a fine grid of ``b`` (vectorised over the rows and
-    the grid) and the best ``b`` kept: no iterative solver that may not converge, and a
-    bootstrap of hundreds of refits costs milliseconds.
+    fixed, so each is solved exactly on a grid of ``b`` (vectorised over the rows and the
+    grid), then on a finer grid around each row's best ``b``: no iterative solver that may
+    not converge, and a bootstrap of hundreds of refits costs milliseconds.
     """
     w = 1.0 / sigma**2  # (n,)
     if family == "log_linear":
@@ -137,34 +151,81 @@ def _fit_many(family: str, x: np.ndarray, ys: np.ndarray, sigma: np.ndarray, cap
         b = (sw * sty - st * sy) / det
         a = (sy - b * st) / sw
         return np.stack([a, b], axis=1)
-    z = x[None, :] ** (-B_GRID[:, None])  # (G, n): n^-b for every b of the grid
+    rows = np.arange(len(ys))
+    if family == "sigmoid":
+        return _fit_sigmoid(x, ys, w, 1.0 if cap is None else cap)
+    coarse = np.broadcast_to(B_GRID, (len(ys), len(B_GRID)))
+    params, chi2 = _given_b(family, x, ys, w, cap, coarse)
+    best = np.argmin(chi2, axis=1)
+    lo = B_GRID[np.maximum(best - 1, 0)]
+    hi = B_GRID[np.minimum(best + 1, len(B_GRID) - 1)]
+    fine = np.exp(np.linspace(np.log(lo), np.log(hi), B_REFINE, axis=1))  # (B, F)
+    params, chi2 = _given_b(family, x, ys, w, cap, fine)
+    best = np.argmin(chi2, axis=1)
+    return params[rows, best]
+
+
+def _fit_sigmoid(x: np.ndarray, ys: np.ndarray, w: np.ndarray, cap: float) -> np.ndarray:
+    """The sigmoid family: ``c`` is linear once the slope ``k`` and midpoint ``m`` are fixed,
+    so each row is solved on a (k, m) grid, then on a finer grid around its best pair."""
+    t = np.log(x)
+    ks = np.geomspace(*K_BOUNDS, 24)
+    ms = np.linspace(t.min() - 3.0, t.max() + 3.0, 32)
+    kk, mm = (g.ravel() for g in np.meshgrid(ks, ms, indexing="ij"))
+    rows = np.arange(len(ys))
+    params, chi2 = _given_km(
+        t, ys, w, cap, np.broadcast_to(kk, (len(ys), kk.size)), np.broadcast_to(mm, (len(ys), mm.size))
+    )
+    best = np.argmin(chi2, axis=1)
+    k0, m0 = params[rows, best, 1], params[rows, best, 2]
+    k_step, m_step = np.log(ks[1] / ks[0]), ms[1] - ms[0]
+    fine = np.linspace(-1.0, 1.0, 9)
+    dk, dm = (g.ravel() for g in np.meshgrid(fine, fine, indexing="ij"))
+    k = np.clip(k0[:, None] * np.exp(dk[None, :] * k_step), *K_BOUNDS)
+    m = m0[:, None] + dm[None, :] * m_step
+    params, chi2 = _given_km(t, ys, w, cap, k, m)
+    return params[rows, np.argmin(chi2, axis=1)]
+
+
+def _given_km(
+    t: np.ndarray, ys: np.ndarray, w: np.ndarray, cap: float, k: np.ndarray, m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``c`` and the weighted chi-square for each row and each (k, m) of that row (``(B, G)``)."""
+    s = 1.0 / (1.0 + np.exp(-k[..., None] * (t[None, None, :] - m[..., None])))  # (B, G, n)
+    c = np.clip(np.einsum("bn,bgn->bg", ys * w, s) / ((s * s) @ w), 0.0, cap)
+    chi2 = (((ys[:, None, :] - c[..., None] * s) ** 2) * w).sum(-1)
+    return np.stack([c, k, m], axis=-1), chi2
+
+
+def _given_b(
+    family: str, x: np.ndarray, ys: np.ndarray, w: np.ndarray, cap: float | None, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``ys`` and each exponent of that row in ``b`` (``(B, G)``): the best
+    linear parameters and the weighted chi-square. Returns ``(params (B, G, p), chi2 (B, G))``."""
+    z = x[None, None, :] ** (-b[:, :, None])  # (B, G, n)
+    szz = (z * z) @ w  # (B, G)
     if family == "inverse_power":
-        r = 1.0 - ys  # (B, n): y = 1 - a z  <=>  r = a z
-        a = np.clip((r * w) @ z.T / ((z * z) @ w)[None, :], 0.0, None)  # (B, G)
-        resid = r[:, None, :] - a[:, :, None] * z[None, :, :]
-        best = np.argmin((resid**2 * w).sum(-1), axis=1)
-        rows = np.arange(len(ys))
-        return np.stack([a[rows, best], B_GRID[best]], axis=1)
+        r = 1.0 - ys  # y = 1 - a z  <=>  r = a z
+        a = np.clip(np.einsum("bn,bgn->bg", r * w, z) / szz, 0.0, None)
+        chi2 = (((r[:, None, :] - a[..., None] * z) ** 2) * w).sum(-1)
+        return np.stack([a, b], axis=-1), chi2
     # power: y = c - a z, linear in (c, a) for a fixed b
     sw = w.sum()
-    sz, szz = z @ w, (z * z) @ w  # (G,)
-    sy = ys @ w  # (B,)
-    syz = (ys * w) @ z.T  # (B, G)
-    det = sw * szz - sz * sz  # (G,)
-    c = (sy[:, None] * szz - sz * syz) / det
-    a = (sz * sy[:, None] - sw * syz) / det
-    flat = np.broadcast_to((sy / sw)[:, None], a.shape)
-    c = np.where(a < 0, flat, c)
+    sz = z @ w  # (B, G)
+    sy = (ys @ w)[:, None]  # (B, 1)
+    syz = np.einsum("bn,bgn->bg", ys * w, z)
+    det = sw * szz - sz * sz
+    c = (sy * szz - sz * syz) / det
+    a = (sz * sy - sw * syz) / det
+    c = np.where(a < 0, np.broadcast_to(sy / sw, a.shape), c)
     a = np.clip(a, 0.0, None)
     if cap is not None:  # asymptote above the cap: fix c = cap, refit a alone
         over = c > cap
-        a_cap = np.clip(((cap - ys) * w) @ z.T / szz[None, :], 0.0, None)
+        a_cap = np.clip(np.einsum("bn,bgn->bg", (cap - ys) * w, z) / szz, 0.0, None)
         a = np.where(over, a_cap, a)
         c = np.where(over, cap, c)
-    resid = ys[:, None, :] - (c[:, :, None] - a[:, :, None] * z[None, :, :])
-    best = np.argmin((resid**2 * w).sum(-1), axis=1)
-    rows = np.arange(len(ys))
-    return np.stack([a[rows, best], B_GRID[best], c[rows, best]], axis=1)
+    chi2 = (((ys[:, None, :] - (c[..., None] - a[..., None] * z)) ** 2) * w).sum(-1)
+    return np.stack([a, b, c], axis=-1), chi2
 
 
 def _chi2(family: str, params: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> float:
@@ -239,6 +300,13 @@ def _degenerate(fit: Fit, x: np.ndarray) -> str | None:
     prm = fit.params
     if fit.family == "log_linear":
         return None if prm["b"] > 0 else "the fitted line does not rise"
+    if fit.family == "sigmoid":
+        if prm["c"] <= 1e-9:
+            return "the fitted curve is flat (c = 0)"
+        if not K_BOUNDS[0] * 1.01 < prm["k"] < K_BOUNDS[1] * 0.99:
+            return f"the slope sits at its bound (k = {prm['k']:.3g})"
+        rise = float(fit.predict(x.max()) - fit.predict(x.min()))
+        return None if rise > 1e-6 else "the fitted curve does not rise"
     if prm["a"] <= 1e-9:
         return "the fitted curve is flat (a = 0)"
     if not B_BOUNDS[0] * 1.01 < prm["b"] < B_BOUNDS[1] * 0.99:

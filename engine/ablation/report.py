@@ -65,7 +65,8 @@ def html_report(
         parts.extend(f"<p>{esc(line)}</p>" for line in curves.fit_sentences(curve))
         for eid, c in ov.curves.items():
             parts.append(f"<h2>Points · {esc(ov.labels[eid])}</h2>")
-            parts.append(curves.points_frame(c).to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+            frame = curves.points_frame(c)
+            parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""))
         if curve.baselines:
             rows = "".join(f"<tr><th>{esc(k)}</th><td>{v:.4f}</td></tr>" for k, v in curve.baselines.items())
             parts.append(f"<h2>Baselines</h2><table>{rows}</table>")

@@ -30,6 +30,7 @@ from engine.data.dedup import DEFAULT_THRESHOLD, near_duplicate_groups, similari
 from engine.data.validate import parse_output
 from engine.specs import TaskSpec
 from engine.store import Store
+from engine.words import plural
 
 T = TypeVar("T")
 MISSING = "(missing)"
@@ -233,8 +234,9 @@ def duplicates_summary(dups: pd.DataFrame) -> str:
     if dups.empty:
         return "No near-duplicate prompts at this threshold."
     crossing = dups.loc[dups["crosses_split"], "group"].nunique()
-    text = f"{dups['group'].nunique()} groups holding {len(dups)} prompts"
-    return text + (f"; **{crossing} groups span train and test** (a leak)." if crossing else ".")
+    text = f"{plural(dups['group'].nunique(), 'group')} holding {plural(len(dups), 'prompt')}"
+    spans = "spans" if crossing == 1 else "span"
+    return text + (f"; **{plural(crossing, 'group')} {spans} train and test** (a leak)." if crossing else ".")
 
 
 # ------------------------------------------------------------------- balanced sampling

@@ -33,6 +33,7 @@ from engine.data.shapes import MAX_FIELD_CHARS
 from engine.data.validate import parse_output
 from engine.specs import SpecError, TaskSpec, template_problem
 from engine.store import Store
+from engine.words import plural
 
 DEDUP_THRESHOLD_LABEL = "Near-duplicate threshold"
 """What the Data page calls ``dedup_threshold``; messages name the setting by it."""
@@ -189,7 +190,9 @@ def import_dataset(
     n = len(records)
     n_test = test_size if isinstance(test_size, int) else round(test_size * n)
     if not 1 <= n_test < n:
-        return _refuse(report, f"Nothing was imported: {n} rows cannot give a test split of {n_test}.")
+        return _refuse(
+            report, f"Nothing was imported: {plural(n, 'row')} cannot give a test split of {n_test}."
+        )
 
     inputs = [r["input"] for r in records]
     groups = near_duplicate_groups(inputs, dedup_threshold)
@@ -199,7 +202,7 @@ def import_dataset(
         return _refuse(
             report,
             f"Nothing was imported: near-duplicate groups leave no room for a test split of {n_test} (the "
-            f"largest holds {largest} of {n} rows). Raise '{DEDUP_THRESHOLD_LABEL}' (now "
+            f"largest holds {largest} of {plural(n, 'row')}). Raise '{DEDUP_THRESHOLD_LABEL}' (now "
             f"{dedup_threshold:g}, at most 1) so that fewer prompts count as near-duplicates, or drop "
             "repeated prompts with the exact_dedup cleaning rule.",
         )
@@ -209,7 +212,7 @@ def import_dataset(
         dedup_threshold,
     )
     if leaks:  # cannot happen: groups hold every pair above the threshold
-        raise RuntimeError(f"split leaks {len(leaks)} near-duplicate test prompts into training")
+        raise RuntimeError(f"split leaks {plural(len(leaks), 'near-duplicate test prompt')} into training")
 
     rows = [
         {
@@ -237,9 +240,9 @@ def import_dataset(
     version = next(v["version"] for v in dataset_versions(store, name) if v["id"] == dataset_id)
     report.message = (
         f"{'Already imported as' if report.reused else 'Imported as'} {name} v{version} ({dataset_id}): "
-        f"{report.n_train} train, {report.n_test} test examples"
-        + (f", {report.bad_rows} bad rows skipped" if report.issues else "")
-        + (f", {len(report.dropped)} rows dropped by cleaning" if report.dropped else "")
+        f"{report.n_train} train, {plural(report.n_test, 'test example')}"
+        + (f", {plural(report.bad_rows, 'bad row')} skipped" if report.issues else "")
+        + (f", {plural(len(report.dropped), 'row')} dropped by cleaning" if report.dropped else "")
         + "."
     )
     system = common_system_prompt(records)

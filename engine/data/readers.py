@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.report import Issue
+from engine.words import plural
 
 TEXT_DIALECTS = {"csv": (",", '"'), "tsv": ("\t", "")}
 """Per text format, the default ``(delimiter, quote character)``; ``""`` means no quoting.
@@ -217,7 +218,7 @@ def _csv(path: Path, name: str, delimiter: str, quotechar: str, issues: list[Iss
                 if not cells or cells == [""]:
                     continue
                 if len(cells) != len(header):
-                    reason = f"{len(cells)} fields, but the header has {len(header)}"
+                    reason = f"{plural(len(cells), 'field')}, but the header has {len(header)}"
                     issues.append(Issue(name, line, "line", None, "ragged_row", reason))
                     continue
                 broken = [h for h, c in zip(header, cells, strict=True) if _SURROGATE.search(c)]

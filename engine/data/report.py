@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from engine.words import plural
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -180,10 +182,10 @@ class ImportReport:
     def summary(self) -> str:
         """One line: how many rows were read, valid and bad, and the outcome."""
         name = self.path.rstrip("/").rsplit("/", 1)[-1]
-        text = f"{name}: {self.rows_valid} of {self.rows_read} rows valid"
+        text = f"{name}: {self.rows_valid} of {plural(self.rows_read, 'row')} valid"
         if self.issues:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds().items()))
-            text += f"; {len(self.issues)} problems ({kinds})"
+            text += f"; {plural(len(self.issues), 'problem')} ({kinds})"
         return f"{text}. {self.message}".strip() if self.message else text
 
     def error_text(self, limit: int = 50) -> str:

@@ -10,8 +10,6 @@ never overwrite each other.
 
 from __future__ import annotations
 
-import difflib
-import html
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.review.diff import diff_html, field_diff, token_diff  # noqa: F401  (the page's diff)
 from engine.scoring.label_functions import RuleError, RuleResult
 from engine.scoring.rules import Rule, apply_rules, load_rules
 from engine.specs import ExperimentSpec
@@ -30,8 +29,6 @@ RULES_FILE = "rules.yaml"
 """The workspace's rules, ``<home>/rules.yaml``, applied to every answer under review."""
 BASE_VARIANT = "base"
 """Runs with this variant hold the untrained base model's answers (shown when present)."""
-DIFF_LIMIT = 4000
-"""Characters compared by :func:`char_diff`; the character diff is quadratic in the worst case."""
 
 
 # ------------------------------------------------------------------------ item refs
@@ -141,9 +138,18 @@ def load_workspace_rules(home: Path) -> tuple[list[Rule], str | None]:
 
 
 def reviewable_runs(store: Store) -> list[dict[str, Any]]:
-    """Runs that saved per-example outputs, newest first, each with ``label`` and ``n_outputs``."""
+    """Runs that saved per-example outputs, newest first, each with ``label``, ``n_outputs`` and
+    ``n_labelled`` (answers someone has labelled: labels stay with the run they were given on)."""
     with store.read() as conn:  # one grouped count instead of loading every run's outputs
         counts = dict(conn.execute("SELECT run_id, COUNT(*) FROM outputs GROUP BY run_id").fetchall())
+        labelled_refs = [
+            row[0]
+            for row in conn.execute("SELECT DISTINCT item_ref FROM annotations WHERE item_ref LIKE 'run:%'")
+        ]
+    labelled: Counter[str] = Counter()
+    for ref in labelled_refs:
+        if (where := parse_ref(ref)) and where["kind"] == "run":
+            labelled[where["run_id"]] += 1
     names = {e["id"]: e["name"] for e in store.list_experiments()}
     runs = [r for r in store.list_runs() if counts.get(r["id"])]
     runs.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
@@ -151,6 +157,7 @@ def reviewable_runs(store: Store) -> list[dict[str, Any]]:
         exp = names.get(r["experiment_id"], "no experiment")
         what = "base model" if r["variant"] == BASE_VARIANT else f"n={r['train_size']} seed {r['seed']}"
         r["n_outputs"] = counts[r["id"]]
+        r["n_labelled"] = labelled[r["id"]]
         r["label"] = f"{exp} · {what} · {r['id']}"
     return runs
 
@@ -245,48 +252,6 @@ def filter_items(items: Iterable[ReviewItem], flt: ReviewFilter) -> list[ReviewI
             continue
         out.append(it)
     return out
-
-
-# ---------------------------------------------------------------------------- diff
-def char_diff(old: str, new: str) -> list[tuple[str, str]]:
-    """Character diff as ``(op, text)`` segments, op in ``equal``, ``delete``, ``insert``.
-
-    ``delete`` text is in ``old`` only, ``insert`` text in ``new`` only. Texts longer than
-    :data:`DIFF_LIMIT` are compared on their first DIFF_LIMIT characters.
-    """
-    old, new = old[:DIFF_LIMIT], new[:DIFF_LIMIT]
-    segments: list[tuple[str, str]] = []
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            segments.append(("equal", old[i1:i2]))
-        if tag in ("delete", "replace"):
-            segments.append(("delete", old[i1:i2]))
-        if tag in ("insert", "replace"):
-            segments.append(("insert", new[j1:j2]))
-    return segments
-
-
-_DIFF_STYLE = {
-    "equal": "",
-    "delete": "background:#fde2e1;color:#a4262c;text-decoration:line-through",
-    "insert": "background:#dcf5e3;color:#1e6b3a;font-weight:600",
-}
-
-
-def diff_html(old: str, new: str) -> str:
-    """The character diff as one HTML block; all user text is escaped."""
-    spans = []
-    for op, text in char_diff(old, new):
-        body = html.escape(text)
-        spans.append(
-            f'<span class="diff-{op}" style="{_DIFF_STYLE[op]}">{body}</span>' if op != "equal" else body
-        )
-    return (
-        '<div class="sensei-diff" style="font-family:ui-monospace,monospace;font-size:0.9rem;'
-        "white-space:pre-wrap;word-break:break-word;padding:0.6rem 0.8rem;border-radius:0.5rem;"
-        f'background:#f3f5f9;line-height:1.5">{"".join(spans)}</div>'
-    )
 
 
 # -------------------------------------------------------------------------- export

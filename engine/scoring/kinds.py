@@ -12,7 +12,7 @@ import json
 from typing import Annotated, Any, Literal
 
 import regex
-from jsonschema import validators
+from jsonschema import ValidationError, validators
 from jsonschema_specifications import REGISTRY as _META_SCHEMAS
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from referencing.exceptions import Unresolvable
@@ -195,8 +195,68 @@ def _load_json(text: str) -> tuple[Any, str | None]:
         return None, f"not valid JSON: {err}"
 
 
+MAX_SCHEMA_DEPTH = 32
+"""Deepest nesting of objects and lists accepted in a rule's JSON Schema."""
+
+
+def _schema_depth(node: Any, depth: int = 0) -> int:
+    if depth > MAX_SCHEMA_DEPTH:
+        return depth
+    if isinstance(node, dict):
+        return max([depth, *(_schema_depth(v, depth + 1) for v in node.values())])
+    if isinstance(node, list):
+        return max([depth, *(_schema_depth(v, depth + 1) for v in node)])
+    return depth
+
+
+def _guarded_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """``pattern`` through the timeout-guarded regex engine of the regex rules (not ``re``)."""
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = _compile(pattern, 0).search(instance, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        yield ValidationError(f"pattern /{_snippet(pattern)}/ timed out after {REGEX_TIMEOUT_S:g} s")
+        return
+    except regex.error as err:
+        yield ValidationError(f"pattern /{_snippet(pattern)}/ is not a valid regex: {err}")
+        return
+    if not found:
+        yield ValidationError(f"{_snippet(instance, 80)!r} does not match /{_snippet(pattern)}/")
+
+
+def _guarded_pattern_properties(
+    validator: Any, properties: dict[str, Any], instance: Any, schema: Any
+) -> Any:
+    """``patternProperties`` with the same guarded regex engine."""
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in properties.items():
+        for key, value in instance.items():
+            try:
+                hit = _compile(pattern, 0).search(key, timeout=REGEX_TIMEOUT_S)
+            except TimeoutError:
+                yield ValidationError(f"patternProperties /{_snippet(pattern)}/ timed out")
+                return
+            if hit:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _guarded_validator(schema: dict[str, Any]) -> Any:
+    """The schema's validator class with its regex keywords on the timeout-guarded engine."""
+    base = validators.validator_for(schema)
+    return validators.extend(
+        base, {"pattern": _guarded_pattern, "patternProperties": _guarded_pattern_properties}
+    )
+
+
 class JsonSchemaRule(_Rule):
-    """Reject an answer that is not JSON valid against ``schema`` (remote ``$ref`` never fetched)."""
+    """Reject an answer that is not JSON valid against ``schema`` (remote ``$ref`` never fetched).
+
+    The schema's ``pattern``/``patternProperties`` run on the same timeout-guarded regex engine
+    as the regex rules, its nesting is bounded, and a schema whose ``$ref`` recurses without end
+    is refused when the rule is made.
+    """
 
     kind: Literal["json_schema"] = "json_schema"
     schema_: dict[str, Any] = Field(alias="schema")
@@ -212,6 +272,22 @@ class JsonSchemaRule(_Rule):
             raise ValueError(
                 f"rule {info.data.get('name', '?')!r}: schema: invalid JSON Schema: {msg}"
             ) from None
+        if _schema_depth(value) > MAX_SCHEMA_DEPTH:
+            raise ValueError(
+                f"rule {info.data.get('name', '?')!r}: schema: nested deeper than {MAX_SCHEMA_DEPTH} levels"
+            )
+        validator = _guarded_validator(value)(value, registry=_META_SCHEMAS)
+        probes: tuple[Any, ...] = (None, {}, [], "", 0, {"a": {"a": {}}}, [[[]]])
+        for probe in probes:
+            try:
+                list(validator.iter_errors(probe))
+            except RecursionError:
+                raise ValueError(
+                    f"rule {info.data.get('name', '?')!r}: schema: a $ref refers back to itself "
+                    'without end (e.g. {"$ref": "#"})'
+                ) from None
+            except Exception:  # an unresolvable remote $ref: reported when the rule runs
+                break
         return value
 
     def check(self, text: str) -> RuleResult:
@@ -219,11 +295,13 @@ class JsonSchemaRule(_Rule):
         if error:
             return self._verdict(error)
         # Only the bundled meta-schemas resolve: a $ref to a URL must not make a network call.
-        validator = validators.validator_for(self.schema_)(self.schema_, registry=_META_SCHEMAS)
+        validator = _guarded_validator(self.schema_)(self.schema_, registry=_META_SCHEMAS)
         try:
             errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         except Unresolvable as err:
             return self._verdict(f"schema cannot be applied: unresolvable $ref {err}")
+        except RecursionError:
+            return self._verdict("schema cannot be applied: its $ref recurses without end")
         if not errors:
             return self._verdict(None)
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path)

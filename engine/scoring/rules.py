@@ -46,7 +46,6 @@ from engine.scoring.label_functions import (
     load_label_functions,
 )
 from engine.scoring.stats import RuleStats, rule_stats
-from engine.specs import format_validation_error
 
 __all__ = [
     "ForbiddenPhrases",
@@ -66,6 +65,7 @@ __all__ = [
     "apply_rules",
     "bind_rules",
     "dump_rules",
+    "format_rule_errors",
     "label_function",
     "load_rules",
     "parse_rules",
@@ -90,12 +90,52 @@ def parse_rules(data: Any, source: str = "rules") -> list[RuleSpec]:
     try:
         rules = _ADAPTER.validate_python(data)
     except ValidationError as err:
-        raise RuleError(format_validation_error(err, source)) from None
+        raise RuleError(format_rule_errors(err, data, source)) from None
     names = [r.name for r in rules]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise RuleError(f"{source}: rule names must be unique; repeated: {', '.join(dupes)}")
     return rules
+
+
+def _rule_words(position: int, raw: Any) -> tuple[str, str | None]:
+    """``rule 2 'no_ids' (regex_must_match)`` for the rule at 0-based ``position``, and its name."""
+    entry = raw if isinstance(raw, dict) else {}
+    name, kind = entry.get("name"), entry.get("kind")
+    who = f"rule {position + 1}"
+    if isinstance(name, str) and name:
+        who += f" {name!r}"
+    if isinstance(kind, str) and kind:
+        who += f" ({kind})"
+    return who, name if isinstance(name, str) else None
+
+
+def format_rule_errors(err: ValidationError, data: list[Any], source: str = "rules") -> str:
+    """Pydantic errors about a list of rules, each naming the rule in words.
+
+    ``1.regex_must_match.pattern: rule 'b': pattern: invalid ...`` becomes
+    ``rule 2 'b' (regex_must_match): pattern: invalid ...``: the position counts from 1, the
+    kind tag pydantic puts in the path is dropped, and so is the rule's name where the field
+    validator already wrote it.
+    """
+    lines = []
+    for e in err.errors():
+        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
+        if not loc or not isinstance(loc[0], int):
+            lines.append(f"{source}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}")
+            continue
+        position = int(loc.pop(0))
+        raw = data[position] if position < len(data) else None
+        who, name = _rule_words(position, raw)
+        if loc and isinstance(raw, dict) and loc[0] == raw.get("kind"):
+            loc.pop(0)  # the union's tag, already in ``who``
+        field = ".".join(str(p) for p in loc)
+        if name is not None:
+            msg = msg.removeprefix(f"rule {name!r}: ")
+        if field:
+            msg = msg.removeprefix(f"{field}: ")
+        lines.append(f"{source}: {who}: {field}: {msg}" if field else f"{source}: {who}: {msg}")
+    return "\n".join(lines)
 
 
 def load_rules(text_or_path: str | Path, workspace: Path | None = None) -> list[RuleSpec]:

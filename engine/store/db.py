@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.redaction import redact_url
 from engine.store.migrations import MIGRATIONS
 from engine.store.review import ReviewRecords
 
@@ -131,11 +132,14 @@ class Store(ReviewRecords):
                     f"{self.db_path}: schema version {current} is newer than this Sensei "
                     f"({SCHEMA_VERSION}); upgrade Sensei"
                 )
-            for version, (_name, sql) in enumerate(MIGRATIONS, start=1):
+            for version, (_name, migration) in enumerate(MIGRATIONS, start=1):
                 if version > current:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    if callable(migration):
+                        migration(conn)
+                    else:
+                        for statement in migration.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={version}")
 
     def schema_version(self) -> int:
@@ -373,7 +377,16 @@ class Store(ReviewRecords):
                 " finished_at=?, message=COALESCE(?, message),"
                 " progress=CASE WHEN ?='succeeded' THEN 1.0 ELSE progress END"
                 f" WHERE id=? AND status NOT IN ({','.join('?' * len(TERMINAL))})",
-                (status, error, exit_code, time.time(), message, status, job_id, *TERMINAL),
+                (
+                    status,
+                    None if error is None else redact_url(error),  # errors quote URLs; keys stay out
+                    exit_code,
+                    time.time(),
+                    None if message is None else redact_url(message),
+                    status,
+                    job_id,
+                    *TERMINAL,
+                ),
             )
             return cur.rowcount == 1
 
@@ -489,6 +502,18 @@ class Store(ReviewRecords):
                 ],
             )
 
+    def count_usable_answers(self, dataset_id: str, teacher_key: str, require_valid: bool) -> int:
+        """Train examples that have a non-empty teacher answer (a valid one, if required)."""
+        sql = (
+            "SELECT COUNT(*) FROM examples e JOIN teacher_responses t"
+            " ON t.dataset_id = e.dataset_id AND t.idx = e.idx AND t.teacher_key = ?"
+            " WHERE e.dataset_id = ? AND e.split = 'train' AND TRIM(COALESCE(t.output, '')) <> ''"
+        )
+        if require_valid:
+            sql += " AND (t.valid IS NULL OR t.valid <> 0)"
+        with self.read() as conn:
+            return int(conn.execute(sql, (teacher_key, dataset_id)).fetchone()[0])
+
     def output_scores(self, run_ids: Iterable[str]) -> dict[str, dict[int, dict[str, float]]]:
         """Per-example scores of many runs in one read: ``{run_id: {idx: {metric: value}}}``."""
         ids = list(run_ids)
@@ -516,7 +541,7 @@ class Store(ReviewRecords):
         with self.tx() as conn:
             conn.execute(
                 "INSERT INTO events(job_id, run_id, ts, level, kind, message) VALUES (?,?,?,?,?,?)",
-                (job_id, run_id, time.time(), level, kind, message),
+                (job_id, run_id, time.time(), level, kind, redact_url(message)),
             )
 
     def list_events(self, job_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:

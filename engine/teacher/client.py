@@ -11,7 +11,9 @@ teacher). What it adds to the ``openai`` SDK:
 * an on-disk SQLite cache keyed by a hash of the request, so re-running a batch costs nothing
   and makes no HTTP call;
 * tokens, latency and cost per answer; a failed request becomes a :class:`ChatResult` with
-  ``error`` set instead of an exception that would sink the batch.
+  ``error`` set instead of an exception that would sink the batch;
+* a circuit breaker (:mod:`engine.teacher.breaker`): an endpoint that nothing could connect to
+  for a while is not retried prompt by prompt; the batch stops with :class:`EndpointDownError`.
 
 The API key is read from the environment variable *named* by ``TeacherSpec.api_key_env`` only
 when a request actually has to be sent (or handed in by the caller, e.g. from Streamlit
@@ -22,11 +24,14 @@ error messages in case an endpoint echoes request headers back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
+import math
 import os
 import sqlite3
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,10 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 
 from engine.data.prompts import chat_messages, render_prompt
+from engine.redaction import has_masked_credentials, redact_url
 from engine.specs import TaskSpec, TeacherSpec
+from engine.teacher.breaker import EndpointBreaker, EndpointDownError, watch
 from engine.teacher.cache import cache_get, cache_put, open_cache
 from engine.teacher.ratelimit import RateLimiter, estimate_tokens
 
@@ -46,6 +54,13 @@ Messages = list[dict[str, Any]]
 # Token estimate of the request being sent by the current task, read by the HTTP request hook
 # (which runs in the same task, before every attempt, retries included).
 _ESTIMATE: contextvars.ContextVar[int] = contextvars.ContextVar("sensei_token_estimate", default=0)
+
+
+POOL_REQUESTS = 32
+"""Requests in flight per HTTP connection pool. The pool does work proportional to its
+connections on every request (a socket probe per idle connection), so at 256 in flight one
+pool spent more CPU per request than the request itself and throughput fell to ~0.7 of its
+bound; pools of 32 keep that cost flat (``bench/teacher_throughput.py``)."""
 
 
 class MissingApiKeyError(RuntimeError):
@@ -141,7 +156,8 @@ def message_chars(messages: Messages) -> int:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***`` (for error messages)."""
+    """``text`` with ``secret`` and any credentials in URLs replaced by ``***`` (for error messages)."""
+    text = redact_url(text)
     if not secret or secret == "EMPTY":
         return text
     return text.replace(secret, "***")
@@ -249,6 +265,14 @@ class ChatClient:
         self.base_url = base_url_override or spec.base_url
         if not self.base_url:
             raise ValueError(f"teacher of kind {spec.kind!r} has no base_url; pass base_url_override")
+        if has_masked_credentials(self.base_url):
+            raise ValueError(
+                f"teacher.base_url {self.base_url} had credentials in it, which Sensei never stores; "
+                "remove them, export the key in an environment variable and name that variable "
+                "in teacher.api_key_env"
+            )
+        self.endpoint = redact_url(self.base_url)
+        """The base URL as it may be shown and logged."""
         self.cache_scope = cache_scope or self.base_url.rstrip("/")
         self.cache_path = Path(cache_path) if cache_path else None
         self.stats: Counter[str] = Counter()
@@ -256,7 +280,7 @@ class ChatClient:
     def request_hash(self, messages: Messages) -> str:
         """Cache key of one request to this client's endpoint and model."""
         return request_hash(
-            self.cache_scope, self.spec.model, messages, self.spec.temperature, self.spec.max_tokens
+            self.cache_scope, self.spec.identity(), messages, self.spec.temperature, self.spec.max_tokens
         )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
@@ -266,6 +290,24 @@ class ChatClient:
         ) / 1e6
 
     # --------------------------------------------------------------- requests
+    def _sdk_client(
+        self,
+        api_key: str,
+        breaker: EndpointBreaker,
+        before_attempt: Callable[[Any], Any],
+        tls: ssl.SSLContext,
+    ) -> openai.AsyncOpenAI:
+        """An SDK client with its own connection pool, watched by ``breaker``."""
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [before_attempt]}, verify=tls)
+        watch(http, breaker)
+        return openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            http_client=http,
+            max_retries=self.spec.max_retries,
+            timeout=self.spec.timeout_s,
+        )
+
     async def _send(
         self, client: openai.AsyncOpenAI, messages: Messages, key: str, limiter: RateLimiter, api_key: str
     ) -> ChatResult:
@@ -293,7 +335,7 @@ class ChatClient:
         except openai.APITimeoutError:
             error = f"timed out after {self.spec.timeout_s:g} s ({self.spec.max_retries} retries)"
         except openai.APIConnectionError as err:
-            error = f"cannot reach {self.base_url}: {err.__cause__ or err}"
+            error = f"cannot reach {self.endpoint}: {err.__cause__ or err}"
         except Exception as err:  # a malformed response must not sink the batch
             error = f"{type(err).__name__}: {err}"
         else:
@@ -329,6 +371,8 @@ class ChatClient:
 
         Raises:
             MissingApiKeyError: some request is not cached and the key variable is not set.
+            EndpointDownError: the endpoint could not be reached for a while (see
+                :mod:`engine.teacher.breaker`); answers delivered before stay delivered.
         """
         results = Results(len(requests), self.stats, on_result)
         deliver = results.deliver
@@ -347,26 +391,47 @@ class ChatClient:
                 await limiter.acquire(_ESTIMATE.get())
                 self.stats["http_requests"] += 1
 
-            http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [before_attempt]})
+            tasks: list[asyncio.Task[None]] = []
+
+            def stop_asking() -> None:
+                for task in tasks:
+                    task.cancel()
+
+            breaker = EndpointBreaker(self.endpoint, on_trip=stop_asking)
             limit = asyncio.Semaphore(self.spec.concurrency)
-            async with openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=api_key,
-                http_client=http,
-                max_retries=self.spec.max_retries,
-                timeout=self.spec.timeout_s,
-            ) as client:
+            tls = httpx2.create_ssl_context()  # loading the CA bundle takes ~0.1 s: once, for all pools
+            async with contextlib.AsyncExitStack() as stack:
+                # Several small connection pools, not one big one (see POOL_REQUESTS).
+                pools = [
+                    await stack.enter_async_context(self._sdk_client(api_key, breaker, before_attempt, tls))
+                    for _ in range(math.ceil(self.spec.concurrency / POOL_REQUESTS))
+                ]
+                in_flight = [0] * len(pools)
 
                 async def one(key: str, indices: list[int]) -> None:
                     async with limit:
-                        result = await self._send(client, requests[indices[0]], key, limiter, api_key)
+                        pool = in_flight.index(min(in_flight))  # the least busy pool
+                        in_flight[pool] += 1
+                        try:
+                            result = await self._send(
+                                pools[pool], requests[indices[0]], key, limiter, api_key
+                            )
+                        finally:
+                            in_flight[pool] -= 1
                     cache_result(cache, key, result)
                     deliver_to_all(result, indices, deliver)
 
+                tasks.extend(asyncio.create_task(one(key, idx)) for key, idx in todo.items())
                 try:
-                    await asyncio.gather(*(one(key, idx) for key, idx in todo.items()))
+                    # A tripped breaker cancels the tasks; gather still waits for every one of them.
+                    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
                 finally:
                     self.throttled_s += limiter.waited_s
+            if breaker.tripped:
+                raise EndpointDownError(breaker.message())
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             return results.done()
         finally:
             if cache is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from engine.context import JobContext
 from engine.data.datasets import ensure_dataset
 from engine.data.validate import parse_output
+from engine.redaction import redact_url
 from engine.specs import ExperimentSpec, TeacherSpec, parse_spec
+from engine.teacher.breaker import EndpointDownError
 from engine.teacher.client import ChatClient, ChatResult, build_messages, request_hash
 
 if TYPE_CHECKING:
@@ -39,12 +42,18 @@ FLUSH_SECONDS = 1.0
 """...or after this many seconds, whichever comes first."""
 
 
-def cache_scope(spec: ExperimentSpec) -> str:
-    """What identifies the teacher endpoint in request hashes.
+OPENAI_SCOPE = "openai"
+"""Cache scope of every ``openai``-kind teacher: its answers depend on the model (or
+``teacher.name``), sampling and messages, which the request hash holds, not on its URL."""
 
-    The demo teacher runs on a new port each time, so its identity is its behaviour (error
-    rate and seed), not its URL; a local model is identified by its folder (and a fingerprint
-    of its files) or Hub id and revision; a real endpoint by its base URL.
+
+def cache_scope(spec: ExperimentSpec) -> str:
+    """What identifies the teacher in request hashes, besides model, sampling and messages.
+
+    The demo teacher's answers depend on its behaviour (error rate and seed); a local model is
+    identified by its folder (and a fingerprint of its files) or Hub id and revision; an
+    endpoint by nothing more than its model (or ``teacher.name``): not its URL, so a teacher
+    moved to another host or port keeps its cached answers.
     """
     t = spec.teacher
     if t.kind == "demo":
@@ -53,7 +62,7 @@ def cache_scope(spec: ExperimentSpec) -> str:
         from engine.teacher.local import local_scope
 
         return local_scope(t)
-    return str(t.base_url).rstrip("/")
+    return OPENAI_SCOPE
 
 
 @contextmanager
@@ -102,11 +111,17 @@ def teacher_client(
 def main(ctx: JobContext) -> None:
     """Answer all prompts of the experiment's dataset (train and test) with its teacher.
 
+    Every answer is saved as it arrives, so a failed job loses nothing: a rerun asks only for
+    the prompts that have no answer yet.
+
     Raises:
         engine.specs.SpecError: the spec is invalid.
         engine.teacher.client.MissingApiKeyError: the teacher's key variable is not set.
-        RuntimeError: more than half of the requests failed after retries, or a local
-            teacher's model cannot be loaded.
+        engine.teacher.breaker.EndpointDownError: the endpoint could not be reached for a
+            while; the job stopped asking it.
+        RuntimeError: more prompts than ``teacher.max_failed_fraction`` of the dataset have no
+            answer after retries (default: any), or a local teacher's model cannot be loaded.
+            Within the fraction the job succeeds and records a warning event.
     """
     store, log = ctx.store, ctx.log
     # The HTTP library logs one INFO line per request: thousands of lines in the job log.
@@ -136,7 +151,7 @@ def main(ctx: JobContext) -> None:
     scope = cache_scope(spec)
     messages = [build_messages(task, ex["input"]) for ex in examples]
     hashes = [
-        request_hash(scope, teacher.model, m, teacher.temperature, teacher.max_tokens) for m in messages
+        request_hash(scope, teacher.identity(), m, teacher.temperature, teacher.max_tokens) for m in messages
     ]
     stored = store.get_teacher_responses(dataset_id, spec.teacher_key())
     # Re-ask an example when it has no answer, its last attempt failed, or the teacher changed.
@@ -147,14 +162,16 @@ def main(ctx: JobContext) -> None:
     ]
     total = len(examples)
     done = total - len(todo)
+    endpoint = redact_url(teacher.base_url) if teacher.kind == "openai" and teacher.base_url else None
     log.info(
-        "dataset %s: %d examples, %d already answered, %d to ask (teacher %s, model %s)",
+        "dataset %s: %d examples, %d already answered, %d to ask (teacher %s, model %s%s)",
         dataset_id,
         total,
         done,
         len(todo),
         teacher.kind,
-        teacher.model,
+        teacher.identity(),
+        f" at {endpoint}" if endpoint else "",
     )
 
     tally = {
@@ -202,23 +219,27 @@ def main(ctx: JobContext) -> None:
         else:
             tally["answered"] += 1
             tally["invalid"] += int(not valid)
+            done += 1  # progress counts answered prompts, not attempts
         tally["cached"] += int(res.cached)
         tally["input_tokens"] += res.input_tokens
         tally["output_tokens"] += res.output_tokens
         tally["cost_usd"] += res.cost_usd
-        done += 1
         if len(pending) >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_SECONDS:
             flush()
-        ctx.progress(done / total, f"teacher {done}/{total} · ${tally['cost_usd']:.4f}")
+        ctx.progress(done / total, progress_message(done, total, int(tally["errors"]), tally["cost_usd"]))
 
     http_requests, throttled_s = 0, 0.0
+    down: EndpointDownError | None = None
     if todo:
         ctx.progress(done / total, f"teacher {done}/{total} · starting", force=True)
-        endpoint = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
-        with endpoint as url:
+        serving = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
+        with serving as url:
+            endpoint = redact_url(url) if url else endpoint
             client = teacher_client(teacher, store.home / "llm_cache.db", scope, url)
             try:
                 client.complete_many([messages[k] for k in todo], on_result)
+            except EndpointDownError as err:
+                down = err  # raised below, once the summary is written
             finally:
                 flush()  # keep whatever arrived, even when cancelled or failing
                 http_requests, throttled_s = client.stats["http_requests"], client.throttled_s
@@ -226,10 +247,13 @@ def main(ctx: JobContext) -> None:
     summary = {
         **tally,
         "dataset_id": dataset_id,
+        "endpoint": endpoint,  # where the answers came from; not part of their identity
         "total": total,
         "http_requests": http_requests,
         "throttled_s": round(throttled_s, 3),
         "cost_usd": round(tally["cost_usd"], 6),
+        "unanswered": total - done,
+        "endpoint_down": down is not None,
     }
     (exp_dir / "teacher_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     log.info(
@@ -245,9 +269,36 @@ def main(ctx: JobContext) -> None:
         tally["output_tokens"],
         tally["cost_usd"],
     )
-    if todo and tally["errors"] * 2 > len(todo):
-        raise RuntimeError(
-            f"teacher: {tally['errors']} of {len(todo)} requests failed after retries; "
-            f"first error: {first_error[0]}"
+    missing = total - done
+    message = progress_message(done, total, missing, tally["cost_usd"])
+    ctx.progress(done / total if total else 1.0, message, force=True)
+    if down is not None:
+        raise EndpointDownError(
+            f"{down}; {done} of {total} prompts are answered and saved, and a rerun asks only for the rest"
         )
-    ctx.progress(1.0, f"teacher {total}/{total} · ${tally['cost_usd']:.4f}", force=True)
+    if missing:
+        failed = (
+            f"teacher: {missing} of {total} prompts ({missing / total:.1%}) have no answer after "
+            f"retries; first error: {first_error[0] if first_error else 'none recorded'}"
+        )
+        if missing > teacher.max_failed_fraction * total:
+            needed = math.ceil(1000 * missing / total) / 1000  # rounded up: it must let this run pass
+            raise RuntimeError(
+                f"{failed}. The {done} answers are saved and a rerun asks only for the missing "
+                f"prompts; to train without them, raise teacher.max_failed_fraction "
+                f"(now {teacher.max_failed_fraction:g}) to at least {needed:g}"
+            )
+        log.warning("%s; within teacher.max_failed_fraction, so the job succeeds", failed)
+        store.add_event(
+            "warning",
+            "teacher_failures",
+            f"{failed}; within teacher.max_failed_fraction={teacher.max_failed_fraction:g}: training "
+            f"uses the {done} answered prompts",
+            job_id=ctx.job_id,
+        )
+
+
+def progress_message(answered: int, total: int, failed: int, cost_usd: float) -> str:
+    """The job's progress line: answered prompts (never attempts), failures, money spent."""
+    failures = f" · {failed} failed" if failed else ""
+    return f"teacher {answered}/{total}{failures} · ${cost_usd:.4f}"

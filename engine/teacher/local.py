@@ -103,7 +103,7 @@ class LocalTeacher:
     def request_hash(self, messages: Messages) -> str:
         """Cache key of one request to this model."""
         return request_hash(
-            self.cache_scope, self.spec.model, messages, self.spec.temperature, self.spec.max_tokens
+            self.cache_scope, self.spec.identity(), messages, self.spec.temperature, self.spec.max_tokens
         )
 
     def complete_many(

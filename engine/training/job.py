@@ -292,6 +292,8 @@ def main(ctx: JobContext) -> None:
         failed = False
     finally:
         tracking.finish_run(wandb_run, metrics, failed=failed)
+    if report:
+        _log_curve_when_last(ctx, exp_id, run_id)
     ctx.progress(1.0, "done", force=True)
 
 
@@ -323,6 +325,23 @@ def _train_metrics(stages: list[TrainResult]) -> dict[str, float]:
         "train_epochs": sum(r.epochs for r in stages),
         "best_step": float(sum(r.steps for r in stages[:-1]) + last.best_step),
     }
+
+
+def _log_curve_when_last(ctx: JobContext, exp_id: str, run_id: str) -> None:
+    """The last train job of an experiment to finish logs its curve to W&B (table + line plot)."""
+    others = [
+        j
+        for j in ctx.store.list_jobs(experiment_id=exp_id)
+        if j["kind"] == "train" and j["id"] != ctx.job_id and j["status"] in ("queued", "running")
+    ]
+    if others:
+        return
+    from engine.ablation.report import log_curve
+
+    try:
+        log_curve(ctx.store, exp_id)
+    except Exception as err:  # a broken tracker must never fail a finished run
+        _event(ctx, run_id, "warning", "wandb", f"the curve was not logged to W&B: {err}")
 
 
 def _stop_sentence(result: TrainResult, n_train: int, n_val: int) -> str:

@@ -11,6 +11,7 @@ draws it live from rows, not from scraped logs.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Keys of the trainer's log dict mirrored into the store's metric stream.
 LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_loss")
+TRAIN_TIME_KEY = "sensei_train_time_s"
+"""Key of the training seconds so far (every attempt of the run) in the trainer's log history."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,7 +61,8 @@ class TrainResult:
         mean_loss: Loss averaged over all steps (the trainer's ``training_loss``).
         steps: Optimizer steps taken.
         tokens_seen: Non-padding tokens fed to the model.
-        wall_time_s: Seconds spent in ``trainer.train()``.
+        wall_time_s: Seconds spent training, every attempt of the run included (a resumed
+            run adds the time up to its checkpoint; steps redone after a crash count once).
         tokens_per_s: ``tokens_seen / wall_time_s``.
         losses: ``(step, loss)`` of every logged point.
         epochs: Passes over the training rows (``steps`` x effective batch / rows).
@@ -66,6 +70,8 @@ class TrainResult:
             (the cap of an early-stopped run), ``epochs`` or ``steps`` (the budget ran out).
         best_step: The step whose weights were kept (early stopping), else the last step.
         best_eval_loss: The validation loss of those weights (early stopping only).
+
+    All of them cover the whole training, however many times it was interrupted and resumed.
     """
 
     model: Any
@@ -188,6 +194,61 @@ class StoreCallback(TrainerCallback):
             self.lo + (self.hi - self.lo) * done,
             f"{self.prefix}step {state.global_step}/{state.max_steps}{loss}",
         )
+
+
+class TrainClock(TrainerCallback):
+    """Training time and losses across interruptions, kept in the trainer's own log history.
+
+    A resumed trainer restores its log history from the checkpoint, but its own clock,
+    ``training_loss`` and throughput cover only the resumed stretch. This callback forces a
+    log at every checkpoint and at the last step, so the history restored from a checkpoint
+    ends exactly there and its losses partition every step trained (see :func:`mean_loss`),
+    and stamps each log entry with the training seconds so far (:data:`TRAIN_TIME_KEY`),
+    earlier attempts included.
+
+    Args:
+        resume_from: The checkpoint this attempt continues from (``None``: a fresh start).
+    """
+
+    def __init__(self, resume_from: Path | None = None):
+        self.prior_s = checkpoint_train_time(resume_from) if resume_from else 0.0
+        self._start: float | None = None
+
+    def start(self) -> None:
+        """Start this attempt's clock (just before ``trainer.train()``)."""
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds so far: earlier attempts plus this one."""
+        return self.prior_s + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save or state.global_step >= state.max_steps:
+            control.should_log = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if state.log_history:  # the entry the trainer just appended (it is saved in checkpoints)
+            state.log_history[-1][TRAIN_TIME_KEY] = round(self.elapsed(), 3)
+
+
+def checkpoint_train_time(checkpoint: Path) -> float:
+    """Training seconds up to ``checkpoint`` (0 when it predates :class:`TrainClock`)."""
+    try:
+        history = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    stamped = [e[TRAIN_TIME_KEY] for e in history if isinstance(e, dict) and TRAIN_TIME_KEY in e]
+    return float(stamped[-1]) if stamped else 0.0
+
+
+def mean_loss(losses: list[tuple[int, float]]) -> float | None:
+    """Mean per-step loss from logged ``(step, loss)`` points, each the mean over the steps since
+    the one before (the trainer's ``training_loss`` when the last point is the last step)."""
+    total, previous = 0.0, 0
+    for step, loss in losses:
+        total += loss * (step - previous)
+        previous = step
+    return total / previous if previous > 0 else None
 
 
 def sft_config(
@@ -371,6 +432,8 @@ def train_sft(
     if recorder is None:
         recorder = StoreCallback(None, None, None)
         callbacks.append(recorder)
+    clock = TrainClock(resume_from)
+    callbacks.append(clock)
 
     # Seed before PEFT wraps the model: the adapter's random init must be reproducible too.
     set_seed(seed)
@@ -392,18 +455,22 @@ def train_sft(
         if trainer.eval_dataset is not None:
             trainer.eval_dataset = truncate_tokenized(trainer.eval_dataset, spec.max_length)
     attention = padding_free_attention(trainer, spec, int(tokenizer.pad_token_id))
-    start = time.perf_counter()
+    clock.start()
     with attention:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    wall = time.perf_counter() - start
+    wall = clock.elapsed()
     if recorder.failure:
         raise TrainingDiverged(recorder.failure)
 
+    # The state (restored from the checkpoint, then continued) counts tokens and holds every
+    # logged loss of the whole run; the callback and ``output`` saw only this attempt.
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    # After a resume the callback saw only the new logs; the restored state has them all.
-    losses = recorder.losses or [
-        (int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e
+    losses = [
+        (int(e["step"]), float(e["loss"]))
+        for e in trainer.state.log_history
+        if "loss" in e and "step" in e and math.isfinite(float(e["loss"]))
     ]
+    mean = mean_loss(losses)
     state = trainer.state
     steps = int(state.global_step)
     if early_stop:
@@ -417,7 +484,7 @@ def train_sft(
         model=trainer.model,
         final_loss=losses[-1][1] if losses else float(output.training_loss),
         first_loss=losses[0][1] if losses else float(output.training_loss),
-        mean_loss=float(output.training_loss),
+        mean_loss=float(output.training_loss) if mean is None else mean,
         steps=steps,
         tokens_seen=tokens,
         wall_time_s=wall,

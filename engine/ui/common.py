@@ -27,6 +27,7 @@ from engine.ui.launch_form import (  # noqa: F401  (the Launch form's public hel
     parse_int_list,
     spec_from_form,
 )
+from engine.words import plural
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -137,6 +138,13 @@ def focus_index(exp_ids: list[str], focus: str | None) -> int:
     """Index of the experiment to preselect: the focused one (just launched or last viewed),
     else 0 (the newest)."""
     return exp_ids.index(focus) if focus in exp_ids else 0
+
+
+def experiment_from_url(value: str | None, exp_ids: list[str]) -> str | None:
+    """The experiment a URL's ``?experiment=`` names, if it is one of ``exp_ids``; else None
+    (a stale bookmark or a typo is ignored, never an error)."""
+    value = (value or "").strip()
+    return value if value in exp_ids else None
 
 
 def jobs_frame(job_rows: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
@@ -266,18 +274,19 @@ def plan_sentence(spec: ExperimentSpec) -> str:
     n = len(sizes) * len(seeds)
     path = spec.vary_path()
     if path is None:
+        grid = f"{plural(len(sizes), 'size')} × {plural(len(seeds), 'seed')}"
         return (
-            f"1 teacher job ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
-            f" = {n} training run(s) of `{spec.student.model}`, sizes {sizes}, "
+            f"1 teacher job ({spec.teacher.kind}) + {grid}"
+            f" = {plural(n, 'training run')} of `{spec.student.model}`, sizes {sizes}, "
             f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
         )
     values = spec.ablation.vary[path]
     teachers = len({r.teacher_key() for _, r in spec.variant_specs()})
     return (
-        f"{teachers} teacher job(s) ({spec.teacher.kind}) + {len(sizes)} size(s) × {len(seeds)} seed(s)"
-        f" × {len(values)} values of `{path}` ({', '.join(map(str, values))}) = {n * len(values)} "
-        f"training run(s) of `{spec.student.model}`, sizes {sizes}, one curve per value, "
-        f"all scored by {spec.curve_metric()} on the same {spec.data.test_size} test examples"
+        f"{plural(teachers, 'teacher job')} ({spec.teacher.kind}) + {plural(len(sizes), 'size')} × "
+        f"{plural(len(seeds), 'seed')} × {len(values)} values of `{path}` ({', '.join(map(str, values))}) "
+        f"= {plural(n * len(values), 'training run')} of `{spec.student.model}`, sizes {sizes}, one curve "
+        f"per value, all scored by {spec.curve_metric()} on the same {spec.data.test_size} test examples"
     )
 
 

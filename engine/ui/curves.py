@@ -20,9 +20,9 @@ from engine.ablation.curve import Curve
 
 COLORS = ("#2f6fde", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d35400")
 BASELINE_STYLE = {
-    "teacher": ("teacher (reference)", "#c0392b", "dash"),
-    "zero_shot": ("untrained student", "#7f8c8d", "dot"),
-    "majority": ("majority answer", "#95a5a6", "dashdot"),
+    "teacher": ("teacher (reference)", "#c0392b", "dash", "top left"),
+    "zero_shot": ("untrained student", "#7f8c8d", "dot", "bottom right"),
+    "majority": ("majority answer", "#95a5a6", "dashdot", "top right"),
 }
 AXES = ("absolute", "percent_of_teacher")
 
@@ -146,6 +146,9 @@ def _add_curve(
         far = max(curve.sizes) * extrapolate
         xs = np.geomspace(min(curve.sizes), far, 60)
         band_lo, band_hi = curve.fit.band(xs)
+        top = _upper_bound(curve)
+        if top is not None:  # a score bounded by 1 is drawn within it, whatever a family says
+            band_lo, band_hi = np.minimum(band_lo, top), np.minimum(band_hi, top)
         fig.add_trace(
             go.Scatter(
                 x=np.concatenate([xs, xs[::-1]]),
@@ -161,7 +164,8 @@ def _add_curve(
         fig.add_trace(
             go.Scatter(
                 x=xs,
-                y=curve.fit.predict(xs) / scale,
+                y=(np.minimum(curve.fit.predict(xs), top) if top is not None else curve.fit.predict(xs))
+                / scale,
                 mode="lines",
                 name=f"{label} fit ({curve.fit.family.replace('_', ' ')})".strip(),
                 line={"dash": "dot", "color": color, "width": 2},
@@ -170,14 +174,22 @@ def _add_curve(
         ticks.add(int(far))
     if show_baselines:
         for key, value in curve.baselines.items():
-            name, bcolor, dash = BASELINE_STYLE.get(key, (key, "#7f8c8d", "dot"))
+            name, bcolor, dash, where = BASELINE_STYLE.get(key, (key, "#7f8c8d", "dot", "top left"))
             fig.add_hline(
                 y=value / scale,
                 line_dash=dash,
                 line_color=bcolor,
-                annotation_text=f"{name} {value:.3f}",
-                annotation_position="top left",
+                annotation_text=f"{name} {value / scale:.1f}%"
+                if axis == "percent_of_teacher"
+                else f"{name} {value:.3f}",
+                annotation_position=where,
             )
+
+
+def _upper_bound(curve: Curve) -> float | None:
+    """1.0 for a metric whose values all lie within [0, 1] (accuracy-like), else None."""
+    values = [p.mean for p in curve.points] + list(curve.baselines.values())
+    return 1.0 if values and all(0.0 <= v <= 1.0 for v in values) else None
 
 
 def _alpha(hex_color: str, alpha: float) -> str:
@@ -193,7 +205,7 @@ def points_frame(curve: Curve) -> pd.DataFrame:
 
 
 def runs_frame(curve: Curve) -> pd.DataFrame:
-    """Every finished run: size, seed, score, steps and epochs it trained."""
+    """Every finished run: size, seed, score, steps and epochs it trained, and why it stopped."""
     rows = [
         {
             "train size": r["train_size"],
@@ -201,11 +213,13 @@ def runs_frame(curve: Curve) -> pd.DataFrame:
             curve.metric: r[curve.metric],
             "steps": _int(r.get("steps")),
             "epochs": r.get("epochs"),
+            "stopped": (r.get("stop") or "").replace("_", " "),
             "run": r["run_id"],
         }
         for r in sorted(curve.runs, key=lambda r: (r["train_size"], r["seed"]))
     ]
-    return pd.DataFrame(rows, columns=["train size", "seed", curve.metric, "steps", "epochs", "run"])
+    columns = ["train size", "seed", curve.metric, "steps", "epochs", "stopped", "run"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _int(value: Any) -> int | None:
@@ -273,6 +287,14 @@ def diff_frame(overlay: Overlay) -> pd.DataFrame:
 
 def _show(value: Any) -> str:
     return "—" if value is None else str(value)
+
+
+def note_heading(note: Mapping[str, Any]) -> str:
+    """``Decision · alice · 2026-12-02 14:05`` for one note of the discussion."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(note["ts"]))
+    return f"{note['kind'].capitalize()} · {note['author']} · {when}"
 
 
 def notes_frame(notes: list[dict[str, Any]]) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
 from engine.data.sniff import detect_format
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
+from engine.words import plural
 
 DELIMITERS = {"comma (,)": ",", "semicolon (;)": ";", "tab": "\t", "pipe (|)": "|"}
 """CSV cell separators the page offers, by label."""
@@ -348,6 +349,7 @@ def import_summary(info: dict[str, Any]) -> str:
     """One sentence from a dataset's ``import.json``: source, format, mode, rows kept."""
     return (
         f"From `{info['source']}` ({info['fmt']}, {info['shape']}), mode {info['mode']}: "
-        f"{info['rows_valid']} of {info['rows_read']} rows valid, {len(info.get('dropped') or [])} dropped "
+        f"{info['rows_valid']} of {plural(info['rows_read'], 'row')} valid, "
+        f"{len(info.get('dropped') or [])} dropped "
         "by cleaning."
     )

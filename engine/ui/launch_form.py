@@ -23,6 +23,7 @@ from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
 LIST_FIELDS = ("ablation.train_sizes", "ablation.seeds")
 """Edited as ``"1, 2, 3"`` text."""
 OPTIONAL_FIELDS = (
+    "teacher.name",
     "teacher.base_url",
     "teacher.api_key_env",
     "student.revision",
@@ -72,13 +73,13 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("ablation.train_sizes", "Train sizes", "Comma-separated; each is the first n examples of one pool."),
         ("ablation.seeds", "Seeds", "Each size is trained once per seed; several seeds give error bars."),
         ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
+        ("ablation.zero_shot", "Score the untrained student", "Size 0: the curve's floor."),
         (
             VARY_FIELD,
             "Vary",
             "One setting and its values, e.g. `student.recipe: gold, sft, kd`: every cell runs once "
             "per value, one curve each. Empty: nothing varies.",
         ),
-        ("ablation.zero_shot", "Zero-shot run", "Also score the untrained student: the curve's floor."),
         (
             "ablation.versus_teacher",
             "Judge runs vs teacher",
@@ -123,6 +124,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("teacher.demo_error_rate", "Demo error rate", "Demo teacher only."),
         ("teacher.price_input_per_m", "$ / 1M input tokens", None),
         ("teacher.price_output_per_m", "$ / 1M output tokens", None),
+        ("teacher.name", "Teacher name", "Same model on another host: same name, answers reused."),
+        (
+            "teacher.max_failed_fraction",
+            "Failures allowed",
+            "Share of prompts that may fail (then a warning).",
+        ),
     ],
     "Curation": [
         ("data.require_valid_output", "Drop unparsable answers", "Invalid JSON or unknown label."),
@@ -142,15 +149,11 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.learning_rate", "Learning rate", None),
         ("student.batch_size", "Batch size", "Per device."),
         ("student.gradient_accumulation_steps", "Gradient accumulation", "Effective batch = batch x this."),
-        (
-            "student.budget",
-            "Budget",
-            "early_stop: validate and keep the best; epochs: same passes at every size; steps: fixed steps.",
-        ),
+        ("student.budget", "Training budget", "early_stop: validate, keep the best; epochs/steps: fixed."),
         ("student.max_steps", "Max steps", "budget steps: every run; early_stop: the most a run may take."),
-        ("student.epochs", "Epochs", "Passes over the examples with budget epochs."),
+        ("student.epochs", "Epochs", "budget epochs: passes over each run's examples."),
         ("student.val_fraction", "Validation share", "early_stop: share of each run's examples held out."),
-        ("student.eval_steps", "Validate every", "early_stop: steps between checks; empty: once an epoch."),
+        ("student.eval_steps", "Validate every", "early_stop: steps between validations; empty: each epoch."),
         ("student.patience", "Patience", "early_stop: validations without improvement before stopping."),
         ("student.warmup_ratio", "Warmup ratio", None),
         ("student.lr_scheduler", "LR schedule", None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import pandas as pd
 
 from engine.review.items import ReviewItem
 from engine.ui.common import format_ago
+from engine.words import plural
 
 FIRST_COLUMNS = ["#", "you", "SMEs", "failed", "rules rejecting"]
 TEXT_CHARS = 120
@@ -19,6 +21,13 @@ TEXT_CHARS = 120
 def _short(text: str | None, limit: int = TEXT_CHARS) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_choice(run: dict[str, Any]) -> str:
+    """The run picker's line: ``demo · n=200 seed 0 · run-… · 25 answers · 12 labelled``, so
+    labels given on another run than the one open are easy to find."""
+    answers = plural(run["n_outputs"], "answer")
+    return f"{run['label']} · {answers} · {run.get('n_labelled', 0):,} labelled"
 
 
 def sme_summary(item: ReviewItem) -> str:
@@ -69,14 +78,32 @@ def checks_frame(item: ReviewItem) -> pd.DataFrame:
 
 
 def label_line(label: dict[str, Any], now: float | None = None) -> str:
-    """Markdown line for one label: ``**ada** — reject · wrong field value — “note” · 3 min ago``."""
-    parts = [f"**{md_escape(label['annotator'])}** — {label['label']}"]
+    """Markdown line for one label: ``**ada** — reject · wrong field value · 3 min ago``.
+
+    The name and category are escaped (shown as typed); the note is drawn below it with
+    :func:`note_markdown`.
+    """
+    line = f"**{md_escape(label['annotator'])}** — {label['label']}"
     if label.get("category"):
-        parts[-1] += f" · {md_escape(label['category'])}"
-    if label.get("note"):
-        parts.append(f"“{md_escape(_short(label['note'], 200))}”")
-    parts.append(format_ago(label["ts"], now))
-    return " — ".join(parts)
+        line += f" · {md_escape(label['category'])}"
+    return f"{line} · {format_ago(label['ts'], now)}"
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def note_markdown(note: str) -> str:
+    """A label's note as a Markdown quote, rendered as its author wrote it (bold, lists, code).
+
+    Nothing is backslash-escaped for show. Two things are changed because Streamlit would
+    otherwise act on them: an image becomes a link to it (a note never fetches anything), and
+    ``$`` stays a dollar sign instead of starting LaTeX. Raw HTML is never rendered by
+    ``st.markdown`` without ``unsafe_allow_html``.
+    """
+    text = _IMAGE.sub(r"[\1](\2)", note.strip())
+    text = _DOLLAR.sub(r"\\$", text)
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in text.splitlines())
 
 
 def history_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -94,9 +121,11 @@ def history_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["when", "annotator", "label", "category", "note"])
 
 
-_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~$"
+# Only what can start markup in the middle of a line (names and categories never start one):
+# escaping more, e.g. "." or "-", would only add backslashes that some renderers show.
+_MD_SPECIAL = "\\`*_[]<>|~$"
 
 
 def md_escape(text: str) -> str:
-    """Escape Markdown so a name or note is shown as typed (never as links, HTML or math)."""
+    """Escape Markdown so a name or category is shown as typed (never as links, HTML or math)."""
     return "".join("\\" + c if c in _MD_SPECIAL else c for c in text.replace("\n", " "))

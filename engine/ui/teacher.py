@@ -16,6 +16,7 @@ import pandas as pd
 from engine import jobs
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
+from engine.words import plural
 
 # Form fields of one variant, by dotted spec path. Optional text: "" means None; optional
 # numbers: 0 means "no limit" (None).
@@ -85,7 +86,7 @@ def key_status(api_key_env: str | None) -> str:
 def dataset_choices(store: Store) -> dict[str, str]:
     """Stored datasets for the row picker: id -> label."""
     return {
-        d["id"]: f"{d['name']} · {d['n_train'] + d['n_test']} examples · {d['id']}"
+        d["id"]: f"{d['name']} · {plural(d['n_train'] + d['n_test'], 'example')} · {d['id']}"
         for d in store.list_datasets()
     }
 
