@@ -177,7 +177,7 @@ def add_cells(
     spec: ExperimentSpec,
     exp_id: str,
     teacher_jobs: str | dict[str, str],
-    cells: list[Cell],
+    cells: list[Cell] | list[tuple[int, int]],
 ) -> list[str]:
     """Queue one run and train job per cell, inside ``conn``'s transaction; with
     ``ablation.versus_teacher`` each is followed by a pairwise job.
@@ -191,7 +191,8 @@ def add_cells(
     """
     resolved = dict(spec.variant_specs())
     run_ids = []
-    for size, seed, variant in cells:
+    for cell in cells:
+        size, seed, variant = Cell(*cell)  # a (size, seed) pair is a cell that varies nothing
         cell_spec = resolved[variant]
         teacher_job = teacher_jobs if isinstance(teacher_jobs, str) else teacher_jobs[cell_spec.teacher_key()]
         run_id = store.add_run(conn, exp_id, size, seed, variant_value=variant)
