@@ -14,6 +14,13 @@ number of steps for every variant:
   per step;
 * ``trl-tuned`` (``--tuned``, informative): plain TRL with the settings ours chooses on a
   CPU (fp32, no activation checkpointing), to show where a difference comes from.
+* ``kd-trl`` and ``kd-ours``: token-level distillation from a wider tiny Llama sharing the
+  tokenizer (untrained: the speed does not depend on what it knows), on the same prompts:
+  plain TRL ``DistillationTrainer`` (fully on-policy, its default config) against
+  :func:`engine.training.kd.train_kd` with ``student.kd.lmbda=1`` (fully on-policy too), the
+  same beta, temperature, batch, completion length and steps; ``kd-ours-l0`` (informative)
+  is ours with ``lmbda=0``: the teacher's answers instead of sampling, no generation at all.
+  Tokens are prompt + completion tokens of each batch, counted alike by both trainers.
 
 Where ours gains on a CPU: fp32 and no activation checkpointing (TRL's defaults are bf16
 autocast, which a CPU emulates, and checkpointing); a loss that scores only the completion
@@ -30,10 +37,12 @@ to a busy machine); wall-clock and per-CPU-second figures are printed beside it.
 Run::
 
     .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--batch 16] [--rounds 2] [--tuned]
+        [--kd-steps 10] [--only sft|kd]
 
-The last three lines are ``ratio_padding_free=<x>`` and ``ratio_packing=<x>`` (ours with
+The last four lines are ``ratio_kd=<x>`` (our KD over plain ``DistillationTrainer``, both
+on-policy, target >= 1.0), ``ratio_padding_free=<x>`` and ``ratio_packing=<x>`` (ours with
 padding-free / packing over baseline, target >= 1.3) and ``ratio=<x>`` (our default path
-over baseline, target >= 1.0).
+over baseline, target >= 1.0). ``--only kd`` (or ``sft``) runs one half.
 """
 
 from __future__ import annotations
@@ -52,10 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import torch
 from datasets import Dataset, disable_progress_bars
 from transformers import TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from trl import DistillationConfig, DistillationTrainer, SFTConfig, SFTTrainer
 
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
 from engine.specs import StudentSpec, TinyModelSpec
+from engine.training.kd import train_kd
 from engine.training.sft import train_sft
 from engine.training.student import build_tiny_student, load_student
 
@@ -148,6 +158,62 @@ def run_ours(
     return meter
 
 
+KD_TEACHER = TinyModelSpec(hidden_size=192, num_layers=4, num_heads=6)
+KD_COMPLETION = 64
+"""Tokens sampled per completion (untrained students rarely stop early: most reach it)."""
+
+
+def run_kd(
+    base: Path,
+    teacher_dir: Path,
+    rows: list[dict[str, str]],
+    args: argparse.Namespace,
+    ours: bool,
+    lmbda: float = 1.0,
+) -> Meter:
+    """Token-level KD for ``args.kd_steps`` measured steps: plain TRL, or ours at ``lmbda``."""
+    model, tok = load_student(base, device="cpu")
+    teacher, _ = load_student(teacher_dir, device="cpu")
+    meter = Meter(args.warmup)
+    steps = args.kd_steps + args.warmup
+    out = Path(tempfile.mkdtemp(prefix="bench-kd-"))
+    if ours:
+        spec = StudentSpec(
+            budget="steps",
+            batch_size=args.batch,
+            max_steps=steps,
+            learning_rate=1e-3,
+            save_steps=None,
+            max_new_tokens=KD_COMPLETION,
+            kd={"lmbda": lmbda, "beta": 0.5},
+        )
+        train_kd(model, teacher, tok, rows, spec, out, seed=0, callbacks=[meter], report_to=[])
+        return meter
+    config = DistillationConfig(
+        output_dir=str(out),
+        use_cpu=True,
+        report_to=[],
+        per_device_train_batch_size=args.batch,
+        max_steps=steps,
+        learning_rate=1e-3,
+        max_completion_length=KD_COMPLETION,
+        beta=0.5,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = DistillationTrainer(
+        model=model,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in rows]),
+        processing_class=tok,
+        callbacks=[meter],
+    )
+    trainer.train()
+    return meter
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="measured steps per variant")
@@ -156,6 +222,8 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best one kept")
     parser.add_argument("--tuned", action="store_true", help="also time TRL with our CPU settings")
+    parser.add_argument("--kd-steps", type=int, default=10, help="measured steps per KD variant")
+    parser.add_argument("--only", choices=["sft", "kd"], help="run only the SFT or the KD variants")
     args = parser.parse_args()
     disable_progress_bars()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -174,14 +242,24 @@ def main() -> int:
     )
 
     results: dict[str, tuple[float, float, float, int]] = {}
-    variants = [
-        ("baseline", lambda: run_trl(base, rows, args, tuned=False)),
-        ("ours", lambda: run_ours(base, rows, args, packing=False)),
-        ("ours+padfree", lambda: run_ours(base, rows, args, packing=False, padding_free=True)),
-        ("ours+packing", lambda: run_ours(base, rows, args, packing=True)),
-    ]
-    if args.tuned:
-        variants.append(("trl-tuned", lambda: run_trl(base, rows, args, tuned=True)))
+    variants = []
+    if args.only != "kd":
+        variants += [
+            ("baseline", lambda: run_trl(base, rows, args, tuned=False)),
+            ("ours", lambda: run_ours(base, rows, args, packing=False)),
+            ("ours+padfree", lambda: run_ours(base, rows, args, packing=False, padding_free=True)),
+            ("ours+packing", lambda: run_ours(base, rows, args, packing=True)),
+        ]
+        if args.tuned:
+            variants.append(("trl-tuned", lambda: run_trl(base, rows, args, tuned=True)))
+    if args.only != "sft":
+        _, tok = load_student(base, device="cpu")
+        teacher = build_tiny_student([], KD_TEACHER, Path(tempfile.mkdtemp(prefix="bench-teacher-")), 1, tok)
+        variants += [
+            ("kd-trl", lambda: run_kd(base, teacher, rows, args, ours=False)),
+            ("kd-ours", lambda: run_kd(base, teacher, rows, args, ours=True)),
+            ("kd-ours-l0", lambda: run_kd(base, teacher, rows, args, ours=True, lmbda=0.0)),
+        ]
     # Rounds alternate the variants and each keeps its best round: other processes on a
     # shared machine only ever slow a run down, so the best round is the least disturbed.
     for round_no in range(1, args.rounds + 1):
@@ -193,19 +271,24 @@ def main() -> int:
             took = time.perf_counter() - start
             print(f"  round {round_no} {name:<13} {measured[0]:>8.0f} tok/s  ({took:.1f} s)", flush=True)
 
-    base_tps, base_wall, base_cpu, _ = results["baseline"]
     print(
         f"\n{'variant':<13} {'tok/s':>8} {'x base':>7} {'wall tok/s':>10} {'x base':>7}"
         f" {'tok/cpu-s':>9} {'x base':>7} {'tokens':>7}"
     )
     for name, (tps, wall, cpu, tokens) in results.items():
+        # SFT variants against the SFT baseline, KD variants against plain DistillationTrainer.
+        base_tps, base_wall, base_cpu, _ = results["kd-trl" if name.startswith("kd-") else "baseline"]
         print(
             f"{name:<13} {tps:>8.0f} {tps / base_tps:>7.2f} {wall:>10.0f} {wall / base_wall:>7.2f}"
             f" {cpu:>9.0f} {cpu / base_cpu:>7.2f} {tokens:>7}"
         )
-    print(f"ratio_padding_free={results['ours+padfree'][0] / base_tps:.2f}")
-    print(f"ratio_packing={results['ours+packing'][0] / base_tps:.2f}")
-    print(f"ratio={results['ours'][0] / base_tps:.2f}")
+    if "kd-trl" in results:
+        print(f"ratio_kd={results['kd-ours'][0] / results['kd-trl'][0]:.2f}")
+    if "baseline" in results:
+        base_tps = results["baseline"][0]
+        print(f"ratio_padding_free={results['ours+padfree'][0] / base_tps:.2f}")
+        print(f"ratio_packing={results['ours+packing'][0] / base_tps:.2f}")
+        print(f"ratio={results['ours'][0] / base_tps:.2f}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 Commands:
     demo [--preset standard|fast]   run the built-in ablation headless and print its curve
+         [--recipes [RECIPE ...]]   ... one curve per recipe, with a small local KD teacher
     launch SPEC.yaml [-o k=v ...]   queue an experiment from a YAML spec (+ dotted overrides)
     status [EXPERIMENT_ID]          experiments and jobs with their state
     cancel ID                       cancel a job, or every unfinished job of an experiment
@@ -25,11 +26,40 @@ import time
 from pathlib import Path
 
 from engine import ablation, jobs
-from engine.specs import SpecError, demo_spec, load_spec
+from engine.specs import ExperimentSpec, SpecError, demo_spec, load_spec
 from engine.store import TERMINAL, Store
 
 
 def _print_curve(
+    store: Store, exp_id: str, metric: str | None = None, target: str | None = None, as_json: bool = False
+) -> int:
+    exp = store.get_experiment(exp_id)
+    path = ExperimentSpec.model_validate(exp["spec"]).vary_path() if exp else None
+    if path is None:
+        return _print_one_curve(store, exp_id, metric, target, as_json)
+    # One curve per value of ablation.vary, each as for a plain experiment, then one line each.
+    curves = ablation.variant_curves(store, exp_id, metric)
+    try:
+        reports = [(value, curve, curve.to_json(_target(target))) for value, curve in curves]
+    except SpecError as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps({"vary": path, "curves": [{"value": v, **r} for v, _, r in reports]}, indent=2))
+    else:
+        for value, curve, report in reports:
+            print(f"--- {path} = {value}")
+            _print_report(curve, report)
+        for value, curve, _ in reports:
+            print(curve.summary_line(_label(value)))
+    return 0 if reports and all(c.points for _, c, _ in reports) else 1
+
+
+def _label(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _print_one_curve(
     store: Store, exp_id: str, metric: str | None = None, target: str | None = None, as_json: bool = False
 ) -> int:
     curve = ablation.experiment_curve(store, exp_id, metric=metric)
@@ -50,6 +80,16 @@ def _print_curve(
     if not curve.points:
         print("no finished runs yet")
         return 1
+    _print_report(curve, report)
+    print(curve.summary_line())
+    return 0
+
+
+def _print_report(curve: ablation.Curve, report: dict) -> None:
+    """The points table, baselines, fit, marginal gains, target and next size of one curve."""
+    if not curve.points:
+        print("no finished runs yet")
+        return
     print(f"{'train_size':>10}  {curve.metric:>16}  {'95% interval':>17}  {'seeds':>5}  {'gain/100 ex':>11}")
     for row in curve.table():
         gain = "" if row["gain_per_100"] is None else f"{row['gain_per_100']:+.4f}"
@@ -82,8 +122,6 @@ def _print_curve(
         print(f"target {goal['target']:.4f} ({goal['target_spec']}): {where} [{lo}, {hi}]{cost}")
     nxt = report["next_size"]
     print(f"next size: {nxt['size'] if nxt['size'] is not None else '—'} ({nxt['reason']})")
-    print(curve.summary_line())
-    return 0
 
 
 def _params(params: dict[str, float]) -> str:
@@ -124,7 +162,18 @@ def _wait(store: Store, exp_id: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, store: Store) -> int:
-    spec = demo_spec(args.preset)
+    if args.recipes is not None:
+        from engine.demo.kd_teacher import demo_recipes_spec, ensure_demo_kd_teacher
+
+        try:
+            spec = demo_recipes_spec(Path("."), args.preset, args.recipes or None)  # recipes checked first
+            teacher = ensure_demo_kd_teacher(store, spec, log=lambda m: print(m, flush=True))
+            spec = demo_recipes_spec(teacher, args.preset, args.recipes or None)
+        except SpecError as err:
+            print(f"refused, nothing queued:\n{err}", file=sys.stderr)
+            return 2
+    else:
+        spec = demo_spec(args.preset)
     exp_id = ablation.launch_experiment(store, spec)
     print(
         f"experiment {exp_id} queued in {store.home} "
@@ -276,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="run the built-in ablation headless and print its curve")
     p.add_argument("--preset", default="standard", choices=["standard", "fast"])
+    p.add_argument(
+        "--recipes",
+        nargs="*",
+        metavar="RECIPE",
+        help="compare recipes (default: gold sft sft+dpo kd sft+kd) with a small local KD teacher, "
+        "trained once and cached; prints one curve line per recipe",
+    )
     p = sub.add_parser("launch", help="queue an experiment from a YAML spec")
     p.add_argument("spec")
     p.add_argument("-o", "--override", action="append", default=[], help="dotted override key.path=value")

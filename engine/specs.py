@@ -37,6 +37,11 @@ SPEC_VERSION = 2
 A version-1 spec keeps the behaviour it was run with (fixed steps, no zero-shot run)."""
 
 
+Recipe = Literal["gold", "sft", "sft+dpo", "kd", "sft+kd"]
+"""How a student learns; see :attr:`StudentSpec.recipe`."""
+KD_RECIPES = ("kd", "sft+kd")
+"""Recipes with a token-level distillation stage (they need a local teacher)."""
+
 TEMPLATE_FIELDS = ("input",)
 """Placeholders a prompt template may use (what :func:`engine.data.prompts.render_prompt` fills)."""
 
@@ -273,11 +278,36 @@ class DpoSpec(Spec):
     """At most this many training prompts are answered by the SFT student to find failures."""
 
 
+class KdSpec(Spec):
+    """Token-level knowledge distillation (recipes ``kd`` and ``sft+kd``) with TRL's
+    ``DistillationTrainer``: the student matches a local teacher's next-token distribution
+    (which needs the teacher's tokenizer) on every completion token."""
+
+    lmbda: float = Field(0.5, ge=0.0, le=1.0)
+    """On-policy fraction: the share of batches whose completions the student samples itself
+    (then scored token by token by the teacher); the rest use the teacher's own answers from
+    the teacher job. ``0``: never generates (fastest); ``1``: fully on-policy, as TRL's
+    ``DistillationTrainer``."""
+    beta: float = Field(0.5, ge=0.0, le=1.0)
+    """Divergence: ``0`` forward KL(teacher || student), ``1`` reverse KL(student || teacher),
+    in between the generalized Jensen-Shannon divergence with that mixture weight."""
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+    """Softens both distributions in the loss, and is the sampling temperature of on-policy batches."""
+    max_steps: int | None = Field(None, ge=1)
+    """KD optimizer steps; ``None``: the student's budget (``student.budget``), as SFT."""
+
+
 class StudentSpec(Spec):
-    """The small model to train and its SFT recipe."""
+    """The small model to train and how it learns (``recipe``)."""
 
     model: str = "tiny"
     """``tiny`` (built from ``tiny``), a Hub id such as ``Qwen/Qwen2.5-0.5B``, or a local path."""
+    recipe: Recipe = "sft"
+    """How the student learns. ``gold``: SFT on the dataset's own reference answers (no teacher
+    answer is trained on); ``sft``: SFT on the teacher's answers; ``sft+dpo``: then a DPO stage
+    (``dpo``; the same as ``dpo.enabled`` with ``sft``); ``kd``: token-level distillation from a
+    local teacher that shares the student's tokenizer (``kd``); ``sft+kd``: SFT, then KD from
+    the SFT result."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) for a Hub id."""
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
@@ -346,6 +376,32 @@ class StudentSpec(Spec):
     """Checkpoints kept on disk (the oldest are deleted); all are removed once the run succeeds."""
     dpo: DpoSpec = Field(default_factory=DpoSpec)
     """Optional DPO stage after SFT."""
+    kd: KdSpec = Field(default_factory=KdSpec)
+    """Settings of the KD stage (recipes ``kd`` and ``sft+kd``)."""
+
+    @property
+    def effective_recipe(self) -> Recipe:
+        """``recipe``, with an older spec's ``dpo.enabled`` read as ``sft+dpo``."""
+        return "sft+dpo" if self.recipe == "sft" and self.dpo.enabled else self.recipe
+
+    @property
+    def uses_dpo(self) -> bool:
+        """Whether a DPO stage runs (recipe ``sft+dpo``, or ``dpo.enabled``)."""
+        return self.effective_recipe == "sft+dpo"
+
+    @property
+    def uses_kd(self) -> bool:
+        """Whether a KD stage runs (recipes ``kd`` and ``sft+kd``)."""
+        return self.recipe in KD_RECIPES
+
+    @model_validator(mode="after")
+    def _dpo_belongs_to_sft(self) -> StudentSpec:
+        if self.dpo.enabled and self.recipe not in ("sft", "sft+dpo"):
+            raise ValueError(
+                f"dpo.enabled: the DPO stage is the sft+dpo recipe; with recipe {self.recipe} "
+                "set dpo.enabled: false (or recipe: sft+dpo)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _quantization_needs_lora(self) -> StudentSpec:
@@ -420,6 +476,12 @@ class AblationSpec(Spec):
     the teacher's, in both orders: the Ablation page shows each size's score against the
     teacher (0.5 = as good). Costs two judge calls per test example and run."""
 
+    vary: dict[str, list[Any]] = Field(default_factory=dict)
+    """One setting to compare, as ``{<spec path>: [values]}``, e.g. ``{"student.recipe": ["gold",
+    "sft", "kd"]}``: every (size, seed) cell runs once per value, all on the same test split, and
+    the Ablation page draws one curve per value. Settings that change the data or its test
+    split (``task.*``, ``data.*``) and the grid itself (``ablation.*``) cannot vary."""
+
     @field_validator("train_sizes")
     @classmethod
     def _sizes_positive_unique(cls, value: list[int]) -> list[int]:
@@ -438,6 +500,22 @@ class AblationSpec(Spec):
             raise ValueError("at least one seed is needed")
         if len(set(value)) != len(value):
             raise ValueError("seeds must be unique")
+        return value
+
+    @field_validator("vary")
+    @classmethod
+    def _one_setting(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if len(value) > 1:
+            raise ValueError(
+                f"vary one setting per experiment (got {', '.join(value)}): with several, a curve "
+                "could not say which one made the difference"
+            )
+        for path, values in value.items():
+            if len(values) < 2:
+                raise ValueError(f"{path}: give at least two values to compare")
+            keys = [variant_key(v) for v in values]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"{path}: values must be unique")
         return value
 
 
@@ -487,6 +565,65 @@ class ExperimentSpec(Spec):
                     "(data.demo_examples - data.test_size)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _kd_needs_a_local_teacher(self) -> ExperimentSpec:
+        if self.student.uses_kd and self.teacher.kind != "local":
+            raise ValueError(
+                f"student.recipe: {self.student.recipe} distils the teacher's next-token distributions, "
+                f"which an endpoint (teacher.kind: {self.teacher.kind}) does not give; set teacher.kind: "
+                "local and teacher.model to a model folder that shares the student's tokenizer"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _vary_resolves(self) -> ExperimentSpec:
+        for path, values in self.ablation.vary.items():
+            if problem := vary_path_problem(path):
+                raise ValueError(f"ablation.vary: {path} {problem}")
+            for value in values:
+                try:
+                    self.resolve_variant(value)
+                except ValidationError as err:
+                    lines = format_validation_error(err, "").splitlines()
+                    why = "; ".join(line.removeprefix(": ").removeprefix("(top level): ") for line in lines)
+                    raise ValueError(f"ablation.vary: {path}={value!r} is refused: {why}") from None
+        return self
+
+    def vary_path(self) -> str | None:
+        """The spec path ``ablation.vary`` varies, or None."""
+        return next(iter(self.ablation.vary), None)
+
+    def resolve_variant(self, value: Any) -> ExperimentSpec:
+        """This spec with the varied setting set to ``value`` (and nothing left to vary).
+
+        Raises:
+            pydantic.ValidationError: the value makes an invalid spec.
+        """
+        path = self.vary_path()
+        data = self.model_dump(mode="json")
+        data["ablation"]["vary"] = {}
+        if path is not None:
+            *parents, last = path.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        return ExperimentSpec.model_validate(data)
+
+    def variant_specs(self) -> list[tuple[str | None, ExperimentSpec]]:
+        """``(variant key, resolved spec)`` per value of ``ablation.vary`` (keys from
+        :func:`variant_key`); ``[(None, self)]`` when nothing varies."""
+        path = self.vary_path()
+        if path is None:
+            return [(None, self)]
+        return [(variant_key(v), self.resolve_variant(v)) for v in self.ablation.vary[path]]
+
+    def needs_teacher_answers(self) -> bool:
+        """Whether any run reads the teacher's answers: every recipe but ``gold`` trains on
+        them (KD's teacher-forced batches included), and ``versus_teacher`` judges them."""
+        recipes = {r.student.effective_recipe for _, r in self.variant_specs()}
+        return self.ablation.versus_teacher or recipes != {"gold"}
 
     def curve_metric(self) -> str:
         """The metric the marginal-utility curve is drawn with."""
@@ -544,6 +681,41 @@ def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str,
     """
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+VARY_FIXED = ("name", "version", "task.", "data.", "ablation.")
+"""Spec paths ``ablation.vary`` refuses: they change the data, its test split, or the grid."""
+VARY_ALLOWED = ("data.require_valid_output",)
+"""Exceptions to :data:`VARY_FIXED` (they choose among the same answers, on the same test split)."""
+
+
+def variant_key(value: Any) -> str:
+    """The canonical text of a varied value (JSON), as runs store it and curves group by it."""
+    return json.dumps(value, sort_keys=True)
+
+
+def vary_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be varied (a phrase), or None when it can: it must name one setting
+    (a leaf of :class:`ExperimentSpec`) that leaves the data and the grid alone."""
+    if path not in VARY_ALLOWED and any(path == p or path.startswith(p) for p in VARY_FIXED):
+        return (
+            "cannot vary: it changes the data, its test split or the grid, and every value must be "
+            "scored on the same test split"
+        )
+    model: type[BaseModel] = ExperimentSpec
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None:
+            return f"is not a setting of the spec ({part!r} unknown)"
+        sub = info.annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            if i == len(parts) - 1:
+                return None
+            return f"is not a setting of the spec ({'.'.join(parts[: i + 1])} has no sub-settings)"
+        model = sub
+    example = next(iter(model.model_fields))
+    return f"is a section; vary one of its settings (e.g. {path}.{example})"
 
 
 def spec_hash(obj: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import ablation, jobs
-from engine.ablation.compare import Overlay, overlay
+from engine.ablation.compare import Overlay, overlay, variant_overlay, varies
 from engine.judges import pairwise as pairwise_job
 from engine.specs import ExperimentSpec
 from engine.store import ACTIVE, Store
@@ -22,7 +22,10 @@ st.write(
 
 @st.cache_data(ttl=3, show_spinner=False)
 def _overlay(home: str, exp_id: str, compare: tuple[str, ...], metric: str | None) -> Overlay:
-    return overlay(Store(home), exp_id, list(compare), metric)
+    store = Store(home)
+    if not compare and varies(store, exp_id):  # one curve per value of ablation.vary
+        return variant_overlay(store, exp_id, metric)
+    return overlay(store, exp_id, list(compare), metric)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -39,7 +42,7 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
         st.warning(f"Not overlaid: {other} — {why}.")
     for line in ov.warnings():
         st.warning(line)
-    curve = ov.curves.get(exp_id)
+    curve = ov.curves.get(exp_id) or ov.curves.get(ov.base)
     if curve is None or not curve.points:
         if any(j["status"] in ACTIVE for j in store.list_jobs(experiment_id=exp_id)):
             st.info(
@@ -58,7 +61,11 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
         st.caption("The teacher's score is not known yet: drawn in absolute values.")
         axis = "absolute"
     st.plotly_chart(curves.overlay_figure(ov, axis), key="curve_chart")
-    st.caption(curve.summary_line())
+    if exp_id in ov.curves:
+        st.caption(curve.summary_line())
+    else:  # the values of ablation.vary: one line each; the tables below are the first value's
+        for key, one in ov.curves.items():
+            st.caption(one.summary_line(ov.labels[key]))
     target = st.session_state.get("abl_target") or None
     try:
         sentences = curves.fit_sentences(curve, target)
@@ -89,7 +96,8 @@ def curve_view(store: Store, exp_id: str, compare: list[str], metric: str | None
             },
         )
     if ov.diffs:
-        st.subheader("What differs between the compared experiments")
+        what = "experiments" if exp_id in ov.curves else "curves"
+        st.subheader(f"What differs between the compared {what}")
         st.dataframe(curves.diff_frame(ov), hide_index=True)
 
 

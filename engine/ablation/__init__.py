@@ -1,7 +1,7 @@
 """Data-size ablations: the grid, the marginal-utility curve, and growing an experiment.
 
-* :mod:`engine.ablation.grid` — launch a grid (teacher job, one run per size and seed, the
-  untrained student), check it against the workspace, experiment status;
+* :mod:`engine.ablation.grid` — launch a grid (teacher job, one run per size, seed and value
+  of ``ablation.vary``, the untrained student), check it against the workspace, experiment status;
 * :mod:`engine.ablation.curve` — points with intervals over seeds and test examples,
   baselines (teacher, zero-shot, majority), what more data buys and costs;
 * :mod:`engine.ablation.fit` — curve families, held-out validation, bootstrap bands, "no trend";
@@ -10,9 +10,10 @@
 * :mod:`engine.ablation.report` — a self-contained HTML report, PNG and CSV, W&B.
 """
 
-from engine.ablation.curve import Curve, Point, experiment_curve
+from engine.ablation.curve import ALL_VARIANTS, Curve, Point, experiment_curve, variant_curves
 from engine.ablation.fit import choose_fit, fit_family
 from engine.ablation.grid import (
+    Cell,
     check_sizes,
     check_workspace,
     current_jobs,
@@ -23,6 +24,8 @@ from engine.ablation.grid import (
 from engine.ablation.grow import extend_experiment, suggest_next_size
 
 __all__ = [
+    "ALL_VARIANTS",
+    "Cell",
     "Curve",
     "Point",
     "check_sizes",
@@ -36,4 +39,5 @@ __all__ = [
     "grid_cells",
     "launch_experiment",
     "suggest_next_size",
+    "variant_curves",
 ]

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.ablation.curve import Curve, experiment_curve
-from engine.specs import ExperimentSpec, spec_diff
+from engine.ablation.curve import Curve, experiment_curve, variant_curves
+from engine.specs import ExperimentSpec, SpecError, spec_diff, variant_key
 from engine.store import Store
 
 IGNORED = ("name", "version", "ablation.train_sizes", "ablation.seeds", "ablation.zero_shot")
@@ -106,4 +106,41 @@ def overlay(store: Store, base: str, others: list[str], metric: str | None = Non
         out.labels[exp_id] = f"{row['name']} · {exp_id[-6:]}"
         if exp_id != base:
             out.diffs[exp_id] = recipe_diff(base_row, row)
+    return out
+
+
+def varies(store: Store, exp_id: str) -> bool:
+    """Whether experiment ``exp_id`` varies a setting (``ablation.vary``)."""
+    row = store.get_experiment(exp_id)
+    return bool(row and ExperimentSpec.model_validate(row["spec"]).vary_path())
+
+
+def variant_overlay(store: Store, exp_id: str, metric: str | None = None) -> Overlay:
+    """One curve per value of experiment ``exp_id``'s ``ablation.vary``, as an :class:`Overlay`.
+
+    Keys are the values' :func:`engine.specs.variant_key` texts, labels the values themselves
+    (``kd``, ``0.003``); the first value is the base, and every other value's diff names
+    exactly the varied path, ``[(path, base value, its value)]``. All values share the
+    experiment's data and test split, so none is refused.
+
+    Raises:
+        KeyError: no such experiment.
+        engine.specs.SpecError: the experiment varies nothing (use :func:`overlay`).
+    """
+    row = store.get_experiment(exp_id)
+    if row is None:
+        raise KeyError(f"no experiment {exp_id}")
+    spec = ExperimentSpec.model_validate(row["spec"])
+    path = spec.vary_path()
+    if path is None:
+        raise SpecError(f"ablation.vary: experiment {exp_id} varies nothing; overlay experiments instead")
+    curves = variant_curves(store, exp_id, metric or spec.curve_metric())
+    base_value = spec.ablation.vary[path][0]
+    out = Overlay(base=variant_key(base_value))
+    for value, curve in curves:
+        key = variant_key(value)
+        out.curves[key] = curve
+        out.labels[key] = value if isinstance(value, str) else json.dumps(value)
+        if key != out.base:
+            out.diffs[key] = [(path, base_value, value)]
     return out

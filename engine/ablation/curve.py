@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.ablation import fit as fitting
-from engine.specs import ExperimentSpec, SpecError
+from engine.specs import ExperimentSpec, SpecError, variant_key
 from engine.store import Store
 
 BOOTSTRAP = 1000
@@ -116,10 +116,12 @@ class Curve:
             for p, g in zip(self.points, self.marginal_per_100(), strict=True)
         ]
 
-    def summary_line(self) -> str:
-        """``curve <metric>: <size>=<value> ...`` (machine-checked by ``make demo``)."""
+    def summary_line(self, label: str | None = None) -> str:
+        """``curve <metric>: <size>=<value> ...`` (machine-checked by ``make demo``); with a
+        ``label`` (one value of ``ablation.vary``), ``curve <metric> [<label>]: ...``."""
         cells = " ".join(f"{p.size}={p.mean:.4f}" for p in self.points)
-        return f"curve {self.metric}: {cells}"
+        name = f"{self.metric} [{label}]" if label is not None else self.metric
+        return f"curve {name}: {cells}"
 
     # ------------------------------------------------------------ what it buys
     def resolve_target(self, target: str | float | None) -> float | None:
@@ -265,19 +267,40 @@ def _run_metrics(runs: list[dict[str, Any]]) -> list[str]:
     return sorted(names)
 
 
+class _AllVariants:
+    def __repr__(self) -> str:
+        return "ALL_VARIANTS"
+
+
+ALL_VARIANTS: Any = _AllVariants()
+"""``experiment_curve``'s default ``variant``: every run, whatever value of ``ablation.vary``."""
+
+
 def experiment_curve(
-    store: Store, experiment_id: str, metric: str | None = None, with_fit: bool = True
+    store: Store,
+    experiment_id: str,
+    metric: str | None = None,
+    with_fit: bool = True,
+    variant: Any = ALL_VARIANTS,
 ) -> Curve | None:
     """The curve of a (possibly still running) experiment from its finished runs.
 
     Superseded attempts of a run (a failed job followed by a successful resume) do not
     count: a run counts once it succeeded. ``metric`` picks any metric the runs have.
+    ``variant`` keeps only the runs of one value of the experiment's ``ablation.vary`` (e.g.
+    ``"kd"`` for ``{"student.recipe": [...]}``); its baselines and pool are those of the spec
+    resolved for that value. By default every run counts (one curve over all values).
     """
     exp = store.get_experiment(experiment_id)
     if exp is None:
         return None
     spec = ExperimentSpec.model_validate(exp["spec"])
     all_runs = store.list_runs(experiment_id)
+    if variant is not ALL_VARIANTS:
+        key = variant_key(variant)
+        all_runs = [r for r in all_runs if r.get("variant_value") == key]
+        if spec.vary_path() is not None:
+            spec = spec.resolve_variant(variant)
     done = [r for r in all_runs if r["status"] == "succeeded" and r.get("metrics")]
     metrics = _run_metrics(done)
     metric = metric or spec.curve_metric()
@@ -324,6 +347,27 @@ def experiment_curve(
         errors = [p.stderr for p in points] if len(ok) == len(points) else None
         curve.curve_fit = fitting.choose_fit(curve.sizes, curve.mean, errors)
     return curve
+
+
+def variant_curves(
+    store: Store, experiment_id: str, metric: str | None = None, with_fit: bool = True
+) -> list[tuple[Any, Curve]]:
+    """One curve per value of the experiment's ``ablation.vary``, in the spec's order:
+    ``[(value, curve)]`` (one ``(None, curve)`` when nothing varies; empty when there is no
+    such experiment). Every curve uses the same metric (the spec's curve metric by default)."""
+    exp = store.get_experiment(experiment_id)
+    if exp is None:
+        return []
+    spec = ExperimentSpec.model_validate(exp["spec"])
+    metric = metric or spec.curve_metric()
+    path = spec.vary_path()
+    values = spec.ablation.vary[path] if path is not None else [ALL_VARIANTS]
+    out = []
+    for value in values:
+        curve = experiment_curve(store, experiment_id, metric, with_fit, variant=value)
+        if curve is not None:
+            out.append((None if value is ALL_VARIANTS else value, curve))
+    return out
 
 
 def baseline_scores(
@@ -418,9 +462,12 @@ def _train_seconds_per_example(runs: list[dict[str, Any]]) -> float | None:
 
 
 def usable_pool(store: Store, spec: ExperimentSpec, dataset_id: str | None) -> int | None:
-    """Train examples with a usable teacher answer (curation not applied): what sizes draw from."""
+    """Train examples with a usable teacher answer (curation not applied): what sizes draw from.
+    For the ``gold`` recipe, train examples with a reference answer."""
     if not dataset_id:
         return None
+    if spec.student.effective_recipe == "gold":
+        return sum(1 for ex in store.get_examples(dataset_id, "train") if (ex["reference"] or "").strip())
     return store.count_usable_answers(dataset_id, spec.teacher_key(), spec.data.require_valid_output)
 
 

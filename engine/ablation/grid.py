@@ -2,14 +2,16 @@
 
 One experiment = a teacher job (data + teacher answers for every prompt) followed by one
 training run per (train size, seed), plus the untrained student (size 0) when
-``ablation.zero_shot``. Sizes are nested subsets of one shuffled pool, so the curve isolates
-the value of *more* data. All runs are scored on the same frozen test split. The curve itself
-is read back by :mod:`engine.ablation.curve`.
+``ablation.zero_shot``; with ``ablation.vary``, all of that once per varied value. Sizes are
+nested subsets of one shuffled pool, so the curve isolates the value of *more* data. All runs
+are scored on the same frozen test split. The curve itself is read back by
+:mod:`engine.ablation.curve`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, NamedTuple
 
 from engine.specs import ExperimentSpec
 from engine.store import Store
@@ -33,6 +35,7 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
         except ValueError as err:
             raise SpecError(str(err)) from None
         check_sizes(spec, len(store.get_examples(dataset["id"], "train")), f"dataset {dataset['name']!r}")
+    check_recipes(store, spec)
     if spec.ablation.versus_teacher and spec.teacher.kind == "local":
         raise SpecError(
             "ablation.versus_teacher: a local teacher cannot judge yet; judge runs from "
@@ -45,6 +48,49 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
             f"curation.judge: no judge named {judge!r} has verdicts in this workspace (judges: {known}); "
             "run it on the teacher answers first (Judge calibration), or fix the name"
         )
+
+
+def check_recipes(store: Store, spec: ExperimentSpec) -> None:
+    """Refuse recipes the workspace cannot run, before anything is queued: KD from a teacher
+    that is not a local model folder, or that does not share a (non-tiny) student's tokenizer;
+    ``gold`` on a dataset with too few reference answers.
+
+    Raises:
+        engine.specs.SpecError: naming the field (``teacher.model``, ``ablation.train_sizes``).
+    """
+    from pathlib import Path
+
+    from engine.data.datasets import find_dataset
+    from engine.specs import SpecError
+
+    for _, cell in spec.variant_specs():
+        student, teacher = cell.student, cell.teacher
+        if student.uses_kd:
+            if not Path(teacher.model).expanduser().is_dir():
+                raise SpecError(
+                    f"teacher.model: student.recipe {student.recipe} distils a local model folder; "
+                    f"{teacher.model!r} is not a folder here"
+                )
+            if student.model != "tiny":  # the tiny student is built with the teacher's tokenizer
+                from transformers import AutoTokenizer
+
+                from engine.training.kd import require_shared_tokenizer
+
+                try:
+                    student_tok = AutoTokenizer.from_pretrained(student.model, revision=student.revision)
+                except (OSError, ValueError):
+                    continue  # not loadable here (e.g. offline): the train job checks again
+                teacher_tok = AutoTokenizer.from_pretrained(teacher.model)
+                require_shared_tokenizer(student_tok, teacher_tok, teacher.model)
+        if student.effective_recipe == "gold" and cell.data.source == "dataset" and cell.data.dataset:
+            try:
+                dataset = find_dataset(store, cell.data.dataset)
+            except ValueError:
+                continue  # check_workspace names it
+            train = store.get_examples(dataset["id"], "train")
+            refs = sum(1 for ex in train if (ex["reference"] or "").strip())
+            where = f"dataset {dataset['name']!r} (reference answers, for student.recipe: gold)"
+            check_sizes(cell, refs, where)
 
 
 def check_sizes(spec: ExperimentSpec, pool: int, where: str) -> None:
@@ -64,29 +110,65 @@ def check_sizes(spec: ExperimentSpec, pool: int, where: str) -> None:
 
 
 def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
-    """Queue an experiment: one teacher job, then one train job per (size, seed), each followed
-    by a pairwise comparison with the teacher when ``ablation.versus_teacher``.
+    """Queue an experiment: the teacher job(s), then one train job per cell (size, seed and
+    value of ``ablation.vary``), each followed by a pairwise comparison with the teacher when
+    ``ablation.versus_teacher``.
 
+    One teacher job answers for every value that shares a teacher (the usual case: only the
+    student varies); a varied teacher setting gets one teacher job per distinct teacher.
     Everything is written in one transaction, so a launch is either fully queued or not at all.
     Returns the experiment id.
 
     Raises:
-        engine.specs.SpecError: the spec names a dataset or judge this workspace does not
-            have (see :func:`check_workspace`); nothing is queued.
+        engine.specs.SpecError: the spec names a dataset, judge or teacher this workspace does
+            not have (see :func:`check_workspace`); nothing is queued.
     """
     check_workspace(store, spec)
-    spec_dict = spec.model_dump(mode="json")
     with store.tx() as conn:
-        exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())
-        teacher = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
-        add_cells(store, conn, spec, exp_id, teacher, grid_cells(spec))
+        exp_id = store.add_experiment(conn, spec.name, spec.model_dump(mode="json"), spec.fingerprint())
+        add_cells(store, conn, spec, exp_id, add_teacher_jobs(store, conn, spec, exp_id), grid_cells(spec))
     return exp_id
 
 
-def grid_cells(spec: ExperimentSpec) -> list[tuple[int, int]]:
-    """Every (train size, seed) of a spec's grid; size 0 is the untrained student."""
-    cells = [(0, spec.ablation.seeds[0])] if spec.ablation.zero_shot else []
-    return cells + [(n, seed) for n in spec.ablation.train_sizes for seed in spec.ablation.seeds]
+def add_teacher_jobs(store: Store, conn: Any, spec: ExperimentSpec, exp_id: str) -> dict[str, str]:
+    """Queue one teacher job per distinct teacher of the spec's values; ``{teacher_key: job id}``.
+
+    When the teacher does not vary, the one job carries the experiment's own spec (all values
+    share its answers); a varied teacher's jobs carry the spec resolved for that teacher.
+    """
+    resolved = [r for _, r in spec.variant_specs()]
+    keys = {r.teacher_key() for r in resolved}
+    if len(keys) == 1:
+        return {keys.pop(): _teacher_job(store, conn, spec, exp_id)}
+    jobs: dict[str, str] = {}
+    for r in resolved:
+        if (key := r.teacher_key()) not in jobs:
+            jobs[key] = _teacher_job(store, conn, r, exp_id)
+    return jobs
+
+
+def _teacher_job(store: Store, conn: Any, spec: ExperimentSpec, exp_id: str) -> str:
+    return store.add_job(conn, "teacher", {"experiment": spec.model_dump(mode="json")}, experiment_id=exp_id)
+
+
+class Cell(NamedTuple):
+    """One run of the grid: train size (0: the untrained student), seed, and the value of
+    ``ablation.vary`` as :func:`engine.specs.variant_key` text (None when nothing varies)."""
+
+    size: int
+    seed: int
+    variant: str | None = None
+
+
+def grid_cells(spec: ExperimentSpec) -> list[Cell]:
+    """Every cell of a spec's grid: sizes x seeds x values of ``ablation.vary``, plus the
+    untrained student (size 0, first seed) once per value when ``ablation.zero_shot``."""
+    cells = []
+    for variant, _ in spec.variant_specs():
+        if spec.ablation.zero_shot:
+            cells.append(Cell(0, spec.ablation.seeds[0], variant))
+        cells += [Cell(n, seed, variant) for n in spec.ablation.train_sizes for seed in spec.ablation.seeds]
+    return sorted(cells, key=lambda c: (c.size, c.seed, c.variant or ""))
 
 
 def add_cells(
@@ -94,22 +176,35 @@ def add_cells(
     conn: Any,
     spec: ExperimentSpec,
     exp_id: str,
-    teacher_job: str,
-    cells: list[tuple[int, int]],
+    teacher_jobs: str | dict[str, str],
+    cells: list[Cell] | list[tuple[int, int]],
 ) -> list[str]:
-    """Queue one run and train job per cell (each after the teacher job), inside ``conn``'s
-    transaction; with ``ablation.versus_teacher`` each is followed by a pairwise job."""
-    spec_dict = spec.model_dump(mode="json")
+    """Queue one run and train job per cell, inside ``conn``'s transaction; with
+    ``ablation.versus_teacher`` each is followed by a pairwise job.
+
+    Args:
+        teacher_jobs: The teacher job every train job waits for, or one per teacher
+            (``{teacher_key: job id}``, see :meth:`engine.specs.ExperimentSpec.teacher_key`).
+
+    A cell's train job carries the spec resolved for its value of ``ablation.vary`` (what it
+    trains with, and what its run folder records) and that value as ``variant``.
+    """
+    resolved = dict(spec.variant_specs())
     run_ids = []
-    for size, seed in cells:
-        run_id = store.add_run(conn, exp_id, size, seed)
+    for cell in cells:
+        size, seed, variant = Cell(*cell)  # a (size, seed) pair is a cell that varies nothing
+        cell_spec = resolved[variant]
+        teacher_job = teacher_jobs if isinstance(teacher_jobs, str) else teacher_jobs[cell_spec.teacher_key()]
+        run_id = store.add_run(conn, exp_id, size, seed, variant_value=variant)
+        job_spec: dict[str, Any] = {
+            "experiment": cell_spec.model_dump(mode="json"),
+            "train_size": size,
+            "seed": seed,
+        }
+        if variant is not None:
+            job_spec["variant"] = {"path": spec.vary_path(), "value": json.loads(variant)}
         job_id = store.add_job(
-            conn,
-            "train",
-            {"experiment": spec_dict, "train_size": size, "seed": seed},
-            experiment_id=exp_id,
-            depends_on=[teacher_job],
-            run_id=run_id,
+            conn, "train", job_spec, experiment_id=exp_id, depends_on=[teacher_job], run_id=run_id
         )
         store.link_run_job(conn, run_id, job_id)
         run_ids.append(run_id)
@@ -119,7 +214,7 @@ def add_cells(
             store.add_job(
                 conn,
                 JOB_KIND,
-                versus_teacher_spec(spec, exp_id, run_id),
+                versus_teacher_spec(cell_spec, exp_id, run_id),
                 experiment_id=exp_id,
                 depends_on=[job_id],
             )

@@ -48,7 +48,9 @@ def extend_experiment(
     grid = data["ablation"]
     grid["train_sizes"] = sorted(set(grid["train_sizes"]) | set(sizes or []))
     grid["seeds"] = list(dict.fromkeys([*grid["seeds"], *(seeds or [])]))
-    pool = usable_pool(store, spec, exp.get("dataset_id"))
+    # Every value of ablation.vary must fill each size (gold counts references, others answers).
+    pools = [usable_pool(store, r, exp.get("dataset_id")) for _, r in spec.variant_specs()]
+    pool = min((p for p in pools if p is not None), default=None)
     if pool is not None:
         beyond = [n for n in grid["train_sizes"] if n > pool]
         if beyond:
@@ -64,8 +66,8 @@ def extend_experiment(
                 "experiment with more data (data.demo_examples or a larger dataset) instead"
             )
     new_spec = parse_spec(data, source=f"extend {experiment_id}")
-    existing = {(r["train_size"], r["seed"]) for r in store.list_runs(experiment_id)}
-    cells = [c for c in grid_cells(new_spec) if c not in existing]
+    existing = {(r["train_size"], r["seed"], r.get("variant_value")) for r in store.list_runs(experiment_id)}
+    cells = [c for c in grid_cells(new_spec) if tuple(c) not in existing]
     teacher = [j for j in store.list_jobs(experiment_id=experiment_id) if j["kind"] == "teacher"]
     if not teacher:
         raise SpecError(f"experiment {experiment_id} has no teacher job to build on")
@@ -75,8 +77,18 @@ def extend_experiment(
         )
         if not cells:
             return []
-        teacher_job = max(teacher, key=lambda j: j["created_at"])["id"]
-        return add_cells(store, conn, new_spec, experiment_id, teacher_job, cells)
+        return add_cells(store, conn, new_spec, experiment_id, _teacher_jobs(new_spec, teacher), cells)
+
+
+def _teacher_jobs(spec: ExperimentSpec, jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """The newest teacher job of each teacher the spec's values use (``{teacher_key: job id}``)."""
+    newest: dict[str, str] = {}
+    for job in sorted(jobs, key=lambda j: j["created_at"]):
+        job_spec = ExperimentSpec.model_validate(job["spec"]["experiment"])
+        for _, resolved in job_spec.variant_specs():
+            newest[resolved.teacher_key()] = job["id"]
+    fallback = max(jobs, key=lambda j: j["created_at"])["id"]
+    return {r.teacher_key(): newest.get(r.teacher_key(), fallback) for _, r in spec.variant_specs()}
 
 
 def suggest_next_size(curve: Curve, target: str | float | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Three sources of evidence, set by ``ExperimentSpec.curation`` (:class:`engine.sp
   who read the answer knows better than either.
 
 :func:`curate` reads the store and returns one :class:`Decision` per teacher answer; the train
-job (:func:`engine.training.job.training_pool`) keeps only the accepted ones, and the DPO stage
+job (:func:`engine.training.pools.training_pool`) keeps only the accepted ones, and the DPO stage
 uses :func:`dpo_rule_fn` so a student answer a rule rejects counts as failing.
 """
 

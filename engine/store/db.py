@@ -402,12 +402,24 @@ class Store(ReviewRecords):
         train_size: int | None,
         seed: int | None,
         variant: str = "sft",
+        variant_value: str | None = None,
     ) -> str:
+        """Add a run; ``variant_value`` is the canonical JSON of the value of the experiment's
+        ``ablation.vary`` it trains with (None when nothing varies)."""
         run_id = new_id("run")
         conn.execute(
-            "INSERT INTO runs(id, experiment_id, train_size, seed, variant, run_dir, created_at)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (run_id, experiment_id, train_size, seed, variant, str(self.runs_dir / run_id), time.time()),
+            "INSERT INTO runs(id, experiment_id, train_size, seed, variant, variant_value, run_dir,"
+            " created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                experiment_id,
+                train_size,
+                seed,
+                variant,
+                variant_value,
+                str(self.runs_dir / run_id),
+                time.time(),
+            ),
         )
         return run_id
 

@@ -280,4 +280,10 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ),
     ("0005_teacher_keys_without_url", _teacher_keys_without_url),
     ("0006_mask_stored_credentials", _mask_stored_credentials),
+    (
+        # The value of the experiment's ``ablation.vary`` this run trains with, as canonical JSON
+        # (engine.specs.variant_key); NULL when the experiment varies nothing.
+        "0007_run_variant",
+        "ALTER TABLE runs ADD COLUMN variant_value TEXT",
+    ),
 ]

@@ -11,7 +11,13 @@ local folder) -> SFT on the teacher's answers -> save model, ``spec.json`` and
 ``metadata.json`` into the run folder -> greedy answers on the frozen test split, scored
 against the references -> per-example outputs and aggregate metrics into the store.
 
-With ``student.dpo.enabled`` a DPO stage follows SFT (:mod:`engine.training.dpo_stage`).
+``student.recipe`` picks the stages: ``gold`` is SFT on the dataset's reference answers
+(:func:`gold_pool`; no teacher answer is read), ``sft`` SFT on the teacher's answers,
+``sft+dpo`` (or ``student.dpo.enabled``) adds a DPO stage (:mod:`engine.training.dpo_stage`),
+``kd`` distils a local teacher token by token instead of SFT, ``sft+kd`` after it
+(:mod:`engine.training.kd_stage`). A cell of an experiment that varies a setting
+(``ablation.vary``) gets the spec resolved for its value: it trains exactly as a plain
+experiment with that value would.
 SFT checkpoints into ``<run_dir>/checkpoints``; a re-run of the run (``python -m engine
 resume``) continues from the newest one, and they are deleted once the run succeeds. Loss
 spikes and out-of-memory errors become run events (:mod:`engine.training.health`).
@@ -19,17 +25,15 @@ spikes and out-of-memory errors become run events (:mod:`engine.training.health`
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext
-from engine.judges.curation import CurationResult, curate
+from engine.judges.curation import curate
 from engine.scoring.metrics import aggregate, score
-from engine.specs import ExperimentSpec, TaskSpec, parse_spec
-from engine.store import Store
+from engine.specs import ExperimentSpec, parse_spec
 from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
 from engine.training.formats import (
     example_length,
@@ -41,13 +45,14 @@ from engine.training.formats import (
 )
 from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
+from engine.training.kd_stage import run_kd_stage
 from engine.training.metadata import base_model_record, build_metadata, write_json
+from engine.training.pools import gold_pool, tiny_base, training_pool
 from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.training.sft import StoreCallback, TrainResult, split_validation, train_sft
 from engine.training.student import (
     causal_lm,
     device_precision,
-    ensure_tiny_base,
     load_student,
     require_quantization_support,
     save_student,
@@ -55,46 +60,6 @@ from engine.training.student import (
 
 TRAIN_SPAN = (0.02, 0.85)
 """Share of the job's progress bar filled by training; evaluation fills the rest."""
-
-
-def _is_valid(task: TaskSpec, response: dict[str, Any]) -> bool:
-    """Whether a teacher answer passed validation (re-checked when the teacher job did not say)."""
-    if response.get("valid") is not None:
-        return bool(response["valid"])
-    from engine.data import parse_output
-
-    return bool(parse_output(task, response["output"])[0])
-
-
-def training_pool(
-    store: Store, dataset_id: str, spec: ExperimentSpec, curation: CurationResult | None = None
-) -> list[dict[str, Any]]:
-    """The experiment's train pool in its one shuffled order, with the teacher's answers.
-
-    The order depends only on ``spec.data.seed``, so the first ``n`` rows are the same for
-    every run and a larger size always contains the smaller ones. Rows without a teacher
-    answer (or with an invalid one, when ``data.require_valid_output``, or one that curation
-    drops, see :mod:`engine.judges.curation`) are dropped after the shuffle, which keeps that nesting
-    intact. ``curation`` is computed from ``spec.curation`` when not given.
-
-    Returns:
-        ``{"idx", "prompt", "completion"}`` dicts.
-    """
-    examples = store.get_examples(dataset_id, "train")
-    random.Random(spec.data.seed).shuffle(examples)
-    answers = store.get_teacher_responses(dataset_id, spec.teacher_key())
-    kept = set((curation or curate(store, spec, dataset_id)).kept_indices)
-    pool = []
-    for ex in examples:
-        response = answers.get(ex["idx"])
-        if not response or not (response.get("output") or "").strip():
-            continue
-        if spec.data.require_valid_output and not _is_valid(spec.task, response):
-            continue
-        if ex["idx"] not in kept:
-            continue
-        pool.append({"idx": ex["idx"], "prompt": ex["prompt"], "completion": response["output"].strip()})
-    return pool
 
 
 def _event(ctx: JobContext, run_id: str, level: str, kind: str, message: str) -> None:
@@ -131,14 +96,21 @@ def main(ctx: JobContext) -> None:
         )
     dataset = store.get_dataset(dataset_id) or {}
 
+    student = spec.student
+    recipe = student.effective_recipe
     ctx.progress(0.0, "selecting training data", force=True)
-    curation = curate(store, spec, dataset_id)
-    if curation.active and is_main_process():
-        _event(ctx, run_id, "info", "curation", curation.summary())
-        write_json(run_dir / "curation.json", curation.to_json())
-    pool = training_pool(store, dataset_id, spec, curation)
-    if not pool:
-        raise RuntimeError(f"dataset {dataset_id}: no usable teacher answers to train on")
+    if recipe == "gold":  # the dataset's own answers: no teacher answer, so nothing to curate
+        pool = gold_pool(store, dataset_id, spec)
+        if not pool:
+            raise RuntimeError(f"dataset {dataset_id}: no reference answers for student.recipe: gold")
+    else:
+        curation = curate(store, spec, dataset_id)
+        if curation.active and is_main_process():
+            _event(ctx, run_id, "info", "curation", curation.summary())
+            write_json(run_dir / "curation.json", curation.to_json())
+        pool = training_pool(store, dataset_id, spec, curation)
+        if not pool:
+            raise RuntimeError(f"dataset {dataset_id}: no usable teacher answers to train on")
     rows = pool[:train_size]
     if train_size and len(rows) < train_size:
         _event(
@@ -146,17 +118,15 @@ def main(ctx: JobContext) -> None:
             run_id,
             "warning",
             "train_size_short",
-            f"asked for {train_size} training examples, only {len(rows)} usable teacher "
-            "answers exist: training on all of them",
+            f"asked for {train_size} training examples, only {len(rows)} usable "
+            f"{'reference' if recipe == 'gold' else 'teacher'} answers exist: training on all of them",
         )
 
-    student = spec.student
     # Before any model is built or loaded: a QLoRA spec on a CPU machine fails with the reason.
     require_quantization_support(student.quantization)
     if student.model == "tiny":
         ctx.progress(0.01, "building the tiny base model", force=True)
-        texts = [r["prompt"] for r in pool] + [r["completion"] for r in pool]
-        model_ref: str = str(ensure_tiny_base(store, exp_id, texts, student.tiny, seed=spec.data.seed))
+        model_ref: str = str(tiny_base(store, exp_id, dataset_id, spec))
         base = {**base_model_record(model_ref, None), "tiny": student.tiny.model_dump()}
     else:
         model_ref = student.model
@@ -176,11 +146,11 @@ def main(ctx: JobContext) -> None:
 
     # Under accelerate every rank trains, but only rank 0 writes files, rows and W&B.
     main_proc = is_main_process()
+    variant = ctx.spec.get("variant")
     if main_proc:
-        write_json(
-            run_dir / "spec.json",
-            {"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
-        )
+        resolved: dict[str, Any] = {"experiment": spec.model_dump(mode="json"), "train_size": train_size}
+        resolved |= {"seed": seed, **({"variant": variant} if variant else {})}
+        write_json(run_dir / "spec.json", resolved)
     from engine.training import tracking
 
     report = tracking.report_to() if main_proc else []
@@ -191,7 +161,7 @@ def main(ctx: JobContext) -> None:
                 store.home,
                 name=run_id,
                 group=exp_id,
-                tags=[f"n={train_size}", f"seed={seed}"],
+                tags=[f"n={train_size}", f"seed={seed}", f"recipe={recipe}"],
                 config={"experiment": spec.model_dump(mode="json"), "train_size": train_size, "seed": seed},
             )
         except Exception as err:  # a broken tracker must never cost a training run
@@ -201,7 +171,8 @@ def main(ctx: JobContext) -> None:
     metrics: dict[str, float] = {}
     try:
         writer = store if main_proc else None
-        sft_span = (TRAIN_SPAN[0], DPO_SPAN[0]) if student.dpo.enabled else TRAIN_SPAN
+        two_stages = recipe in ("sft+dpo", "sft+kd")
+        sft_span = (TRAIN_SPAN[0], DPO_SPAN[0]) if two_stages else TRAIN_SPAN
         callbacks = [
             StoreCallback(writer, ctx if main_proc else None, run_id, progress_span=sft_span),
             HealthCallback(writer, ctx.job_id, run_id),
@@ -209,7 +180,8 @@ def main(ctx: JobContext) -> None:
         ckpt_dir = run_dir / CHECKPOINTS_DIR
         resume_from = _resume_point(ctx, run_id, ckpt_dir) if main_proc else last_checkpoint(ckpt_dir)
         zero_shot = train_size == 0
-        sft = not zero_shot and not (student.dpo.enabled and not student.dpo.after_sft)
+        dpo_alone = recipe == "sft+dpo" and not student.dpo.after_sft
+        sft = not zero_shot and recipe != "kd" and not dpo_alone
         train_rows, val_rows = split_validation(rows, student, seed)
         with oom_guard(writer, ctx.job_id, run_id, student.batch_size):
             if sft:
@@ -229,38 +201,61 @@ def main(ctx: JobContext) -> None:
                     else None,
                 )
                 _event(ctx, run_id, "info", "stopped", _stop_sentence(result, len(train_rows), len(val_rows)))
-            else:  # zero-shot, or DPO alone: the student's own answers, as loaded
-                if not zero_shot:
+            else:  # zero-shot, KD alone, or DPO alone: the student as loaded
+                if dpo_alone and not zero_shot:
                     _event(ctx, run_id, "info", "sft_skipped", "DPO alone (student.dpo.after_sft: false)")
                 result = TrainResult(model, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, stop_reason="zero_shot")
             trained = result.model
-            if student.dpo.enabled and not zero_shot:
+            stages = [result] if sft else []
+            if recipe == "sft+dpo" and not zero_shot:
                 trained = run_dpo_stage(
                     ctx, run_id, spec, rows, trained, tokenizer, writer, result.steps, report, run_dir / "dpo"
                 )
+            if student.uses_kd and not zero_shot:
+                kd_result = run_kd_stage(
+                    ctx,
+                    run_id,
+                    spec,
+                    train_rows,
+                    val_rows,
+                    trained,
+                    tokenizer,
+                    writer,
+                    report,
+                    run_dir / "kd",
+                    prompt_format,
+                    span=DPO_SPAN if sft else TRAIN_SPAN,
+                    after_steps=result.steps if sft else 0,
+                )
+                trained = kd_result.model
+                stages.append(kd_result)
         if not main_proc:
             failed = False
             return
         ctx.progress(TRAIN_SPAN[1], "saving the model", force=True)
         set_stop_tokens(causal_lm(trained), tokenizer, prompt_format)
         save_student(trained, tokenizer, run_dir / "model")
-        train_info = {
+        first = stages[0] if stages else result  # the first training stage (SFT, or KD alone)
+        train_info: dict[str, Any] = {
+            "recipe": recipe,
             "sft": sft,
-            "final_loss": result.final_loss,
-            "first_loss": result.first_loss,
-            "mean_loss": result.mean_loss,
-            "steps": result.steps,
-            "tokens_seen": result.tokens_seen,
-            "wall_time_s": round(result.wall_time_s, 3),
-            "tokens_per_s": round(result.tokens_per_s, 1),
+            "final_loss": first.final_loss,
+            "first_loss": first.first_loss,
+            "mean_loss": first.mean_loss,
+            "steps": first.steps,
+            "tokens_seen": first.tokens_seen,
+            "wall_time_s": round(first.wall_time_s, 3),
+            "tokens_per_s": round(first.tokens_per_s, 1),
             "budget": student.budget,
-            "epochs": result.epochs,
-            "stop_reason": result.stop_reason,
-            "best_step": result.best_step,
-            "best_eval_loss": result.best_eval_loss,
+            "epochs": first.epochs,
+            "stop_reason": first.stop_reason,
+            "best_step": first.best_step,
+            "best_eval_loss": first.best_eval_loss,
             "n_train": len(train_rows),
             "n_val": len(val_rows),
         }
+        if student.uses_kd and stages:
+            train_info["kd"] = _stage_record(stages[-1])
         write_json(
             run_dir / "metadata.json",
             build_metadata(
@@ -268,7 +263,7 @@ def main(ctx: JobContext) -> None:
                 lora=student.lora.model_dump(mode="json") if student.lora.enabled else None,
                 dataset_id=dataset_id,
                 dataset_hash=str(dataset.get("content_hash")),
-                teacher_key=spec.teacher_key(),
+                teacher_key=None if recipe == "gold" else spec.teacher_key(),  # gold: no teacher answer
                 train_indices=[r["idx"] for r in rows],
                 train_size=train_size,
                 seed=seed,
@@ -289,16 +284,8 @@ def main(ctx: JobContext) -> None:
 
         metrics = evaluate_run(ctx, run_id, spec, dataset_id, trained, tokenizer, wandb_run)
         metrics["n_train"] = float(len(train_rows))
-        if sft:
-            metrics.update(
-                train_loss=result.final_loss,
-                train_time_s=result.wall_time_s,
-                tokens_per_s=result.tokens_per_s,
-                train_steps=float(result.steps),
-                train_epochs=result.epochs,
-                best_step=float(result.best_step),
-                n_val=float(len(val_rows)),
-            )
+        if stages:
+            metrics.update(_train_metrics(stages), n_val=float(len(val_rows)))
         store.set_run_metrics(run_id, metrics)
         # The final model is saved: checkpoints (optimizer state included) are dead weight now.
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -308,6 +295,36 @@ def main(ctx: JobContext) -> None:
     if report:
         _log_curve_when_last(ctx, exp_id, run_id)
     ctx.progress(1.0, "done", force=True)
+
+
+def _stage_record(result: TrainResult) -> dict[str, Any]:
+    """What metadata.json keeps of a training stage."""
+    return {
+        "final_loss": result.final_loss,
+        "first_loss": result.first_loss,
+        "steps": result.steps,
+        "tokens_seen": result.tokens_seen,
+        "wall_time_s": round(result.wall_time_s, 3),
+        "epochs": result.epochs,
+        "stop_reason": result.stop_reason,
+        "best_step": result.best_step,
+        **result.info,
+    }
+
+
+def _train_metrics(stages: list[TrainResult]) -> dict[str, float]:
+    """A run's training metrics over its stages (SFT, then KD): the last stage's loss, the
+    time, tokens, steps and epochs of all, and the kept step on the run's step axis."""
+    wall = sum(r.wall_time_s for r in stages)
+    last = stages[-1]
+    return {
+        "train_loss": last.final_loss,
+        "train_time_s": wall,
+        "tokens_per_s": sum(r.tokens_seen for r in stages) / wall if wall > 0 else 0.0,
+        "train_steps": float(sum(r.steps for r in stages)),
+        "train_epochs": sum(r.epochs for r in stages),
+        "best_step": float(sum(r.steps for r in stages[:-1]) + last.best_step),
+    }
 
 
 def _log_curve_when_last(ctx: JobContext, exp_id: str, run_id: str) -> None:

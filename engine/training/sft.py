@@ -87,6 +87,8 @@ class TrainResult:
     stop_reason: str = "steps"
     best_step: int = 0
     best_eval_loss: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """Figures of a particular stage (KD: ``on_policy_batches``, ``forced_batches``)."""
 
 
 def steps_per_epoch(spec: StudentSpec, n_rows: int) -> int:
@@ -304,14 +306,14 @@ def sft_config(
         report_to=report_to,
         # Checkpoints hold model, optimizer, scheduler, RNG states and the step, so a resumed
         # run replays exactly the batches an uninterrupted one would have seen.
-        **_checkpointing(spec, n_rows or 1, early_stop),
+        **checkpointing_args(spec, n_rows or 1, early_stop),
         dataloader_num_workers=0,
         disable_tqdm=True,
         completion_only_loss=True,
     )
 
 
-def _checkpointing(spec: StudentSpec, n_rows: int, early_stop: bool) -> dict[str, Any]:
+def checkpointing_args(spec: StudentSpec, n_rows: int, early_stop: bool) -> dict[str, Any]:
     """Checkpoint and validation settings: periodic checkpoints for resume, or, with early
     stopping, a checkpoint at each validation so that the best one can be loaded back."""
     if not early_stop:

@@ -72,7 +72,13 @@ def build_tiny_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokeniz
     )
 
 
-def build_tiny_student(texts: list[str], spec: TinyModelSpec, out_dir: Path, seed: int) -> Path:
+def build_tiny_student(
+    texts: list[str],
+    spec: TinyModelSpec,
+    out_dir: Path,
+    seed: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Path:
     """Build a tiny Llama and its tokenizer from ``texts`` and save both to ``out_dir``.
 
     Args:
@@ -80,13 +86,17 @@ def build_tiny_student(texts: list[str], spec: TinyModelSpec, out_dir: Path, see
         spec: Architecture (width, depth, heads, vocabulary size).
         out_dir: Destination folder (created); loadable with :func:`load_student`.
         seed: Seed for the initial weights.
+        tokenizer: Use this tokenizer instead of training one (``texts`` and
+            ``spec.vocab_size`` are then unused): a student that distils token by token from a
+            teacher must share the teacher's.
 
     Returns:
         ``out_dir``.
     """
-    if not texts:
-        raise ValueError("build_tiny_student: no text to train the tokenizer on")
-    tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
+    if tokenizer is None:
+        if not texts:
+            raise ValueError("build_tiny_student: no text to train the tokenizer on")
+        tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
@@ -112,7 +122,7 @@ def build_tiny_student(texts: list[str], spec: TinyModelSpec, out_dir: Path, see
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock across processes (released when the file closes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -124,24 +134,32 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_tiny_base(
-    store: Store, experiment_id: str, texts: list[str], spec: TinyModelSpec, seed: int
+    store: Store,
+    experiment_id: str,
+    texts: list[str],
+    spec: TinyModelSpec,
+    seed: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    name: str = "base_model",
 ) -> Path:
     """The experiment's tiny base model, built on first use and shared by all its runs.
 
     Concurrent train jobs of one experiment serialise on a file lock; the model is built in
     a temporary folder and renamed into place, so a reader never sees a half-written base.
+    ``tokenizer`` and ``name`` as for :func:`build_tiny_student` (an experiment that varies
+    the tiny architecture keeps one base per architecture, each under its own name).
 
     Returns:
-        ``<workspace>/experiments/<experiment_id>/base_model``.
+        ``<workspace>/experiments/<experiment_id>/<name>``.
     """
     exp_dir = store.experiments_dir / experiment_id
-    final = exp_dir / "base_model"
-    with _file_lock(exp_dir / "base_model.lock"):
+    final = exp_dir / name
+    with file_lock(exp_dir / "base_model.lock"):
         if (final / "config.json").exists():
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=".base_model-", dir=exp_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=exp_dir))
         try:
-            build_tiny_student(texts, spec, tmp, seed)
+            build_tiny_student(texts, spec, tmp, seed, tokenizer)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

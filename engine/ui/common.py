@@ -272,10 +272,21 @@ def plan_sentence(spec: ExperimentSpec) -> str:
     """What launching ``spec`` queues, e.g. ``1 teacher job + 3 sizes × 2 seeds = 6 runs``."""
     sizes, seeds = spec.ablation.train_sizes, spec.ablation.seeds
     n = len(sizes) * len(seeds)
+    path = spec.vary_path()
+    if path is None:
+        grid = f"{plural(len(sizes), 'size')} × {plural(len(seeds), 'seed')}"
+        return (
+            f"1 teacher job ({spec.teacher.kind}) + {grid}"
+            f" = {plural(n, 'training run')} of `{spec.student.model}`, sizes {sizes}, "
+            f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
+        )
+    values = spec.ablation.vary[path]
+    teachers = len({r.teacher_key() for _, r in spec.variant_specs()})
     return (
-        f"1 teacher job ({spec.teacher.kind}) + {plural(len(sizes), 'size')} × {plural(len(seeds), 'seed')}"
-        f" = {plural(n, 'training run')} of `{spec.student.model}`, sizes {sizes}, "
-        f"scored by {spec.curve_metric()} on {spec.data.test_size} test examples"
+        f"{plural(teachers, 'teacher job')} ({spec.teacher.kind}) + {plural(len(sizes), 'size')} × "
+        f"{plural(len(seeds), 'seed')} × {len(values)} values of `{path}` ({', '.join(map(str, values))}) "
+        f"= {plural(n * len(values), 'training run')} of `{spec.student.model}`, sizes {sizes}, one curve "
+        f"per value, all scored by {spec.curve_metric()} on the same {spec.data.test_size} test examples"
     )
 
 

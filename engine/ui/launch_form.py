@@ -8,12 +8,14 @@ follows :mod:`engine.specs` as it grows instead of breaking.
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from engine.specs import ExperimentSpec, SpecError, demo_spec, parse_spec
@@ -36,10 +38,13 @@ OPTIONAL_INT_FIELDS = (
     "teacher.tokens_per_minute",
     "student.save_steps",
     "student.eval_steps",
+    "student.kd.max_steps",
 )
 """Optional whole numbers, edited as text: ``""`` means None (no limit, no checkpoints)."""
 MODULES_FIELD = "student.lora.target_modules"
 """Edited as ``"q_proj, v_proj"`` or ``"all-linear"``."""
+VARY_FIELD = "ablation.vary"
+"""Edited as ``"student.recipe: gold, sft, kd"`` (values parsed as YAML scalars); ``""``: nothing varies."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("ablation.metric", "Curve metric", "Empty: the task's default (field_accuracy for JSON)."),
         ("ablation.zero_shot", "Score the untrained student", "Size 0: the curve's floor."),
         (
+            VARY_FIELD,
+            "Vary",
+            "One setting and its values, e.g. `student.recipe: gold, sft, kd`: every cell runs once "
+            "per value, one curve each. Empty: nothing varies.",
+        ),
+        (
             "ablation.versus_teacher",
             "Judge runs vs teacher",
             "Pairwise, both orders: 2 judge calls per test item.",
@@ -79,6 +90,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("data.demo_examples", "Demo examples", "Generated examples (train pool + test)."),
         ("data.test_size", "Test size", "Held-out examples every run is scored on."),
         ("data.seed", "Data seed", None),
+        (
+            "student.recipe",
+            "Recipe",
+            "gold: reference answers; sft: teacher answers; sft+dpo: then DPO; kd: token-level "
+            "distillation from a local teacher; sft+kd: SFT, then KD.",
+        ),
         (
             "student.model",
             "Student model",
@@ -156,6 +173,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("student.dpo.batch_size", "DPO batch size", "Pairs per step."),
         ("student.dpo.max_pairs", "Max prompts", "Training prompts the student answers to find failures."),
     ],
+    "KD": [
+        ("student.kd.lmbda", "On-policy fraction (lmbda)", "Share of batches the student samples itself."),
+        ("student.kd.beta", "Beta", "0: forward KL, 1: reverse KL, between: generalized JSD."),
+        ("student.kd.temperature", "Temperature", "Softens both distributions; samples on-policy batches."),
+        ("student.kd.max_steps", "KD steps", "Empty: the student's budget, as SFT."),
+    ],
     "Advanced": [
         ("student.max_length", "Max length (tokens)", "Prompt + completion."),
         ("student.max_new_tokens", "Max new tokens", "Per test answer at evaluation."),
@@ -193,7 +216,7 @@ def _field(key: str, label: str, help_text: str | None) -> FormField | None:
     ann = _annotation(key)
     if ann is None:
         return None
-    if key in LIST_FIELDS or key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS or key == MODULES_FIELD:
+    if key in (*LIST_FIELDS, *OPTIONAL_FIELDS, *OPTIONAL_INT_FIELDS, MODULES_FIELD, VARY_FIELD):
         return FormField(key, label, "text", help=help_text)
     if typing.get_origin(ann) is typing.Literal:
         return FormField(key, label, "select", tuple(str(a) for a in typing.get_args(ann)), help_text)
@@ -234,6 +257,8 @@ def form_defaults(spec: ExperimentSpec | None = None) -> dict[str, Any]:
             value = ", ".join(str(v) for v in value)
         elif key in OPTIONAL_FIELDS or key in OPTIONAL_INT_FIELDS:
             value = "" if value is None else str(value)
+        elif key == VARY_FIELD:
+            value = format_vary(value)
         out[key] = value
     return out
 
@@ -262,6 +287,34 @@ def parse_optional_int(text: str, field_name: str) -> int | None:
         raise SpecError(f"form: {field_name}: expected a whole number or nothing, got {text!r}") from None
 
 
+def format_vary(vary: Mapping[str, list[Any]]) -> str:
+    """``{"student.recipe": ["gold", "kd"]}`` -> ``"student.recipe: gold, kd"`` (``""`` for none)."""
+    return "; ".join(f"{path}: " + ", ".join(_scalar(v) for v in values) for path, values in vary.items())
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_vary(text: str) -> dict[str, list[Any]]:
+    """``"student.recipe: gold, kd"`` -> ``{"student.recipe": ["gold", "kd"]}``; each value is
+    read as a YAML scalar (``0.003`` a number, ``true`` a bool). ``""`` -> ``{}``; a SpecError
+    naming ``ablation.vary`` otherwise."""
+    out: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        path, sep, values = part.partition(":")
+        if not sep or not path.strip() or not values.strip():
+            raise SpecError(f"form: {VARY_FIELD}: expected 'setting: value, value', got {part!r}")
+        try:
+            out[path.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError:
+            where = f"form: {VARY_FIELD}: {path.strip()}"
+            raise SpecError(f"{where}: cannot read the values {values.strip()!r}") from None
+    return out
+
+
 def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None) -> ExperimentSpec:
     """Build and validate a spec from form values (dotted key -> widget value).
 
@@ -277,6 +330,8 @@ def spec_from_form(values: Mapping[str, Any], base: ExperimentSpec | None = None
             value = str(raw).strip() or None
         elif key in OPTIONAL_INT_FIELDS:
             value = parse_optional_int(str(raw), key)
+        elif key == VARY_FIELD:
+            value = parse_vary(str(raw))
         elif key == MODULES_FIELD:
             text = str(raw).strip()
             value = text if text == "all-linear" else [m for m in text.replace(",", " ").split() if m]
