@@ -137,6 +137,37 @@ def test_concurrency_limit(store: Store, monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen_running == 2
 
 
+def test_cpu_slots_default_to_the_cores_and_share_them_out(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SENSEI_MAX_JOBS, as many CPU jobs run at once as there are cores (up to 4), and
+    each worker is told its share of the cores."""
+    monkeypatch.delenv("SENSEI_MAX_JOBS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SENSEI_GPUS", "")
+    cores = jobs.usable_cores()
+    slots = jobs.max_concurrency()
+    assert 1 <= slots <= min(cores, jobs.MAX_DEFAULT_CPU_JOBS)
+    assert jobs.cpu_threads() == max(1, cores // slots)
+    monkeypatch.setenv("SENSEI_MAX_JOBS", "1")
+    assert jobs.max_concurrency() == 1 and jobs.cpu_threads() == cores
+
+    monkeypatch.delenv("SENSEI_MAX_JOBS")
+    first = store.enqueue("sleep", {"seconds": 0.3})
+    _start_scheduler(store)
+    _wait_for(lambda: _status(store, first) == "succeeded", what="the sleep job")
+    assert store.get_job(first)["message"].endswith(f"threads {jobs.cpu_threads()}")
+
+
+def test_a_thread_count_the_user_set_is_kept(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSEI_GPUS", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    job = store.enqueue("sleep", {"seconds": 0.3})
+    _start_scheduler(store)
+    _wait_for(lambda: _status(store, job) == "succeeded", what="the sleep job")
+    assert store.get_job(job)["message"].endswith("threads 7")
+
+
 def test_gpu_slots_give_each_job_its_own_gpu(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENSEI_GPUS", "0,1")
     one = [store.enqueue("sleep", {"seconds": 1.5, "gpus": 1}) for _ in range(3)]
@@ -152,7 +183,7 @@ def test_gpu_slots_give_each_job_its_own_gpu(store: Store, monkeypatch: pytest.M
         assert len({d for j in running for d in j["devices"]}) == sum(len(j["devices"]) for j in running)
         for j in running:
             if "on gpus" in j["message"]:
-                seen[j["id"]] = j["message"].split("on gpus ")[1]
+                seen[j["id"]] = j["message"].split("on gpus ")[1].split(", threads")[0]
         time.sleep(0.05)
     assert all(_status(store, i) == "succeeded" for i in [*one, cpu])
     assert max_gpu_jobs == 2  # two GPUs, never more than two one-GPU jobs at once
