@@ -8,7 +8,8 @@ import pytest
 
 from engine import ablation
 from engine.review import items as review
-from engine.review.gold import experiment_teachers, gold_disagreements
+from engine.review.gold import gold_disagreements
+from engine.review.items import experiment_teachers
 from engine.specs import demo_spec, parse_spec
 from engine.store import Store
 from tests.gold_data import DIFFERENT, N_TRAIN, gold_experiment
@@ -94,3 +95,39 @@ def test_an_experiment_that_varies_its_teacher_compares_each_teachers_answers(st
     noisy_rows = gold_disagreements(store, case.experiment_id, teacher_key=noisy).rows
     assert len(noisy_rows) == N_TRAIN - 1 and all(r.agreement == 0.0 for r in noisy_rows)
     assert noisy_rows[0].fields == ("intent", "product", "order_id", "urgency")
+
+
+def test_the_teachers_answers_are_a_review_source_scored_against_gold(store: Store) -> None:
+    case = gold_experiment(store)
+    prefix = review.teacher_prefix(case.dataset_id, case.spec.teacher_key())
+    store.add_annotation(case.ref(7), "ada", "reject", "wrong field value")
+    (answers,) = review.review_sources(store)  # no run has outputs yet: only the teacher's answers
+    assert answers["id"] == prefix and answers["n_outputs"] == N_TRAIN + 4 - 1
+    assert answers["n_labelled"] == 1 and "teacher's answers" in answers["label"]
+    assert review.source_of(case.ref(7)) == prefix and review.source_of("nonsense") is None
+
+    items = {it.idx: it for it in review.build_items(store, prefix)}
+    assert 13 not in items and len(items) == N_TRAIN + 4 - 1  # every split; #13 has no answer
+    # Failed = the teacher's answer is not the gold one (the test split's #17 included).
+    assert {i for i, it in items.items() if it.failed} == DIFFERENT | {17}
+    it = items[7]
+    assert it.answer_of == "teacher" and it.run_id is None and it.teacher is None
+    assert (
+        it.scores["field_accuracy"] == pytest.approx(0.75)
+        and it.reference == store.get_examples(case.dataset_id)[7]["reference"]
+    )
+    assert [a["label"] for a in it.labels] == ["reject"]
+    assert items[14].reference is None and items[14].scores == {}
+
+
+def test_an_sme_reject_on_a_disagreeing_teacher_answer_keeps_it_out_of_training(store: Store) -> None:
+    from engine.judges.curation import curate  # what the train job's pool keeps
+
+    case = gold_experiment(store)
+    sft = dict(case.spec.variant_specs())['"sft"']
+    before = set(curate(store, sft, case.dataset_id).kept_indices)
+    assert {5, 7} <= before
+    for row in gold_disagreements(store, case.experiment_id).rows[1:3]:  # #5 and one of #7, #9
+        store.add_annotation(row.ref, "ada", "reject")
+    after = set(curate(store, sft, case.dataset_id).kept_indices)
+    assert before - after == {r.idx for r in gold_disagreements(store, case.experiment_id).rows[1:3]}

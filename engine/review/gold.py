@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from engine.review.items import teacher_ref
+from engine.review.items import experiment_teachers, teacher_ref
 from engine.scoring.metrics import field_matches, parse_json_object, score
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
@@ -104,21 +104,6 @@ class GoldDisagreements:
             if k
         ]
         return line + (f"; left out: {', '.join(skipped)}" if skipped else "") + "."
-
-
-def experiment_teachers(spec: ExperimentSpec) -> dict[str, str]:
-    """The experiment's teachers, ``{teacher_key: label}`` in the order of ``ablation.vary``.
-
-    One teacher unless the experiment varies a teacher setting; then each label names the value.
-    """
-    resolved = [cell for _, cell in spec.variant_specs()]
-    if len({cell.teacher_key() for cell in resolved}) == 1:
-        return {spec.teacher_key(): spec.teacher.identity()}
-    path = str(spec.vary_path())
-    out: dict[str, str] = {}
-    for value, cell in zip(spec.ablation.vary[path], resolved, strict=True):
-        out.setdefault(cell.teacher_key(), f"{cell.teacher.identity()} · {path}={value}")
-    return out
 
 
 def _how(task: TaskSpec, gold: str, teacher: str) -> tuple[tuple[str, ...], str]:
