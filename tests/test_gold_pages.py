@@ -57,3 +57,17 @@ def test_review_opens_a_teachers_answer_from_its_link_and_labels_it(store: Store
     at.run()
     (label,) = store.annotations(annotator="ada")
     assert (label["item_ref"], label["label"]) == (case.ref(7), "reject")
+
+
+def test_calibration_links_a_teachers_answer_to_review(store: Store) -> None:
+    case = gold_experiment(store)
+    store.add_annotation(case.ref(7), "ada", "reject", "wrong field value")
+    store.add_annotation(case.ref(0), "ada", "accept")
+    verdicts = [("accept", 7), ("accept", 0)]  # the judge misses #7's wrong urgency
+    store.save_judge_verdicts(
+        "strict", [{"item_ref": case.ref(i), "verdict": v, "reason": "ok", "raw": "{}"} for v, i in verdicts]
+    )
+    at = app("views/calibration.py")
+    disagreements = next(d.value for d in at.dataframe if "judge_reason" in d.value.columns)
+    assert list(disagreements["item_ref"]) == [case.ref(7)]
+    assert disagreements["open"][0] == f"review?item={quote(case.ref(7), safe='')}"
