@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
 from engine import ablation
-from engine.specs import demo_spec
+from engine.specs import demo_spec, parse_spec
 from engine.store import Store
 
 
 def finished_experiment(
-    store: Store, sizes: list[int], seeds: list[int], score: float = 0.9, lr: float | None = None
+    store: Store,
+    sizes: list[int],
+    seeds: list[int],
+    score: float = 0.9,
+    lr: float | None = None,
+    vary: dict[str, list[Any]] | None = None,
 ) -> str:
-    """A demo-fast experiment whose runs finished with per-example scores that rise with size."""
+    """A demo-fast experiment whose runs finished with per-example scores that rise with size.
+
+    With ``vary`` (``ablation.vary``), each value's runs score 0.1 less than the value before.
+    """
     from engine.data.datasets import ensure_dataset
 
     spec = demo_spec("fast")
     if lr is not None:
         spec.student.learning_rate = lr
     spec.ablation.train_sizes, spec.ablation.seeds, spec.ablation.zero_shot = sizes, seeds, True
+    if vary:
+        spec = parse_spec(
+            spec.model_dump(mode="json") | {"ablation": {**spec.ablation.model_dump(), "vary": vary}}
+        )
+    offsets = {key: 0.1 * i for i, (key, _) in enumerate(spec.variant_specs())}
     exp_id = ablation.launch_experiment(store, spec)
     dataset_id = ensure_dataset(store, spec)
     store.set_experiment_dataset(exp_id, dataset_id)
@@ -36,7 +50,7 @@ def finished_experiment(
     rng = np.random.default_rng(0)
     for run in store.list_runs(exp_id):
         n = run["train_size"]
-        p = 0.05 if n == 0 else score - 1.5 * n**-0.5
+        p = 0.05 if n == 0 else score - offsets[run["variant_value"]] - 1.5 * n**-0.5
         rows = [
             {
                 "idx": ex["idx"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.scoring import metrics
-from engine.scoring.metrics import aggregate, metric_names, score
+from engine.scoring.metrics import aggregate, field_matches, metric_names, score
 from engine.specs import TaskSpec
 
 JSON_TASK = TaskSpec(output_kind="json", json_fields=["intent", "product", "order_id", "urgency"])
@@ -80,3 +80,22 @@ def test_registry_plugs_in_new_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "starts_with_brace" not in score(TEXT_TASK, "{}", "{}")
     with pytest.raises(ValueError, match="already registered"):
         metrics.register("fuzzy")(_brace)
+
+
+def test_field_matches_says_which_fields_differ() -> None:
+    out = '{"intent": "refund", "product": "laptop", "order_id": "A00042", "note": "x"}'
+    assert field_matches(JSON_TASK, out, REF) == {
+        "intent": True,
+        "product": False,
+        "order_id": True,
+        "urgency": False,
+    }
+    # every_key also compares the keys outside json_fields: "note" is only in the answer.
+    assert field_matches(JSON_TASK, out, REF, every_key=True) == {
+        "intent": True,
+        "product": False,
+        "order_id": True,
+        "urgency": False,
+        "note": False,
+    }
+    assert field_matches(JSON_TASK, "Sure! " + REF, REF) is None

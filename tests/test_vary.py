@@ -202,3 +202,33 @@ def test_the_ablation_page_draws_one_curve_per_value(store: Store, monkeypatch: 
     assert "curve field_accuracy [sft]: 16=0.4160 64=0.4640" in captions
     figure = at.get("plotly_chart")[0].proto.spec
     assert "gold (95% interval)" in figure and "sft (95% interval)" in figure
+
+
+def test_the_launch_page_has_widgets_for_recipe_kd_and_vary(store: Store) -> None:
+    from tests.test_pages import app
+
+    at = app("views/launch.py")
+    at.text_input(key="f.ablation.train_sizes").set_value("16, 32")
+    at.text_input(key="f.ablation.seeds").set_value("0")
+    at.selectbox(key="f.student.recipe").set_value("gold")
+    at.number_input(key="f.student.kd.lmbda").set_value(0.25)
+    at.number_input(key="f.student.kd.beta").set_value(0.1)
+    at.number_input(key="f.student.kd.temperature").set_value(2.0)
+    at.text_input(key="f.student.kd.max_steps").set_value("30")
+    at.text_input(key="f.ablation.vary").set_value("student.recipe: gold, kd")
+    at.button(key="form_launch").click().run()
+    assert "ablation.vary: student.recipe='kd' is refused" in at.error[0].value and store.list_jobs() == []
+
+    at.text_input(key="f.ablation.vary").set_value("student.recipe: gold, sft")
+    at.button(key="form_launch").click().run()
+    assert not at.error, [e.value for e in at.error]
+    (exp,) = store.list_experiments()
+    student = exp["spec"]["student"]
+    assert student["recipe"] == "gold" and exp["spec"]["ablation"]["vary"] == {
+        "student.recipe": ["gold", "sft"]
+    }
+    assert student["kd"] == {"lmbda": 0.25, "beta": 0.1, "temperature": 2.0, "max_steps": 30}
+    runs = store.list_runs(exp["id"])
+    assert sorted((r["train_size"], r["variant_value"]) for r in runs) == [
+        (n, v) for n in (0, 16, 32) for v in ('"gold"', '"sft"')
+    ]

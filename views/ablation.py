@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from engine import ablation, jobs
 from engine.ablation.compare import Overlay, overlay, variant_overlay, varies
 from engine.judges import pairwise as pairwise_job
+from engine.review.gold import GoldDisagreements, gold_disagreements
 from engine.specs import ExperimentSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
 from engine.ui import curves
+from engine.ui import review as review_view
 
 st.title("Ablation")
 st.write(
@@ -187,6 +191,64 @@ def export_view(store: Store, exp_id: str, compare: list[str], metric: str | Non
             cols[2].download_button("Chart (PNG)", files["png"], f"{exp_id}-curve.png", "image/png")
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _gold(home: str, exp_id: str, teacher_key: str | None) -> GoldDisagreements:
+    return gold_disagreements(Store(home), exp_id, teacher_key)
+
+
+def _open_gold_row(key: str, refs: list[str]) -> None:
+    """Remember the picked example and start a fresh table, so coming back finds no selection."""
+    rows = st.session_state[key].selection.rows
+    if rows:
+        st.session_state["gold_open"] = refs[rows[0]]
+        st.session_state["gold_picks"] = st.session_state.get("gold_picks", 0) + 1
+
+
+def gold_view(store: Store, exp_id: str, spec: ExperimentSpec) -> None:
+    """Training examples where the teacher's answer and the gold answer differ, each a link to Review."""
+    recipes = {cell.student.effective_recipe for _, cell in spec.variant_specs()}
+    with st.expander(
+        "Where the teacher and the gold answers disagree",
+        expanded="gold" in recipes and len(recipes) > 1,
+        icon=":material/rule:",
+    ):
+        result = _gold(str(store.home), exp_id, None)
+        if len(result.teachers) > 1:
+            key = st.selectbox(
+                "Teacher", list(result.teachers), format_func=result.teachers.__getitem__, key="gold_teacher"
+            )
+            result = _gold(str(store.home), exp_id, key)
+        st.caption(result.summary())
+        if not result.rows:
+            return
+        table = f"gold_rows_{st.session_state.get('gold_picks', 0)}"
+        refs = [r.ref for r in result.rows]
+        st.dataframe(
+            review_view.gold_frame(result),
+            hide_index=True,
+            height=min(38 + 35 * len(refs), 420),
+            on_select=partial(_open_gold_row, table, refs),
+            selection_mode="single-row",
+            key=table,
+            column_config={
+                "open": st.column_config.LinkColumn("new tab", display_text="Open ↗", width="small"),
+                "#": st.column_config.NumberColumn(width="small"),
+                "agreement": st.column_config.NumberColumn(
+                    format="%.2f", help="The task's metric, teacher vs gold."
+                ),
+                "gold": st.column_config.TextColumn("gold answer", width="medium"),
+                "teacher": st.column_config.TextColumn("teacher's answer", width="medium"),
+            },
+            placeholder="",
+        )
+        st.caption(
+            "Most different first. Select a row to open the teacher's answer on Review: one you "
+            "reject there is not trained on (curation.sme)."
+        )
+        if ref := st.session_state.pop("gold_open", None):
+            st.switch_page("views/review.py", query_params={"item": ref})
+
+
 @st.fragment(run_every=10)
 def outputs_view(store: Store, exp_id: str) -> None:
     """Per-example test outputs of one finished run, a page at a time."""
@@ -262,9 +324,8 @@ focus = ui.focus_index(ids, state["experiment"] or st.session_state.get("focus_e
 exp_id = st.selectbox("Experiment", ids, index=focus, format_func=labels.__getitem__)
 st.session_state["focus_experiment"] = exp_id
 metric_names = ablation.curve.experiment_metrics(store, exp_id)
-default_metric = ExperimentSpec.model_validate(
-    next(e for e in exps if e["id"] == exp_id)["spec"]
-).curve_metric()
+exp_spec = ExperimentSpec.model_validate(next(e for e in exps if e["id"] == exp_id)["spec"])
+default_metric = exp_spec.curve_metric()
 state = curves.parse_query(st.query_params.to_dict(), ids, metric_names)
 pick, axis_box, target_box = st.columns([3, 2, 1])
 compare = pick.multiselect(
@@ -299,6 +360,7 @@ st.query_params.from_dict(curves.to_query(exp_id, compare, metric, axis))
 curve_view(store, exp_id, compare, metric, axis)
 grow_view(store, exp_id, metric)
 versus_teacher_view(store, exp_id)
+gold_view(store, exp_id, exp_spec)
 outputs_view(store, exp_id)
 discussion_view(store, exp_id)
 export_view(store, exp_id, compare, metric)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -17,6 +16,7 @@ from engine.judges.small import flow as small_judge_flow
 from engine.review import items as review
 from engine.store import Store
 from engine.ui import common as ui
+from engine.ui import review as review_view
 from engine.words import plural, plural_word
 
 st.title("Judge calibration")
@@ -186,11 +186,6 @@ if not judges or not labels:
     st.stop()
 
 
-def review_link(ref: str) -> str:
-    """Relative URL of the Review page opened on ``ref`` (the page reads ``?item=``)."""
-    return f"review?item={quote(ref, safe='')}"
-
-
 def _open_row(key: str, refs: list[str | None]) -> None:
     """Remember the picked answer and start a fresh table, so coming back finds no selection."""
     rows = st.session_state[key].selection.rows
@@ -293,13 +288,14 @@ st.subheader(f"Disagreements ({len(rows)})")
 if not rows:
     st.caption("The judge agrees with the SMEs on every answer here.")
 else:
-    for r in rows:
-        r["open"] = review_link(r["item_ref"]) if r["run_id"] else None
+    refs = [r["item_ref"] if review.source_of(r["item_ref"]) else None for r in rows]  # runs' and teachers'
+    for r, ref in zip(rows, refs, strict=True):
+        r["open"] = review_view.review_link(ref) if ref else None
     key = f"cal_disagreements_{st.session_state.get('cal_picks', 0)}"
     st.dataframe(
         rows,
         hide_index=True,
-        on_select=partial(_open_row, key, [r["item_ref"] if r["run_id"] else None for r in rows]),
+        on_select=partial(_open_row, key, refs),
         selection_mode="single-row",
         key=key,
         column_order=["open", "idx", "sme", "category", "sme_note", "judge", "judge_reason", "item_ref"],

@@ -1,4 +1,4 @@
-"""Review: read a run's answers one at a time or as a table, and label them accept/reject."""
+"""Review: read a run's (or the teacher's) answers one at a time or as a table, and label them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from engine.words import plural
 st.title("Review")
 st.write(
     "Read the student's answers next to the reference and the teacher's, see why each metric, "
-    "rule and judge passed or failed them, and give your own verdict."
+    "rule and judge passed or failed them, and give your own verdict. The teacher's own answers "
+    "are here too: one you reject is not trained on."
 )
 
 VIEWS = ("One at a time", "Table")
@@ -110,11 +111,13 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         )
 
     texts, side = st.columns([3, 2], gap="large")
+    whose = item.answer_of  # "student" or "teacher"
     with texts:
         _text("Prompt", item.prompt, "")
-        _text("Student's answer", item.student, "")
+        _text(f"{whose.capitalize()}'s answer", item.student, "")
         _text("Reference", item.reference, "No reference for this example.")
-        _text("Teacher's answer", item.teacher, "No teacher answer stored for this example.")
+        if whose == "student":
+            _text("Teacher's answer", item.teacher, "No teacher answer stored for this example.")
         if item.base is not None:
             _text("Base model's answer", item.base, "")
         against = {
@@ -122,15 +125,15 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         }
         if against:
             other = st.radio(
-                "Diff the student's answer against", list(against), horizontal=True, key="rv_diff"
+                f"Diff the {whose}'s answer against", list(against), horizontal=True, key="rv_diff"
             )
             other = other if other in against else next(iter(against))
             if against[other] == item.student:
-                st.caption(f"The student's answer is identical to the {other}.")
+                st.caption(f"The {whose}'s answer is identical to the {other}.")
             else:
                 st.html(review.diff_html(against[other], item.student))
                 st.caption(
-                    f":red[struck out]: in the {other} only · :green[**bold**]: in the student's answer only"
+                    f":red[struck out]: in the {other} only · :green[**bold**]: in the {whose}'s answer only"
                 )
         st.markdown("**Metrics, rules and judges**")
         st.dataframe(
@@ -201,7 +204,7 @@ def table(shown: list[review.ReviewItem]) -> None:
         column_config={
             "failed": st.column_config.CheckboxColumn(width="small"),
             "rules rejecting": st.column_config.TextColumn(width="medium"),
-            "student": st.column_config.TextColumn("student's answer", width="large"),
+            "student": st.column_config.TextColumn(f"{chunk[0].answer_of}'s answer", width="large"),
             **{m: st.column_config.NumberColumn(format="%.2f") for m in review_view.metric_columns(chunk)},
         },
         placeholder="",
@@ -228,8 +231,8 @@ def taxonomy() -> None:
 
 
 # ---------------------------------------------------------------------------- page
-runs = review.reviewable_runs(store)
-if not runs:
+sources = review.review_sources(store)
+if not sources:
     st.info(
         "Nothing to review yet: answers show up here once a training run has been evaluated "
         "on the test split. Run an experiment first — **Run the demo** on Overview, or "
@@ -239,21 +242,21 @@ if not runs:
     st.page_link("views/launch.py", label="Launch", icon=":material/rocket_launch:")
     st.stop()
 
-run_ids = [r["id"] for r in runs]
-# A link (Calibration's disagreements, or a reload) names the item in the URL: open it, with
-# the filters cleared so it is surely shown.
+source_ids = [r["id"] for r in sources]  # run ids, then teacher answer sets
+# A link (Calibration's disagreements, Ablation's gold-vs-teacher list, or a reload) names the
+# item in the URL: open it, with the filters cleared so it is surely shown.
 url_item = st.query_params.get("item")
 if url_item and url_item != st.session_state.get("review_url_item"):
     st.session_state["review_url_item"] = url_item
-    where = review.parse_ref(url_item)
-    if where and where["kind"] == "run" and where["run_id"] in run_ids:
-        st.session_state.update(FILTER_DEFAULTS, review_run=where["run_id"], review_ref=url_item)
-if st.session_state.get("review_run") not in run_ids:
+    source = review.source_of(url_item)
+    if source in source_ids:
+        st.session_state.update(FILTER_DEFAULTS, review_run=source, review_ref=url_item)
+if st.session_state.get("review_run") not in source_ids:
     st.session_state.pop("review_run", None)
 
-labels = {r["id"]: review_view.run_choice(r) for r in runs}
+labels = {r["id"]: review_view.run_choice(r) for r in sources}
 pick, export = st.columns([4, 1], vertical_alignment="bottom")
-run_id = pick.selectbox("Run", run_ids, format_func=labels.__getitem__, key="review_run")
+run_id = pick.selectbox("Answers", source_ids, format_func=labels.__getitem__, key="review_run")
 rules, rules_error = review.load_workspace_rules(store.home)
 if rules_error:
     st.warning(f"Rules not applied: {rules_error}")
@@ -262,8 +265,8 @@ with export.popover("Export labels", icon=":material/download:", width="stretch"
     for history in (False, True):
         st.download_button(
             "Full history (JSONL)" if history else "Current labels (JSONL)",
-            review.annotations_jsonl(store, review.run_prefix(run_id), history=history, items=items),
-            file_name=f"labels-{run_id}{'-history' if history else ''}.jsonl",
+            review.annotations_jsonl(store, review.source_prefix(run_id), history=history, items=items),
+            file_name=f"labels-{run_id.strip(':').replace(':', '-')}{'-history' if history else ''}.jsonl",
             mime="application/jsonl",
             on_click="ignore",
             key=f"export_{history}",

@@ -3,9 +3,11 @@
 A review item is one per-example output of a run (``run:<run_id>:<idx>``) joined with the
 teacher's answer to the same prompt, the base model's answer when the experiment has a
 ``base`` run, the workspace's rules (``<home>/rules.yaml``), the judges' stored verdicts and
-the SMEs' current labels. Everything here reads the store; the only write is through
-:meth:`engine.store.Store.add_annotation`, which appends, so two people labelling at once
-never overwrite each other.
+the SMEs' current labels. The teacher's own answers are items too
+(``teacher:<dataset_id>:<teacher_key>:<idx>``, scored against the gold answer): an SME's
+reject there keeps the answer out of training (``curation.sme``). Everything here reads the
+store; the only write is through :meth:`engine.store.Store.add_annotation`, which appends, so
+two people labelling at once never overwrite each other.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pydantic import ValidationError
 from engine.review.diff import diff_html, field_diff, token_diff  # noqa: F401  (the page's diff)
 from engine.scoring.label_functions import RuleError, RuleResult
 from engine.scoring.rules import Rule, apply_rules, load_rules
-from engine.specs import ExperimentSpec
+from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
 
 RULES_FILE = "rules.yaml"
@@ -45,6 +47,27 @@ def run_prefix(run_id: str) -> str:
 def teacher_ref(dataset_id: str, teacher_key: str, idx: int) -> str:
     """The item ref of a teacher answer: ``teacher:<dataset_id>:<teacher_key>:<idx>``."""
     return f"teacher:{dataset_id}:{teacher_key}:{idx}"
+
+
+def teacher_prefix(dataset_id: str, teacher_key: str) -> str:
+    """The prefix every item ref of one teacher's answers on a dataset starts with; also the
+    id of that answer set on the Review page (see :func:`review_sources`)."""
+    return f"teacher:{dataset_id}:{teacher_key}:"
+
+
+def source_of(ref: str) -> str | None:
+    """The answer set ``ref`` belongs to: its run id, or its teacher prefix; None if malformed."""
+    where = parse_ref(ref)
+    if where is None:
+        return None
+    if where["kind"] == "run":
+        return str(where["run_id"])
+    return teacher_prefix(where["dataset_id"], where["teacher_key"])
+
+
+def source_prefix(source: str) -> str:
+    """The prefix of every item ref of an answer set (a run id, or a teacher prefix)."""
+    return source if source.startswith("teacher:") else run_prefix(source)
 
 
 def parse_ref(ref: str) -> dict[str, Any] | None:
@@ -80,10 +103,12 @@ class ReviewItem:
     """One student answer with everything the Review page shows about it."""
 
     ref: str
-    run_id: str
+    run_id: str | None
+    """The run that answered; None for a teacher's answer."""
     idx: int
     prompt: str
     student: str
+    """The answer under review: the student's, or the teacher's for a teacher item."""
     reference: str | None = None
     teacher: str | None = None
     base: str | None = None
@@ -93,6 +118,11 @@ class ReviewItem:
     """judge name -> stored verdict row (``verdict``, ``reason``, ``raw``)."""
     labels: list[dict[str, Any]] = field(default_factory=list)
     """Each annotator's current label (latest row per annotator)."""
+
+    @property
+    def answer_of(self) -> str:
+        """Whose answer is under review: ``student`` or ``teacher``."""
+        return "teacher" if self.run_id is None else "student"
 
     @property
     def rejected_rules(self) -> list[str]:
@@ -162,6 +192,67 @@ def reviewable_runs(store: Store) -> list[dict[str, Any]]:
     return runs
 
 
+def experiment_teachers(spec: ExperimentSpec) -> dict[str, str]:
+    """The experiment's teachers, ``{teacher_key: label}`` in the order of ``ablation.vary``.
+
+    One teacher unless the experiment varies a teacher setting; then each label names the value.
+    """
+    resolved = [cell for _, cell in spec.variant_specs()]
+    if len({cell.teacher_key() for cell in resolved}) == 1:
+        return {spec.teacher_key(): spec.teacher.identity()}
+    path = str(spec.vary_path())
+    out: dict[str, str] = {}
+    for value, cell in zip(spec.ablation.vary[path], resolved, strict=True):
+        out.setdefault(cell.teacher_key(), f"{cell.teacher.identity()} · {path}={value}")
+    return out
+
+
+def teacher_answer_sets(store: Store) -> list[dict[str, Any]]:
+    """The teachers' answers that can be reviewed, newest experiment first: one set per dataset
+    and teacher (experiments that share both share the set), each with ``id`` (its
+    :func:`teacher_prefix`), ``label``, ``n_outputs`` and ``n_labelled``."""
+    with store.read() as conn:
+        counts = {
+            teacher_prefix(ds, key): n
+            for ds, key, n in conn.execute(
+                "SELECT dataset_id, teacher_key, COUNT(*) FROM teacher_responses"
+                " WHERE output IS NOT NULL GROUP BY dataset_id, teacher_key"
+            )
+        }
+        labelled_refs = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT item_ref FROM annotations WHERE item_ref LIKE 'teacher:%'"
+            )
+        ]
+    labelled = Counter(source_of(ref) for ref in labelled_refs)
+    sets: dict[str, dict[str, Any]] = {}
+    for exp in store.list_experiments():
+        if not exp.get("dataset_id"):
+            continue
+        try:
+            teachers = experiment_teachers(ExperimentSpec.model_validate(exp["spec"]))
+        except ValidationError:
+            continue
+        for key, teacher in teachers.items():
+            prefix = teacher_prefix(exp["dataset_id"], key)
+            if counts.get(prefix) and prefix not in sets:
+                sets[prefix] = {
+                    "id": prefix,
+                    "label": f"{exp['name']} · teacher's answers ({teacher})",
+                    "n_outputs": counts[prefix],
+                    "n_labelled": labelled[prefix],
+                }
+    return list(sets.values())
+
+
+def review_sources(store: Store) -> list[dict[str, Any]]:
+    """Everything the Review page can open: runs (newest first, see :func:`reviewable_runs`),
+    then the teachers' answers (:func:`teacher_answer_sets`); each has ``id`` (a run id or a
+    teacher prefix, for :func:`build_items`), ``label``, ``n_outputs`` and ``n_labelled``."""
+    return [*reviewable_runs(store), *teacher_answer_sets(store)]
+
+
 def _teacher_answers(store: Store, run: dict[str, Any]) -> dict[int, str | None]:
     exp = store.get_experiment(run["experiment_id"]) if run.get("experiment_id") else None
     if not exp or not exp.get("dataset_id"):
@@ -183,7 +274,16 @@ def _base_answers(store: Store, run: dict[str, Any]) -> dict[int, str]:
 
 
 def build_items(store: Store, run_id: str, rules: Sequence[Rule] = ()) -> list[ReviewItem]:
-    """Every output of ``run_id`` as a review item, in example order."""
+    """Every output of ``run_id`` as a review item, in example order.
+
+    ``run_id`` may also be a teacher answer set (a :func:`teacher_prefix`): then every answer of
+    that teacher, see :func:`build_teacher_items`.
+    """
+    if run_id.startswith("teacher:"):
+        where = parse_ref(run_id + "0")
+        if where is None:
+            return []
+        return build_teacher_items(store, where["dataset_id"], where["teacher_key"], rules)
     run = store.get_run(run_id)
     if run is None:
         return []
@@ -209,6 +309,52 @@ def build_items(store: Store, run_id: str, rules: Sequence[Rule] = ()) -> list[R
                 base=base.get(o["idx"]),
                 scores=dict(o.get("scores") or {}),
                 rules=apply_rules(rules, o["output"]),
+                judges=verdicts.get(ref, {}),
+                labels=labels.get(ref, []),
+            )
+        )
+    return items
+
+
+def build_teacher_items(
+    store: Store, dataset_id: str, teacher_key: str, rules: Sequence[Rule] = ()
+) -> list[ReviewItem]:
+    """Every answer of one teacher on a dataset as a review item, in example order.
+
+    The answer is scored against the example's gold answer with the dataset's task metrics (so
+    *failed* means the teacher and the gold answer differ); no score without a gold answer.
+    """
+    from engine.scoring.metrics import score
+
+    dataset = store.get_dataset(dataset_id)
+    if dataset is None:
+        return []
+    task = TaskSpec.model_validate(dataset["task"])
+    prefix = teacher_prefix(dataset_id, teacher_key)
+    answers = store.get_teacher_responses(dataset_id, teacher_key)
+    verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for v in store.list_judge_verdicts(prefix=prefix):
+        verdicts[v["item_ref"]][v["judge_name"]] = v
+    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in store.annotations(prefix=prefix):
+        labels[a["item_ref"]].append(a)
+    items = []
+    for ex in store.get_examples(dataset_id):
+        answer = (answers.get(ex["idx"]) or {}).get("output")
+        if answer is None:
+            continue
+        ref = teacher_ref(dataset_id, teacher_key, ex["idx"])
+        gold = ex["reference"] or None
+        items.append(
+            ReviewItem(
+                ref=ref,
+                run_id=None,
+                idx=ex["idx"],
+                prompt=ex["prompt"],
+                student=answer,
+                reference=gold,
+                scores=score(task, answer, gold) if gold else {},
+                rules=apply_rules(rules, answer),
                 judges=verdicts.get(ref, {}),
                 labels=labels.get(ref, []),
             )

@@ -145,19 +145,44 @@ def field_accuracy(task: TaskSpec, output: str, reference: str) -> float:
     The fields are ``task.json_fields`` when given (a field missing from both sides counts
     as equal), else the reference's own keys.
     """
+    matches = field_matches(task, output, reference)
+    if matches is None:
+        return 0.0
+    if not matches:
+        return float(not parse_json_object(output))
+    return sum(matches.values()) / len(matches)
+
+
+def field_matches(
+    task: TaskSpec, output: str, reference: str, every_key: bool = False
+) -> dict[str, bool] | None:
+    """Per field, whether the answer's value equals the reference's, as :func:`field_accuracy`
+    compares them; None when either text is not a JSON object.
+
+    Args:
+        task: Its ``json_fields`` are the fields compared (else the reference's own keys).
+        output: The answer.
+        reference: The gold answer.
+        every_key: Also compare every other key either object has (a key outside
+            ``json_fields`` that only one side has, or that differs, is a mismatch).
+
+    Returns:
+        ``{field: equal}`` in field order; a field missing from both sides counts as equal.
+    """
     out, ref = parse_json_object(output), parse_json_object(reference)
     if out is None or ref is None:
-        return 0.0
+        return None
     fields = list(task.json_fields) or list(ref)
-    if not fields:
-        return float(not out)
+    if every_key:
+        fields = list(dict.fromkeys([*fields, *ref, *out]))
     missing = object()
-    hits = 0
+    matches = {}
     for name in fields:
         a, b = out.get(name, missing), ref.get(name, missing)
-        if (a is missing and b is missing) or (a is not missing and b is not missing and _same(a, b)):
-            hits += 1
-    return hits / len(fields)
+        matches[name] = (a is missing and b is missing) or (
+            a is not missing and b is not missing and _same(a, b)
+        )
+    return matches
 
 
 @register("label_valid", kinds=("label",))

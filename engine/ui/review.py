@@ -6,9 +6,11 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
+from engine.review.gold import GoldDisagreements
 from engine.review.items import ReviewItem
 from engine.ui.common import format_ago
 from engine.words import plural
@@ -23,9 +25,33 @@ def _short(text: str | None, limit: int = TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def review_link(ref: str) -> str:
+    """Relative URL of the Review page opened on item ``ref`` (the page reads ``?item=``)."""
+    return f"review?item={quote(ref, safe='')}"
+
+
+def gold_frame(result: GoldDisagreements) -> pd.DataFrame:
+    """One row per training example whose teacher answer differs from the gold one, most
+    different first: a link to it on Review, how they differ, the agreement and both answers."""
+    rows = [
+        {
+            "open": review_link(r.ref),
+            "#": r.idx,
+            "differs in": r.how,
+            "agreement": r.agreement,
+            "gold": _short(r.gold),
+            "teacher": _short(r.teacher),
+            "input": _short(r.input),
+        }
+        for r in result.rows
+    ]
+    return pd.DataFrame(rows, columns=["open", "#", "differs in", "agreement", "gold", "teacher", "input"])
+
+
 def run_choice(run: dict[str, Any]) -> str:
-    """The run picker's line: ``demo · n=200 seed 0 · run-… · 25 answers · 12 labelled``, so
-    labels given on another run than the one open are easy to find."""
+    """The answer-set picker's line (a run, or a teacher's answers):
+    ``demo · n=200 seed 0 · run-… · 25 answers · 12 labelled``, so labels given on another run
+    than the one open are easy to find."""
     answers = plural(run["n_outputs"], "answer")
     return f"{run['label']} · {answers} · {run.get('n_labelled', 0):,} labelled"
 
