@@ -5,6 +5,7 @@ imported on refusal, and a populated Datasets tab."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ from tests.inline_jobs import run_queued
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DATA = Path(__file__).parent / "data"
 PAGE = "views/data.py"
+
+
+@pytest.fixture(autouse=True)
+def _data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page reads the test files from ``tests/data`` and ``tmp_path``: an admin declared both."""
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", os.pathsep.join([str(DATA), str(tmp_path)]))
 
 
 def fake_encoder(texts: list[str]) -> np.ndarray:
