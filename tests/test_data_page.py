@@ -89,7 +89,7 @@ def tickets(store: Store, tmp_path: Path) -> str:
 def test_empty_state_says_what_to_upload(store: Store) -> None:
     at = open_page()
     text = texts(at)
-    assert "Upload a file or give a local path" in text and "No datasets yet" in text
+    assert "Upload a file or give a path on the server" in text and "No datasets yet" in text
     for fmt in ("JSONL", "CSV / TSV / Parquet", "Hugging Face"):
         assert fmt in text
     assert not at.dataframe and not at.get("plotly_chart")

@@ -301,7 +301,7 @@ def upload_tab() -> None:
         st.error(refused)
         return
     if path is None:
-        st.info(f"Upload a file or give a local path to start. {FORMATS_HELP}")
+        st.info(f"Upload a file or give a path on the server to start. {FORMATS_HELP}")
         return
     sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
     reading = _reading(dv.source_format(store, path), sid)
