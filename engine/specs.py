@@ -5,8 +5,9 @@ error naming the field, not a silently ignored setting. The resolved spec is sav
 the results it produced (job rows, run folders), so a result always says how it was made.
 
 Secrets never live in a spec: a teacher's API key is given by the *name* of an environment
-variable (``api_key_env``), which is resolved only at call time, in the worker process. A key
-pasted into ``base_url`` anyway is masked whenever the spec is serialised (stored, shown).
+variable (``api_key_env``, one the server declares), which is resolved only at call time, in
+the worker process. A key pasted into ``base_url`` anyway is masked whenever the spec is
+serialised (stored, shown).
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ class TeacherSpec(Spec):
     revision: str | None = None
     """Local teacher only: Hub revision (branch, tag or commit) of a Hub id."""
     api_key_env: str | None = None
-    """Name of the environment variable that holds the API key (never the key itself)."""
+    """Name of the environment variable that holds the API key (never the key itself); one of
+    the names the server's admin declared in ``SENSEI_KEY_ENVS`` (:mod:`engine.teacher.keys`),
+    checked at launch and again where the worker reads the key."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Sampling temperature."""
     max_tokens: int = Field(256, ge=1, le=32768)

@@ -5,6 +5,7 @@ imported on refusal, and a populated Datasets tab."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ from tests.inline_jobs import run_queued
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DATA = Path(__file__).parent / "data"
 PAGE = "views/data.py"
+
+
+@pytest.fixture(autouse=True)
+def _data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page reads the test files from ``tests/data`` and ``tmp_path``: an admin declared both."""
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", os.pathsep.join([str(DATA), str(tmp_path)]))
 
 
 def fake_encoder(texts: list[str]) -> np.ndarray:
@@ -82,7 +89,7 @@ def tickets(store: Store, tmp_path: Path) -> str:
 def test_empty_state_says_what_to_upload(store: Store) -> None:
     at = open_page()
     text = texts(at)
-    assert "Upload a file or give a local path" in text and "No datasets yet" in text
+    assert "Upload a file or give a path on the server" in text and "No datasets yet" in text
     for fmt in ("JSONL", "CSV / TSV / Parquet", "Hugging Face"):
         assert fmt in text
     assert not at.dataframe and not at.get("plotly_chart")

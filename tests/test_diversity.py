@@ -200,27 +200,33 @@ def test_dataset_embeddings_are_cached_and_the_embed_job_writes_them(store: Stor
 
 
 # ---------------------------------------------------------------------- page helpers
-def test_check_import_is_a_dry_run_that_reports_lines_and_cleaning(store: Store) -> None:
-    check = dv.check_import(DATA / "bad" / "bad_json_line.jsonl", task=TaskSpec())
+def test_check_import_is_a_dry_run_that_reports_lines_and_cleaning(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", str(DATA))  # the test files' folder is a data root
+    check = dv.check_import(store, DATA / "bad" / "bad_json_line.jsonl", task=TaskSpec())
     report = check.report
     assert (report.rows_read, report.rows_valid, report.bad_rows) == (3, 2, 1)
     issues = dv.issues_frame(report)
     assert issues.loc[0, "line"] == "2" and issues.loc[0, "kind"] == "bad_json"
     assert "1 bad row, 2 valid" in report.message
     assert report.can_import("valid_only") and not report.can_import("strict")
-    cleaned = dv.check_import(DATA / "good" / "alpaca.jsonl", task=TaskSpec(), rules=["exact_dedup"])
+    cleaned = dv.check_import(store, DATA / "good" / "alpaca.jsonl", task=TaskSpec(), rules=["exact_dedup"])
     assert list(dv.cleaning_frame(cleaned.report)["before"]) == [6] and len(cleaned.preview()) > 0
     assert store.list_datasets() == []
 
 
-def test_preview_mapping_upload_and_dataset_table(store: Store, demo_dataset: str) -> None:
-    preview = dv.preview_source(DATA / "good" / "qa.csv")
+def test_preview_mapping_upload_and_dataset_table(
+    store: Store, demo_dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", str(DATA))
+    preview = dv.preview_source(store, DATA / "good" / "qa.csv")
     assert preview.fmt == "csv" and preview.columns == ["id", "question", "answer"] and preview.needs_mapping
     guess = dv.guess_columns(preview.columns)
     assert guess == {"prompt": "question", "answer": "answer"}
     assert dv.column_mapping("question", "answer") == {"prompt": "question", "completion": "answer"}
     assert dv.column_mapping("q", None, "task") == {"instruction": "task", "input": "q"}
-    assert dv.preview_source(DATA / "nope.jsonl").error
+    assert dv.preview_source(store, DATA / "nope.jsonl").error
     path = dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n')
     assert path.parent.parent == store.home / "uploads" and path.name == "my_data.jsonl"
     assert dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n') == path

@@ -280,18 +280,21 @@ def test_the_field_limit_is_a_parameter_and_csv_cells_over_128kb_are_judged_by_i
     assert "limit is 50 per field" in report.issues[0].reason and len(records) == 1
 
 
-def test_answerless_chat_rows_are_not_all_valid_for_a_label_task() -> None:
+def test_answerless_chat_rows_are_not_all_valid_for_a_label_task(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from engine.ui.data import check_import
 
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", str(BAD))
     task = TaskSpec(name="greet", output_kind="label", labels=["Hello", "Bye"])
-    check = check_import(BAD / "chat_no_assistant.jsonl", task=task)
+    check = check_import(store, BAD / "chat_no_assistant.jsonl", task=task)
     assert "All" not in check.report.message and "1 bad row" in check.report.message
     [issue] = check.report.issues
     assert str(issue) == (
         "chat_no_assistant.jsonl line 2: field 'messages': no 'assistant' turn: a chat row needs the "
         'answer as its last message (give prompts without answers as {"prompt": ...} rows)'
     )
-    check = check_import(BAD / "chat_assistant_first.jsonl", task=task)
+    check = check_import(store, BAD / "chat_assistant_first.jsonl", task=task)
     assert [(i.kind, i.line, i.field) for i in check.report.issues] == [("turn_order", 2, "messages[0].role")]
 
 

@@ -20,6 +20,12 @@ from tests.test_dedup import BASE, PARAPHRASES, distractors
 TASK = TaskSpec(name="mixed")
 
 
+@pytest.fixture(autouse=True)
+def _tmp_is_a_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test files are written in ``tmp_path``: an admin declared it a data root."""
+    monkeypatch.setenv("SENSEI_DATA_ROOTS", str(tmp_path))
+
+
 def write_jsonl(path: Path, prompts: list[str], bad_lines: dict[int, str] | None = None) -> Path:
     lines = [json.dumps({"prompt": p, "completion": f"answer {i}"}) for i, p in enumerate(prompts)]
     for at, text in sorted((bad_lines or {}).items()):

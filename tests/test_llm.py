@@ -148,6 +148,7 @@ def test_api_key_comes_from_the_named_env_var_and_is_never_cached(
     clean_teacher: str, examples: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = TeacherSpec(base_url=clean_teacher, api_key_env="SENSEI_TEST_TEACHER_KEY")
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_TEACHER_KEY")  # the admin declared the name
     monkeypatch.delenv("SENSEI_TEST_TEACHER_KEY", raising=False)
     with pytest.raises(MissingApiKeyError, match="SENSEI_TEST_TEACHER_KEY"):
         ChatClient(spec, tmp_path / "c.db").complete_many(requests_for(examples[:2]))

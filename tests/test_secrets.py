@@ -1,9 +1,10 @@
 """A planted API key never lands on disk: not in the store, logs, cache, W&B files or exports.
 
-The key is put in the environment variable that the teacher spec *names*; teacher jobs run
-in real worker subprocesses (one against the demo teacher, one against an endpoint that
-echoes the key back in its error message), a W&B offline run records the spec, and then
-every file under the test's folder is searched, byte by byte, for the key.
+The key is put in the environment variable that the teacher spec *names* (and the admin
+declared in ``SENSEI_KEY_ENVS``); teacher jobs run in real worker subprocesses (one against
+the demo teacher, one against an endpoint that echoes the key back in its error message, one
+naming a set but undeclared variable), a W&B offline run records the spec, and then every
+file under the test's folder is searched, byte by byte, for either key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -30,13 +31,18 @@ pytestmark = pytest.mark.slow
 
 KEY = "sk-test-PLANTED-0123456789"
 KEY_ENV = "SENSEI_TEST_KEY_VAR"
+OTHER = "sk-test-UNDECLARED-9876543210"
+OTHER_ENV = "SENSEI_TEST_UNDECLARED_VAR"  # set on the server, but not declared in SENSEI_KEY_ENVS
 
 
 class _EchoKey(BaseHTTPRequestHandler):
     """An endpoint that refuses every request and quotes the Authorization header back."""
 
+    seen: ClassVar[list[str]] = []  # every Authorization header received, in order
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.seen.append(str(self.headers.get("authorization")))
         body = json.dumps({"error": {"message": f"Incorrect API key: {self.headers.get('authorization')}"}})
         self.send_response(401)
         self.send_header("content-type", "application/json")
@@ -89,6 +95,7 @@ def test_a_planted_key_appears_in_no_file(
 ) -> None:
     store = cleanup_processes
     monkeypatch.setenv(KEY_ENV, KEY)  # the workers inherit it, as from the user's shell
+    monkeypatch.setenv("SENSEI_KEY_ENVS", KEY_ENV)  # and the admin's declaration of its name
     monkeypatch.setenv("WANDB_DIR", str(store.home / "wandb"))
 
     # 1. A successful job through a worker, against the demo teacher (an openai-kind endpoint).
@@ -113,6 +120,15 @@ def test_a_planted_key_appears_in_no_file(
     (result,) = ChatClient(bad_spec.teacher, None).complete_many([[{"role": "user", "content": "hi"}]])
     assert result.error and KEY not in result.error and "***" in result.error
 
+    # 2b. A crafted job naming a variable the admin did not declare: the worker refuses it
+    # before reading it, so its value is never sent, logged or stored.
+    monkeypatch.setenv(OTHER_ENV, OTHER)
+    _EchoKey.seen.clear()
+    other_teacher = bad_spec.teacher.model_copy(update={"api_key_env": OTHER_ENV, "name": "other-teacher"})
+    refused = run_teacher_worker(store, bad_spec.model_copy(update={"teacher": other_teacher}))
+    assert refused["status"] == "failed" and f"{OTHER_ENV} is not an API key name" in refused["error"]
+    assert _EchoKey.seen == []  # not a single request left the worker
+
     # 3. A W&B offline run with the experiment's spec as its config, as a training run makes.
     from engine.training import tracking
 
@@ -126,3 +142,4 @@ def test_a_planted_key_appears_in_no_file(
     assert (store.home / "llm_cache.db").exists() and any(store.logs_dir.iterdir())
     assert files_containing(tmp_path, KEY.encode()) == []
     assert files_containing(tmp_path, b"PLANTED-01") == []  # not even a fragment
+    assert files_containing(tmp_path, b"UNDECLARED-98") == []

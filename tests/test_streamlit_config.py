@@ -23,6 +23,13 @@ def test_config_is_local_quiet_and_protected() -> None:
     assert client["showErrorDetails"] == "none"
 
 
+def test_upload_limit_is_what_an_import_reads() -> None:
+    from engine.data.roots import MAX_IMPORT_MB
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["server"]["maxUploadSize"] == MAX_IMPORT_MB
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize(("dev", "shown"), [("1", True), ("", False), ("0", False)])
 def test_make_run_shows_error_details_only_with_sensei_dev(dev: str, shown: bool) -> None:

@@ -123,6 +123,7 @@ def test_an_unreachable_teacher_fails_the_job_with_the_first_error(store: Store)
 
 def test_a_missing_key_variable_is_named(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SENSEI_TEST_NO_SUCH_KEY", raising=False)
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_NO_SUCH_KEY")  # declared, but not set
     teacher = TeacherSpec(base_url="http://127.0.0.1:9/v1", api_key_env="SENSEI_TEST_NO_SUCH_KEY")
     spec = demo_spec("fast").model_copy(update={"teacher": teacher})
     with pytest.raises(MissingApiKeyError, match="SENSEI_TEST_NO_SUCH_KEY"):

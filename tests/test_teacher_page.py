@@ -78,6 +78,7 @@ def test_a_key_from_streamlit_secrets_is_used_but_never_shown_or_written(
 ) -> None:
     secret = "sk-test-page-secret-0000"
     monkeypatch.delenv("SENSEI_TEST_PAGE_KEY", raising=False)
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_PAGE_KEY")
     spec = demo_spec("fast").model_copy(
         update={
             "data": DataSpec(demo_examples=30, test_size=5),
@@ -97,7 +98,7 @@ def test_a_key_from_streamlit_secrets_is_used_but_never_shown_or_written(
         at.selectbox(key="tp.A.teacher.kind").set_value("openai").run()
         at.text_input(key="tp.A.teacher.base_url").set_value(url)
         at.text_input(key="tp.A.teacher.model").set_value("demo-teacher")
-        at.text_input(key="tp.A.teacher.api_key_env").set_value("SENSEI_TEST_PAGE_KEY").run()
+        at.selectbox(key="tp.A.teacher.api_key_env").set_value("SENSEI_TEST_PAGE_KEY").run()
         assert "Key variable: **not set**" in texts(at)
         at.radio(key="tp.A.key_source").set_value("Streamlit secrets").run()
         assert "Streamlit secret: **found**" in texts(at)

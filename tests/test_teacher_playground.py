@@ -91,6 +91,7 @@ def test_a_key_handed_in_is_used_and_never_written(
         )
     )
     monkeypatch.delenv("SENSEI_TEST_SECRET_NAME", raising=False)
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_SECRET_NAME")
     with start_demo_teacher(data, error_rate=0.0) as url:
         v = variant(
             "A", kind="openai", base_url=url, model="demo-teacher", api_key_env="SENSEI_TEST_SECRET_NAME"
@@ -123,11 +124,19 @@ def test_form_values_become_a_validated_spec() -> None:
     ]
 
 
-def test_key_status_never_shows_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_status_never_shows_the_value_nor_looks_up_an_undeclared_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_KEY_STATUS,SENSEI_TEST_NO_SUCH_VAR")
     monkeypatch.setenv("SENSEI_TEST_KEY_STATUS", "sk-value")
+    monkeypatch.delenv("SENSEI_TEST_NO_SUCH_VAR", raising=False)
     assert teacher_view.key_status("SENSEI_TEST_KEY_STATUS") == "set"
     assert teacher_view.key_status("SENSEI_TEST_NO_SUCH_VAR") == "not set"
     assert teacher_view.key_status(None) == "no key needed"
+    monkeypatch.setenv("SENSEI_TEST_UNDECLARED", "sk-other")
+    assert teacher_view.key_status("SENSEI_TEST_UNDECLARED") == "not declared"
+    monkeypatch.delenv("SENSEI_TEST_UNDECLARED")
+    assert teacher_view.key_status("SENSEI_TEST_UNDECLARED") == "not declared"
 
 
 def test_rows_from_text_and_labels() -> None:

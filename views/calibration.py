@@ -15,6 +15,7 @@ from engine.judges.calibration import Calibration
 from engine.judges.small import flow as small_judge_flow
 from engine.review import items as review
 from engine.store import Store
+from engine.teacher.keys import key_choices, key_label
 from engine.ui import common as ui
 from engine.ui import review as review_view
 from engine.words import plural, plural_word
@@ -62,8 +63,12 @@ def run_judge_control() -> None:
         c1, c2, c3 = st.columns(3)
         c1.text_input("Base URL", key="jr_url", placeholder="http://localhost:8000/v1")
         c2.text_input("Model", key="jr_model")
-        c3.text_input(
-            "API key variable name", key="jr_key", help="The environment variable's name, never the key."
+        c3.selectbox(
+            "API key variable",
+            key_choices(),
+            key="jr_key",
+            format_func=key_label,
+            help="A key name the server's admin declared in SENSEI_KEY_ENVS; never the key.",
         )
     if not st.button("Run judge", key="jr_run", type="primary"):
         return

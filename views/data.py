@@ -15,6 +15,7 @@ from engine.data.cleaning import list_rules
 from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
 from engine.data.embed_job import latest_embed_job
 from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_info
+from engine.data.roots import DATA_ROOTS_VAR, MAX_IMPORT_MB, PathNotAllowed, data_roots, resolve_data_path
 from engine.specs import TaskSpec
 from engine.store import ACTIVE, Store
 from engine.ui import common as ui
@@ -24,8 +25,8 @@ FORMATS_HELP = (
     "**JSONL / JSON** — chat (`messages`), `prompt`/`completion`, `instruction`/`input`/`output`, "
     "or production logs (`request`/`response` of chat-completions calls). **CSV / TSV / Parquet** — "
     "any columns: you say which holds the prompt and the answer. **A saved Hugging Face dataset** — "
-    "the folder `save_to_disk` wrote (give its path). A file without an extension is recognised by "
-    "its content."
+    "the folder `save_to_disk` wrote (give its path under a data root). A file without an extension "
+    "is recognised by its content."
 )
 
 store = Store()
@@ -37,8 +38,8 @@ st.write(
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _preview(path: str, mtime: float, reading: tuple[tuple[str, str], ...]) -> dv.SourcePreview:
-    return dv.preview_source(path, **dict(reading))
+def _preview(home: str, path: str, mtime: float, reading: tuple[tuple[str, str], ...]) -> dv.SourcePreview:
+    return dv.preview_source(Store(home), path, **dict(reading))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -59,18 +60,26 @@ def _map(home: str, dataset_id: str, k: int, n: int) -> emb.EmbeddingMap | None:
 
 # ------------------------------------------------------------------------------ upload
 def _source() -> Path | None:
+    """The uploaded file (saved under ``uploads/``), or the typed server path if the data roots
+    allow it (:class:`PathNotAllowed` otherwise), or None."""
     left, right = st.columns(2, gap="large")
     # No type= filter: public data sets often ship without an extension; the content decides.
-    upload = left.file_uploader("Upload a file", key="upload_file")
-    typed = right.text_input(
-        "…or a local path",
-        key="upload_path",
-        placeholder="/data/train.jsonl or a saved dataset folder",
-        help="A file, or a folder written by Hugging Face datasets' save_to_disk.",
+    upload = left.file_uploader(
+        "Upload a file", key="upload_file", help=f"Up to {MAX_IMPORT_MB} MB (what an import holds in memory)."
     )
+    typed = right.text_input(
+        "…or a path on the server",
+        key="upload_path",
+        placeholder="data/train.jsonl or a saved dataset folder",
+        help="A file, or a folder written by Hugging Face datasets' save_to_disk, under one of the data "
+        f"roots; a relative path is relative to the workspace. Anything else: upload it. An admin adds "
+        f"folders with {DATA_ROOTS_VAR}.",
+    )
+    roots = ", ".join(f"`{root}`" for root in data_roots(store))
+    right.caption(f"Only files under the data roots can be read: {roots}")
     if upload is not None:
         return dv.save_upload(store, upload.name, upload.getvalue())
-    return Path(typed.strip()).expanduser() if typed.strip() else None
+    return resolve_data_path(store, typed) if typed.strip() else None
 
 
 def _reading(fmt: str | None, sid: str) -> dict[str, str]:
@@ -281,16 +290,23 @@ def _import_progress(job_id: str) -> None:
 
 
 def upload_tab() -> None:
-    path = _source()
+    try:
+        path, refused = _source(), None
+    except PathNotAllowed as err:  # the same words whether or not that file exists
+        path, refused = None, str(err)
     _import_job()
     if done := st.session_state.get("data_imported"):
         st.success(f"{done} See the **Datasets** tab.")
+    if refused:
+        st.error(refused)
+        return
     if path is None:
-        st.info(f"Upload a file or give a local path to start. {FORMATS_HELP}")
+        st.info(f"Upload a file or give a path on the server to start. {FORMATS_HELP}")
         return
     sid = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    reading = _reading(dv.source_format(path), sid)
-    preview = _preview(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(reading.items()))
+    reading = _reading(dv.source_format(store, path), sid)
+    mtime = path.stat().st_mtime if path.exists() else 0.0  # a real path under a data root
+    preview = _preview(str(store.home), str(path), mtime, tuple(reading.items()))
     if preview.error:
         st.error(preview.error)
         return
@@ -317,6 +333,7 @@ def upload_tab() -> None:
         try:
             with st.spinner("Validating every row…"):
                 check = dv.check_import(
+                    store,
                     path,
                     task=task,
                     mapping=mapping,

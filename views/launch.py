@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.specs import ExperimentSpec, SpecError, load_spec
 from engine.store import Store
+from engine.teacher.keys import check_spec_keys, key_choices, key_label
 from engine.ui import common as ui
 from engine.ui import presets
 from engine.ui.launch_form import FORM_GROUPS, FormField
@@ -44,18 +45,20 @@ def _submit(build: Callable[[], ExperimentSpec]) -> None:
     """Queue the spec ``build`` returns, or remember why it was refused (nothing queued)."""
     try:
         spec = build()
+        exp_id = ui.launch(Store(), spec)  # refuses what the workspace cannot run (SpecError)
     except SpecError as err:
         st.session_state.pop("launched", None)
         st.session_state["launch_error"] = f"Refused — nothing was queued.\n\n{_bullets(err)}"
         return
-    exp_id = ui.launch(Store(), spec)
     st.session_state.pop("launch_error", None)
     st.session_state["launched"] = (exp_id, ui.plan_sentence(spec))
     st.session_state["focus_experiment"] = exp_id
 
 
 def _form_spec() -> ExperimentSpec:
-    return ui.spec_from_form({k: st.session_state[f"f.{k}"] for k in ui.FORM_FIELDS}, base)
+    spec = ui.spec_from_form({k: st.session_state[f"f.{k}"] for k in ui.FORM_FIELDS}, base)
+    check_spec_keys(spec)
+    return spec
 
 
 def _widget(field: FormField, where: Any) -> None:
@@ -65,6 +68,9 @@ def _widget(field: FormField, where: Any) -> None:
         where.checkbox(field.label, key=key, **kw)
     elif field.kind == "select":
         where.selectbox(field.label, field.options, key=key, **kw)
+    elif field.kind == "key":  # declared names only: a typed name could read any server variable
+        choices = key_choices(st.session_state.get(key))
+        where.selectbox(field.label, choices, format_func=key_label, key=key, **kw)
     elif field.kind == "int":
         where.number_input(field.label, step=1, key=key, **kw)
     elif field.kind == "float":
@@ -75,7 +81,9 @@ def _widget(field: FormField, where: Any) -> None:
 
 
 def _yaml_spec() -> ExperimentSpec:
-    return load_spec(st.session_state["spec_yaml"])
+    spec = load_spec(st.session_state["spec_yaml"])
+    check_spec_keys(spec)  # Validate says it too, not only Launch
+    return spec
 
 
 messages = st.container()

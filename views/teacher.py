@@ -9,6 +9,7 @@ import streamlit as st
 from engine.specs import ExperimentSpec, SpecError, demo_spec
 from engine.store import Store
 from engine.teacher.client import MissingApiKeyError
+from engine.teacher.keys import KEY_ENVS_VAR, declared_key_envs
 from engine.teacher.playground import (
     MAX_ROWS,
     Variant,
@@ -97,17 +98,23 @@ def variant_form(label: str, defaults: dict[str, Any]) -> tuple[dict[str, Any], 
     )
     st.text_input("Model", key=k + "teacher.model", help="For local: a Hub id or a local folder.")
     name_col, src_col = st.columns([3, 2])
-    name = name_col.text_input(
-        "API key name",
+    name = name_col.selectbox(
+        "API key",
+        tv.key_choices(st.session_state.get(k + "teacher.api_key_env")),
         key=k + "teacher.api_key_env",
-        placeholder="OPENAI_API_KEY",
-        help="The NAME of an environment variable or Streamlit secret — never the key.",
+        format_func=tv.key_label,
+        help=f"A key name the server's admin declared in {KEY_ENVS_VAR}; the key itself is never shown.",
     )
     key_source = src_col.radio("Key from", ["environment", "Streamlit secrets"], key=k + "key_source")
+    if not declared_key_envs():
+        st.caption(
+            f"No API key names are declared on this server: an admin lists them in `{KEY_ENVS_VAR}` "
+            "(see the README)."
+        )
     if key_source == "environment":
-        st.caption(f"Key variable: **{tv.key_status(name.strip() or None)}** in this process.")
-    else:
-        found = bool(name.strip()) and _secret(name.strip()) is not None
+        st.caption(f"Key variable: **{tv.key_status(name or None)}** in this process.")
+    elif name in declared_key_envs():
+        found = _secret(name) is not None
         st.caption(
             f"Streamlit secret: **{'found' if found else 'not found'}** (used by the playground only)."
         )
@@ -146,8 +153,9 @@ def try_variants() -> None:
     try:
         variants = []
         for label, (values, key_source) in forms.items():
-            name = str(values["teacher.api_key_env"] or "").strip()
-            key = _secret(name) if key_source == "Streamlit secrets" and name else None
+            name = str(values["teacher.api_key_env"] or "")
+            declared = name in declared_key_envs()  # an undeclared secret is never even read
+            key = _secret(name) if key_source == "Streamlit secrets" and declared else None
             variants.append(Variant(label, build(label), api_key=key))
         with st.spinner(f"Asking {plural(len(variants), 'variant')} on {plural(len(rows), 'row')}…"):
             st.session_state["tp.result"] = compare(store, variants, rows, dataset_size=dataset_size)

@@ -21,14 +21,17 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
     """Refuse, before any (paid) teacher call, names the workspace does not know.
 
     A misspelt ``data.dataset`` would fail the teacher job; a misspelt ``curation.judge``
-    (with ``judge_missing: drop``) would drop every teacher answer after they were paid for.
+    (with ``judge_missing: drop``) would drop every teacher answer after they were paid for;
+    a key variable the server did not declare would be refused by the worker anyway.
 
     Raises:
         engine.specs.SpecError: the message names the field and what the workspace has.
     """
     from engine.data.datasets import find_dataset
     from engine.specs import SpecError
+    from engine.teacher.keys import check_spec_keys
 
+    check_spec_keys(spec)
     if spec.data.source == "dataset" and spec.data.dataset:
         try:
             dataset = find_dataset(store, spec.data.dataset)

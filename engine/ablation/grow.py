@@ -16,6 +16,7 @@ from engine.ablation import fit as fitting
 from engine.ablation.grid import add_cells, grid_cells
 from engine.specs import ExperimentSpec, SpecError, parse_spec
 from engine.store import Store
+from engine.teacher.keys import check_spec_keys
 
 if TYPE_CHECKING:
     from engine.ablation.curve import Curve
@@ -36,7 +37,8 @@ def extend_experiment(
 
     Raises:
         engine.specs.SpecError: unknown experiment, a size beyond the pool of usable teacher
-            answers (with the cost of growing it), or a spec the new grid makes invalid.
+            answers (with the cost of growing it), a spec the new grid makes invalid, or a
+            teacher key name the server no longer declares.
     """
     from engine.ablation.curve import teacher_cost_per_example, usable_pool
 
@@ -66,6 +68,7 @@ def extend_experiment(
                 "experiment with more data (data.demo_examples or a larger dataset) instead"
             )
     new_spec = parse_spec(data, source=f"extend {experiment_id}")
+    check_spec_keys(new_spec)  # new runs may call the teacher (DPO, versus-teacher judging)
     existing = {(r["train_size"], r["seed"], r.get("variant_value")) for r in store.list_runs(experiment_id)}
     cells = [c for c in grid_cells(new_spec) if tuple(c) not in existing]
     teacher = [j for j in store.list_jobs(experiment_id=experiment_id) if j["kind"] == "teacher"]

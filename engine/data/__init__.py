@@ -3,6 +3,7 @@
 * :func:`engine.data.datasets.ensure_dataset` — build or reuse the stored dataset of a spec.
 * :func:`engine.data.prompts.render_prompt` — fill a task's template with one input.
 * :func:`engine.data.validate.parse_output` — is an answer well-formed for its task?
+* :func:`engine.data.roots.resolve_data_path` — may an import read this server path (data roots)?
 """
 
 from __future__ import annotations

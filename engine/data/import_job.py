@@ -1,7 +1,8 @@
 """Import job: read, validate, clean, split and save a data file as one dataset, off the page.
 
 Run by a worker (``python -m engine worker``) as ``main(ctx)`` for job kind ``import``; queue one
-with :func:`queue_import`, which refuses bad options before anything is queued. The job runs
+with :func:`queue_import`, which refuses bad options, and paths outside the workspace's data
+roots (:mod:`engine.data.roots`), before anything is queued; the worker checks the path again. The job runs
 :func:`engine.data.importing.import_dataset` with its progress on the job row (reading,
 validating, cleaning, near-duplicates, split, saving) and writes the
 :class:`~engine.data.report.ImportReport` to ``<workspace>/imports/<job_id>.json``
@@ -25,6 +26,7 @@ from engine.context import JobContext
 from engine.data.dedup import DEFAULT_THRESHOLD
 from engine.data.importing import check_import_options, import_dataset
 from engine.data.report import ImportReport, Mode
+from engine.data.roots import import_source
 from engine.data.shapes import MAX_FIELD_CHARS
 from engine.specs import Spec, SpecError, TaskSpec, format_validation_error
 from engine.store import Store
@@ -41,7 +43,8 @@ class ImportJobSpec(Spec):
     """The ``import`` job: the source and every option of :func:`import_dataset`."""
 
     path: str = Field(min_length=1)
-    """The file or saved-dataset folder, as an absolute path (workers run elsewhere)."""
+    """The file or saved-dataset folder, as an absolute path (workers run elsewhere); it must lie
+    under a data root of the workspace (:mod:`engine.data.roots`)."""
     task: TaskSpec
     """The task the data is for."""
     fmt: str | None = None
@@ -72,16 +75,19 @@ class ImportJobSpec(Spec):
     """CSV/TSV quote character, ``""`` for none (the format's when None)."""
 
 
-def import_spec(path: str | Path, *, task: TaskSpec, **options: Any) -> ImportJobSpec:
+def import_spec(store: Store, path: str | Path, *, task: TaskSpec, **options: Any) -> ImportJobSpec:
     """The job spec for importing ``path`` with :func:`import_dataset`'s ``options``, checked.
 
     Raises:
+        engine.data.roots.PathNotAllowed: ``path`` is outside the workspace's data roots.
         engine.specs.SpecError: an unknown option or a value of the wrong type (named).
-        ValueError: no such file or folder, or an option :func:`import_dataset` would refuse.
+        ValueError: no such file or folder, a file over :data:`~engine.data.roots.MAX_IMPORT_MB`,
+            or an option :func:`import_dataset` would refuse.
     """
+    import_source(store, path)
     source = Path(path).expanduser()
-    if not source.exists():
-        raise ValueError(f"{source}: no such file or folder")
+    if not source.is_absolute():
+        source = store.home / source  # as the roots read it: relative to the workspace
     rules = [{"rule": r[0], **r[1]} if isinstance(r, tuple) else r for r in options.pop("rules", None) or []]
     try:
         # Absolute, not resolved: a symlink's own name stays the dataset's default name.
@@ -107,7 +113,7 @@ def queue_import(store: Store, path: str | Path, *, task: TaskSpec, **options: A
     ``options`` are :func:`import_dataset`'s (``name``, ``test_size``, ``mode``, ``rules``,
     ``mapping``, ``dedup_threshold``, ...). Nothing is queued when they are refused.
     """
-    spec = import_spec(path, task=task, **options)
+    spec = import_spec(store, path, task=task, **options)
     return store.enqueue(KIND, spec.model_dump(mode="json"))
 
 
@@ -115,18 +121,22 @@ def main(ctx: JobContext) -> None:
     """Job entry point: import ``ctx.spec`` (an :class:`ImportJobSpec`) and write its report.
 
     Raises:
-        engine.specs.SpecError: the spec is invalid (the message names the field).
+        engine.specs.SpecError: the spec is invalid (the message names the field), or its path
+            is outside the data roots (:class:`~engine.data.roots.PathNotAllowed`).
+        ValueError: no such file, or a file over the import's size limit.
         ImportRefused: nothing was imported; the report (written first) says why.
     """
     try:
         spec = ImportJobSpec.model_validate(ctx.spec)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "import job spec")) from None
+    # Checked again here: a job row need not come from queue_import. The real path is read (a
+    # link swapped after this check cannot redirect it); the name stays the path's own.
+    source = import_source(ctx.store, spec.path)
     options = spec.model_dump(exclude={"path", "task"})
+    options["name"] = spec.name or Path(spec.path).name.split(".")[0]
     ctx.progress(0.0, f"reading {Path(spec.path).name}", force=True)
-    dataset_id, report = import_dataset(
-        ctx.store, spec.path, task=spec.task, progress=ctx.progress, **options
-    )
+    dataset_id, report = import_dataset(ctx.store, source, task=spec.task, progress=ctx.progress, **options)
     save_report(ctx.store, ctx.job_id, report)
     ctx.log.info("%s", report.summary())
     if dataset_id is None:

@@ -29,8 +29,11 @@ from engine.review import items as review
 from engine.specs import ExperimentSpec, Spec, SpecError, TeacherSpec, format_validation_error
 from engine.store import Store
 from engine.teacher.client import ChatClient, ChatResult
+from engine.teacher.keys import require_declared
 
 JOB_KIND = "judge"
+KEY_FIELD = "judge.endpoint.api_key_env"
+"""How refusals name a judge endpoint's key variable."""
 
 
 class JudgeTarget(Spec):
@@ -118,8 +121,10 @@ def check_endpoint(endpoint: TeacherSpec) -> TeacherSpec:
     """The endpoint, if a judge job can call it (checked at launch, not in the worker).
 
     Raises:
+        engine.teacher.keys.UndeclaredKeyError: its key name is not declared on this server.
         ValueError: a local model (it cannot judge yet) or an endpoint without a base URL.
     """
+    require_declared(endpoint.api_key_env, KEY_FIELD)
     if endpoint.kind == "demo":
         return endpoint
     if endpoint.kind == "local" or not endpoint.base_url:
@@ -219,7 +224,11 @@ def main(ctx: JobContext) -> None:
 
     with endpoint_url(store.home / "judges" / ctx.job_id, judge.endpoint) as (url, scope):
         client = ChatClient(
-            judge.endpoint, store.home / "llm_cache.db", base_url_override=url, cache_scope=scope
+            judge.endpoint,
+            store.home / "llm_cache.db",
+            base_url_override=url,
+            cache_scope=scope,
+            key_field=KEY_FIELD,
         )
         verdicts = judge_pointwise(client, judge, items, on_result)
     if all(v.verdict == "error" for v in verdicts):

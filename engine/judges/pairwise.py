@@ -28,7 +28,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.context import JobContext
-from engine.judges.job import JudgeTarget, check_endpoint, collect_items, default_endpoint, endpoint_url
+from engine.judges.job import (
+    KEY_FIELD,
+    JudgeTarget,
+    check_endpoint,
+    collect_items,
+    default_endpoint,
+    endpoint_url,
+)
 from engine.judges.judge import JudgeItem, JudgeSpec, PairItem, judge_pairwise
 from engine.review.items import parse_ref
 from engine.specs import Spec, SpecError, TeacherSpec, format_validation_error
@@ -155,7 +162,11 @@ def main(ctx: JobContext) -> None:
     ctx.progress(0.02, f"{judge.name}: {len(pairs)} pairs, each asked in both orders", force=True)
     with endpoint_url(store.home / "judges" / ctx.job_id, judge.endpoint) as (url, scope):
         client = ChatClient(
-            judge.endpoint, store.home / "llm_cache.db", base_url_override=url, cache_scope=scope
+            judge.endpoint,
+            store.home / "llm_cache.db",
+            base_url_override=url,
+            cache_scope=scope,
+            key_field=KEY_FIELD,
         )
         verdicts = judge_pairwise(client, judge, pairs)
     if all(v.winner == "error" for v in verdicts):

@@ -130,7 +130,7 @@ def teacher_target(store: Store, spec: ExperimentSpec, dataset_id: str | None, i
     if t.kind == "openai":
         try:
             key = resolve_api_key(t)
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:  # unset, or a name the server did not declare
             return Target("teacher", None, t.model, note=str(err))
         return Target("teacher", t.base_url, t.model, mode="chat", api_key=key)
     if t.kind == "local":

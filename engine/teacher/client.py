@@ -17,7 +17,8 @@ teacher). What it adds to the ``openai`` SDK:
 
 The API key is read from the environment variable *named* by ``TeacherSpec.api_key_env`` only
 when a request actually has to be sent (or handed in by the caller, e.g. from Streamlit
-secrets for a playground call); it is never logged, cached or stored, and is scrubbed from
+secrets for a playground call), and only under a name the server declared
+(:mod:`engine.teacher.keys`); it is never logged, cached or stored, and is scrubbed from
 error messages in case an endpoint echoes request headers back.
 """
 
@@ -47,6 +48,7 @@ from engine.redaction import has_masked_credentials, redact_url
 from engine.specs import TaskSpec, TeacherSpec
 from engine.teacher.breaker import EndpointBreaker, EndpointDownError, watch
 from engine.teacher.cache import cache_get, cache_put, open_cache
+from engine.teacher.keys import require_declared
 from engine.teacher.ratelimit import RateLimiter, estimate_tokens
 
 Messages = list[dict[str, Any]]
@@ -109,18 +111,33 @@ def build_messages(task: TaskSpec, input_text: str) -> Messages:
     return chat_messages(render_prompt(task.prompt_template, input_text), task.system_prompt)
 
 
-def resolve_api_key(spec: TeacherSpec) -> str:
-    """The API key from the environment variable named in ``spec``; ``"EMPTY"`` if none is named.
+def resolve_api_key(spec: TeacherSpec, field: str = "teacher.api_key_env", given: str | None = None) -> str:
+    """The API key for ``spec``: ``given`` or the environment variable the spec names;
+    ``"EMPTY"`` if it names none.
+
+    The name must be one the server declared (:mod:`engine.teacher.keys`), also for a key
+    handed in (``given``, a Streamlit secret of that name): this is where a worker reads a key,
+    so a job row crafted with any other name is refused here, before the variable is read.
+
+    Args:
+        spec: the teacher or judge endpoint.
+        field: the spec path of ``api_key_env`` named in errors (``judge.endpoint.api_key_env``).
+        given: the key itself when the caller holds it.
 
     Raises:
+        engine.teacher.keys.UndeclaredKeyError: the name is not declared (same message whether
+            or not the variable exists).
         MissingApiKeyError: the named variable is unset or empty (the message names it).
     """
     if not spec.api_key_env:
-        return "EMPTY"  # local servers (vLLM, demo teacher) accept any key
+        return given or "EMPTY"  # local servers (vLLM, demo teacher) accept any key
+    require_declared(spec.api_key_env, field)
+    if given:
+        return given
     key = os.environ.get(spec.api_key_env)
     if not key:
         raise MissingApiKeyError(
-            f"teacher.api_key_env names the environment variable {spec.api_key_env}, which is not "
+            f"{field} names the environment variable {spec.api_key_env}, which is not "
             f"set in the worker's environment; export {spec.api_key_env}=... before starting Sensei"
         )
     return key
@@ -244,6 +261,8 @@ class ChatClient:
             stable name when the URL changes between runs but the answers do not.
         api_key: the key itself, for callers that hold it (a playground call with a Streamlit
             secret); kept in memory only. Default: read ``spec.api_key_env`` when needed.
+            Either way the name must be declared (:mod:`engine.teacher.keys`).
+        key_field: the spec path of ``api_key_env`` named in errors.
 
     Attributes:
         stats: counters of this client's lifetime: ``http_requests`` (attempts, retries
@@ -258,9 +277,11 @@ class ChatClient:
         base_url_override: str | None = None,
         cache_scope: str | None = None,
         api_key: str | None = None,
+        key_field: str = "teacher.api_key_env",
     ):
         self.spec = spec
         self._api_key = api_key
+        self.key_field = key_field
         self.throttled_s = 0.0
         self.base_url = base_url_override or spec.base_url
         if not self.base_url:
@@ -370,6 +391,8 @@ class ChatClient:
                 first), so callers can persist progress while the batch runs.
 
         Raises:
+            engine.teacher.keys.UndeclaredKeyError: some request is not cached and the key
+                name is not declared on this server.
             MissingApiKeyError: some request is not cached and the key variable is not set.
             EndpointDownError: the endpoint could not be reached for a while (see
                 :mod:`engine.teacher.breaker`); answers delivered before stay delivered.
@@ -383,7 +406,7 @@ class ChatClient:
                 return results.done()
 
             # Only now: cached batches need no key.
-            api_key = self._api_key or resolve_api_key(self.spec)
+            api_key = resolve_api_key(self.spec, self.key_field, given=self._api_key)
             limiter = RateLimiter(self.spec.requests_per_minute, self.spec.tokens_per_minute)
 
             async def before_attempt(_request: Any) -> None:

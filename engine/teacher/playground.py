@@ -26,6 +26,7 @@ from engine.specs import ExperimentSpec
 from engine.store import Store
 from engine.teacher import job as teacher_job
 from engine.teacher.client import ChatResult, build_messages
+from engine.teacher.keys import check_spec_keys, require_declared
 
 MAX_ROWS = 5
 """Rows one playground call may answer."""
@@ -73,12 +74,15 @@ def run_variant(
 
     Raises:
         ValueError: too many rows.
+        engine.teacher.keys.UndeclaredKeyError: the key name is not declared on this server.
         engine.teacher.client.MissingApiKeyError: a key variable is named but unset and no key was given.
         RuntimeError: a local teacher's model cannot be loaded.
     """
     if len(rows) > MAX_ROWS:
         raise ValueError(f"the playground answers at most {MAX_ROWS} rows at once, got {len(rows)}")
     spec = variant.spec
+    # Before the cache: an answer cached under an undeclared name is not served either.
+    require_declared(spec.teacher.api_key_env, f"variant {variant.label}: teacher.api_key_env")
     teacher = spec.teacher.model_copy(
         update={
             "max_retries": min(spec.teacher.max_retries, 1),
@@ -213,9 +217,13 @@ def launch_teacher_job(store: Store, spec: ExperimentSpec) -> str:
     """Queue a teacher-only experiment (answers for the whole dataset, no training); returns its id.
 
     The scheduler is woken (unless autostart is off), as for a full launch.
+
+    Raises:
+        engine.teacher.keys.UndeclaredKeyError: the teacher's key name is not declared.
     """
     from engine.ui import common as ui
 
+    check_spec_keys(spec)
     spec = spec.model_copy(update={"name": f"{spec.name} · teacher only"[:200]})
     spec_dict = spec.model_dump(mode="json")
     with store.tx() as conn:

@@ -28,6 +28,7 @@ from engine.data.importers import read_records
 from engine.data.importing import _check_outputs, import_info
 from engine.data.readers import Fatal, open_sources
 from engine.data.report import ImportReport, Issue, Record
+from engine.data.roots import PathNotAllowed, import_source, resolve_data_path
 from engine.data.shapes import MAX_FIELD_CHARS, detect_shape
 from engine.data.sniff import detect_format
 from engine.specs import SpecError, TaskSpec
@@ -113,30 +114,36 @@ class SourcePreview:
         return self.fmt in TABULAR and self.columns is not None
 
 
-def source_format(path: str | Path) -> str | None:
-    """The format of a file or folder, from its extension or its content (None: unknown)."""
-    p = Path(path)
+def source_format(store: Store, path: str | Path) -> str | None:
+    """The format of a file or folder under the data roots, from its extension or its content
+    (None: unknown, missing, or outside the roots)."""
     try:
+        p = resolve_data_path(store, path)
         return detect_format(p) if p.exists() else None
-    except OSError:
+    except (OSError, PathNotAllowed):
         return None
 
 
 def preview_source(
+    store: Store,
     path: str | Path,
     fmt: str | None = None,
     n: int = 5,
     delimiter: str | None = None,
     quotechar: str | None = None,
 ) -> SourcePreview:
-    """Format, columns and the first ``n`` rows of a file or saved-dataset folder.
+    """Format, columns and the first ``n`` rows of a file or saved-dataset folder under the
+    workspace's data roots (:mod:`engine.data.roots`); ``error`` says why there are none.
 
     ``delimiter`` and ``quotechar`` are for CSV and TSV, as in
     :func:`~engine.data.importers.read_records`.
     """
-    p = Path(path)
+    try:
+        p = resolve_data_path(store, path)
+    except PathNotAllowed as err:
+        return SourcePreview(None, error=str(err))
     if not p.exists():
-        return SourcePreview(None, error=f"{p}: no such file or folder")
+        return SourcePreview(None, error=f"{path}: no such file or folder")
     fmt = fmt or detect_format(p)
     if fmt is None:
         return SourcePreview(
@@ -230,6 +237,7 @@ def _where(rec: Record) -> str:
 
 
 def check_import(
+    store: Store,
     path: str | Path,
     *,
     task: TaskSpec,
@@ -245,10 +253,12 @@ def check_import(
     would, without writing anything; ``report.message`` says what importing would do.
 
     Raises:
-        ValueError: invalid rules or parameters.
+        engine.data.roots.PathNotAllowed: ``path`` is outside the workspace's data roots.
+        ValueError: no such file, a file over the import's size limit, invalid rules or
+            parameters.
     """
     records, report = read_records(
-        path,
+        import_source(store, path),
         fmt=fmt,
         mapping=mapping or None,
         max_field_chars=max_field_chars,
@@ -279,7 +289,9 @@ def start_import(store: Store, path: str | Path, *, task: TaskSpec, **options: A
     ``options`` are :func:`~engine.data.importing.import_dataset`'s.
 
     Raises:
-        ValueError: an option the import would refuse (nothing is queued).
+        engine.data.roots.PathNotAllowed: ``path`` is outside the workspace's data roots.
+        ValueError: no such file, a file over the size limit, or an option the import would
+            refuse (nothing is queued).
     """
     job_id = queue_import(store, path, task=task, **options)
     start_scheduler(store)

@@ -33,6 +33,9 @@ OPTIONAL_FIELDS = (
     "ablation.metric",
 )
 """Optional strings: ``""`` means None."""
+KEY_FIELDS = ("teacher.api_key_env",)
+"""Key variable names: picked from the names the server declares
+(:func:`engine.teacher.keys.key_choices`), never typed; ``""`` means no key."""
 OPTIONAL_INT_FIELDS = (
     "teacher.requests_per_minute",
     "teacher.tokens_per_minute",
@@ -54,7 +57,8 @@ class FormField:
     Attributes:
         key: Dotted spec path (also the widget key, prefixed with ``f.``).
         label: Widget label.
-        kind: ``text``, ``int``, ``float``, ``bool`` or ``select`` (chosen from the spec's type).
+        kind: ``text``, ``int``, ``float``, ``bool`` or ``select`` (chosen from the spec's type),
+            or ``key``: a declared API key name (options from :func:`engine.teacher.keys.key_choices`).
         options: Choices of a ``select`` (the spec's ``Literal`` values).
         help: Tooltip.
     """
@@ -113,7 +117,11 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         ("teacher.base_url", "Base URL", "e.g. http://localhost:8000/v1"),
         ("teacher.model", "Model", "Name sent to the endpoint; for kind local, a Hub id or a folder."),
         ("teacher.revision", "Revision", "Local teacher only: Hub branch, tag or commit."),
-        ("teacher.api_key_env", "API key variable", "The NAME of an environment variable — never the key."),
+        (
+            "teacher.api_key_env",
+            "API key variable",
+            "One of the key names the server's admin declared in SENSEI_KEY_ENVS — never the key.",
+        ),
         ("teacher.concurrency", "Concurrency", "Requests in flight (local: prompts per batch)."),
         ("teacher.requests_per_minute", "Requests / minute", "Empty: no limit. Retries count too."),
         ("teacher.tokens_per_minute", "Tokens / minute", "Empty: no limit."),
@@ -216,6 +224,8 @@ def _field(key: str, label: str, help_text: str | None) -> FormField | None:
     ann = _annotation(key)
     if ann is None:
         return None
+    if key in KEY_FIELDS:
+        return FormField(key, label, "key", help=help_text)
     if key in (*LIST_FIELDS, *OPTIONAL_FIELDS, *OPTIONAL_INT_FIELDS, MODULES_FIELD, VARY_FIELD):
         return FormField(key, label, "text", help=help_text)
     if typing.get_origin(ann) is typing.Literal:

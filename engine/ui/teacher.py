@@ -7,7 +7,6 @@ live table of teacher jobs is built from the store.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import pandas as pd
 from engine import jobs
 from engine.specs import ExperimentSpec, TaskSpec, parse_spec
 from engine.store import Store
+from engine.teacher.keys import key_choices, key_label, key_status  # noqa: F401  (the page's key picker)
 from engine.words import plural
 
 # Form fields of one variant, by dotted spec path. Optional text: "" means None; optional
@@ -73,13 +73,6 @@ def variant_spec(base: ExperimentSpec, values: Mapping[str, Any], source: str = 
             value = int(raw) if raw else None
         data[section][name] = value
     return parse_spec(data, source=source)
-
-
-def key_status(api_key_env: str | None) -> str:
-    """Whether the named key variable is set in this process — never its value."""
-    if not api_key_env:
-        return "no key needed"
-    return "set" if os.environ.get(api_key_env) else "not set"
 
 
 # ----------------------------------------------------------------------------- rows
