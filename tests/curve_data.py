@@ -9,6 +9,7 @@ import numpy as np
 from engine import ablation
 from engine.specs import demo_spec
 from engine.store import Store
+from tests.actors import ADMIN
 
 
 def finished_experiment(
@@ -21,7 +22,7 @@ def finished_experiment(
     if lr is not None:
         spec.student.learning_rate = lr
     spec.ablation.train_sizes, spec.ablation.seeds, spec.ablation.zero_shot = sizes, seeds, True
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     dataset_id = ensure_dataset(store, spec)
     store.set_experiment_dataset(exp_id, dataset_id)
     test = store.get_examples(dataset_id, "test")

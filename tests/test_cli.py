@@ -6,6 +6,7 @@ import pytest
 
 from engine.__main__ import main
 from engine.store import Store
+from tests.actors import ADMIN
 
 
 def test_launch_refuses_malformed_spec_and_queues_nothing(tmp_path, capsys, store: Store) -> None:
@@ -39,7 +40,7 @@ def test_cancel_experiment_from_cli(capsys, store: Store, monkeypatch) -> None:
     from engine import ablation
     from engine.specs import demo_spec
 
-    exp_id = ablation.launch_experiment(store, demo_spec("fast"))
+    exp_id = ablation.launch_experiment(store, demo_spec("fast"), actor=ADMIN)
     assert main(["--home", str(store.home), "cancel", exp_id]) == 0
     assert "cancelled 3 job(s)" in capsys.readouterr().out
     assert {j["status"] for j in store.list_jobs(experiment_id=exp_id)} == {"cancelled"}
