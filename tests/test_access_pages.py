@@ -58,6 +58,21 @@ def test_local_mode_refuses_any_address_but_loopback(store: Store) -> None:
     assert not at.button and store.list_users() == []
 
 
+@pytest.fixture
+def dev_details() -> Iterator[None]:
+    """Error details on, as ``SENSEI_DEV=1 make run`` asks."""
+    before = st_config.get_option("client.showErrorDetails")
+    st_config.set_option("client.showErrorDetails", "full")
+    yield
+    st_config.set_option("client.showErrorDetails", before)
+
+
+@pytest.mark.usefixtures("dev_details")
+def test_a_team_server_hides_error_details_whatever_the_flags(store: Store) -> None:
+    sign_in_as(AppTest.from_file(APP, default_timeout=60), "vic", "viewer").run()
+    assert st_config.get_option("client.showErrorDetails") == "none"
+
+
 def test_a_team_server_asks_to_sign_in_first(store: Store) -> None:
     at = AppTest.from_file(APP, default_timeout=60)
     at.secrets = AUTH_SECRETS
