@@ -113,7 +113,9 @@ def test_label_an_answer_and_see_it_after_a_reload(
             page.get_by_role("button", name=re.compile("^Previous")).click()
             expect(page.get_by_text("Answer 1 of 12")).to_be_visible()
             expect(page.get_by_text(re.compile(r"tess — reject · wrong field value · "))).to_be_visible()
-            expect(page.get_by_text("urgency should be high", exact=True)).to_be_visible()  # the note
+            expect(page.get_by_role("paragraph").filter(has_text="urgency should be high")).to_be_visible()
+            # Her own label opens for editing: the same person, the same note, after the reload.
+            expect(page.get_by_label("Note", exact=True)).to_have_value("urgency should be high")
             _shot(page, shots / "review-after-reload.png")
 
             page.get_by_role("button", name="Export labels").click()
