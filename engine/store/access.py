@@ -111,6 +111,14 @@ class AccessRecords:
             ``(row, change)`` where change is ``"new"``, ``"role"``, ``"seen"`` or ``""``.
         """
         now = time.time()
+        known = self.get_user(subject)
+        if (
+            known is not None
+            and (known["name"], known["email"]) == (name, email)
+            and (decided is None or decided == (known["role"], known["role_source"]))
+            and now - known["last_seen_at"] <= refresh_after_s
+        ):
+            return known, ""  # the usual page view: a read, no write lock
         with self.tx() as conn:
             row = conn.execute("SELECT * FROM users WHERE subject=?", (subject,)).fetchone()
             if row is None:
