@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: run test check demo bench clean-workspace chromium
+.PHONY: run serve test check demo bench clean-workspace chromium
 
 # The project itself is installed editable (engine/ only, no dependencies: requirements.txt
 # pins those), so `import engine` works from any directory, not only the repository root.
@@ -23,6 +23,12 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 ## SENSEI_DEV=1 shows full error details (tracebacks) in the browser
 run: $(VENV)/.runtime
 	$(VENV)/bin/streamlit run app.py $(if $(filter 1,$(SENSEI_DEV)),--client.showErrorDetails=full)
+
+## serve: the dashboard for a team on every interface (0.0.0.0), everyone signed in through
+## OpenID Connect; refused (exit 2) unless [auth] is configured in .streamlit/secrets.toml.
+## Error details stay hidden and CORS/XSRF protection on, whatever SENSEI_DEV says. PORT=8501
+serve: $(VENV)/.runtime
+	$(PY) -m engine serve $(if $(PORT),--port $(PORT))
 
 ## demo: the dashboard's demo ablation, headless; prints the curve
 demo: $(VENV)/.runtime

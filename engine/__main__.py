@@ -12,8 +12,13 @@ Commands:
     report EXPERIMENT_ID -o DIR     self-contained HTML report + PNG + CSV (optionally --compare)
     versus-teacher EXPERIMENT_ID    judge every finished run against the teacher (pairwise) [--wait]
     export RUN_ID OUT_DIR           standalone model folder (adapter merged) + model card; alias merge
+    users [set-role SUBJECT ROLE]   who signed in to the dashboard, with roles; or change one's role
+    serve [--port N] [--dry-run]    the dashboard for a team on 0.0.0.0 (refused without sign-in)
     scheduler [--idle-exit S]       run the scheduler in the foreground
     worker JOB_ID                   run one job (the scheduler starts these)
+
+Whoever runs the command line has a shell on the server, so it acts as the local admin
+(``local:<user>``, see :func:`engine.access.local_admin`); the audit log says so.
 """
 
 from __future__ import annotations
@@ -26,8 +31,14 @@ import time
 from pathlib import Path
 
 from engine import ablation, jobs
+from engine.access import Actor, local_admin
 from engine.specs import ExperimentSpec, SpecError, demo_spec, load_spec
 from engine.store import TERMINAL, Store
+
+
+def _me() -> Actor:
+    """The acting user of every command: the server's own user, as admin."""
+    return local_admin()
 
 
 def _print_curve(
@@ -174,7 +185,7 @@ def cmd_demo(args: argparse.Namespace, store: Store) -> int:
             return 2
     else:
         spec = demo_spec(args.preset)
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=_me())
     print(
         f"experiment {exp_id} queued in {store.home} "
         f"(sizes {spec.ablation.train_sizes}, seeds {spec.ablation.seeds})",
@@ -197,7 +208,7 @@ def cmd_launch(args: argparse.Namespace, store: Store) -> int:
         print(f"refused, nothing queued:\n{args.spec}: the spec file is empty", file=sys.stderr)
         return 2
     try:
-        exp_id = ablation.launch_experiment(store, spec)
+        exp_id = ablation.launch_experiment(store, spec, actor=_me())
     except SpecError as err:
         print(f"refused, nothing queued:\n{err}", file=sys.stderr)
         return 2
@@ -210,7 +221,7 @@ def cmd_launch(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_extend(args: argparse.Namespace, store: Store) -> int:
     try:
-        new_runs = ablation.extend_experiment(store, args.experiment, args.sizes, args.seeds)
+        new_runs = ablation.extend_experiment(store, args.experiment, args.sizes, args.seeds, actor=_me())
     except SpecError as err:
         print(f"refused, nothing queued:\n{err}", file=sys.stderr)
         return 2
@@ -256,11 +267,11 @@ def cmd_status(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_cancel(args: argparse.Namespace, store: Store) -> int:
     if args.id.startswith("exp-"):
-        n = jobs.cancel_experiment(store, args.id)
+        n = jobs.cancel_experiment(store, args.id, actor=_me())
         print(f"cancelled {n} job(s)")
         return 0
     try:
-        ok = jobs.cancel_job(store, args.id)
+        ok = jobs.cancel_job(store, args.id, actor=_me())
     except KeyError as err:
         print(err.args[0], file=sys.stderr)
         return 2
@@ -272,7 +283,7 @@ def cmd_resume(args: argparse.Namespace, store: Store) -> int:
     from engine.training.resume import ResumeError, resume_job
 
     try:
-        new_id = resume_job(store, args.id)
+        new_id = resume_job(store, args.id, actor=_me())
     except ResumeError as err:
         print(f"refused: {err}", file=sys.stderr)
         return 2
@@ -301,7 +312,7 @@ def cmd_versus_teacher(args: argparse.Namespace, store: Store) -> int:
     from engine.judges import pairwise as pairwise_job
 
     try:
-        queued = pairwise_job.launch_versus_teacher(store, args.experiment)
+        queued = pairwise_job.launch_versus_teacher(store, args.experiment, actor=_me())
     except ValueError as err:  # SpecError too
         print(f"refused: {err}", file=sys.stderr)
         return 2
@@ -317,6 +328,46 @@ def cmd_versus_teacher(args: argparse.Namespace, store: Store) -> int:
         size, seed, pairs = row["train_size"], row["seed"], row["pairs"]
         print(f"{size:>10}  {seed:>4}  {score:>13}  {ci:>14}  {pairs:>5}  {row['judge']}")
     return 0
+
+
+def cmd_users(args: argparse.Namespace, store: Store) -> int:
+    from engine.access import set_role
+
+    if args.action == "set-role":
+        if not args.subject or not args.role:
+            print("usage: python -m engine users set-role SUBJECT ROLE", file=sys.stderr)
+            return 2
+        try:
+            set_role(store, args.subject, args.role, actor=_me())
+        except ValueError as err:
+            print(f"refused: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.subject}: {args.role}")
+        return 0
+    users = store.list_users()
+    if not users:
+        print("nobody has signed in to this workspace yet (local single-user mode records no users)")
+    for u in users:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(u["last_seen_at"]))
+        print(f"{u['subject']}  {u['name']}  {u['role']} (from {u['role_source']})  last seen {seen}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, store: Store) -> int:
+    import os
+
+    from engine.access.server import NotServable, serve_command
+
+    app = Path(args.app) if args.app else Path(__file__).resolve().parents[1] / "app.py"
+    try:
+        cmd = serve_command(app, args.secrets_file or None, args.port)
+    except NotServable as err:
+        print(f"make serve: {err}", file=sys.stderr)
+        return 2
+    print(" ".join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    os.execv(cmd[0], cmd)  # Streamlit takes this process over (signals, exit code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,6 +417,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_id")
     p.add_argument("out_dir")
     p.add_argument("--base", default=None, help="base model for an adapter run (default: the recorded one)")
+    p = sub.add_parser("users", help="who signed in to the dashboard, and their roles")
+    p.add_argument("action", nargs="?", choices=["list", "set-role"], default="list")
+    p.add_argument("subject", nargs="?", help="set-role: the user's subject (see `users`)")
+    p.add_argument("role", nargs="?", choices=["viewer", "annotator", "launcher", "admin"])
+    p = sub.add_parser("serve", help="serve the dashboard to a team on 0.0.0.0 (needs [auth] sign-in)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Streamlit's, 8501)")
+    p.add_argument(
+        "--secrets-file",
+        action="append",
+        default=[],
+        help="secrets.toml to use (repeatable; default: Streamlit's own search path)",
+    )
+    p.add_argument("--app", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     p = sub.add_parser("scheduler", help="run the scheduler in the foreground")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     p = sub.add_parser("worker", help="run one job (started by the scheduler)")
@@ -392,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         "versus-teacher": cmd_versus_teacher,
         "extend": cmd_extend,
         "report": cmd_report,
+        "users": cmd_users,
+        "serve": cmd_serve,
     }
     return commands[args.cmd](args, store)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobCancelled, JobContext
 from engine.devices import assign, gpu_slots, job_gpus, worker_command
 from engine.redaction import RedactingFilter, redact_url
@@ -173,15 +174,26 @@ def _kill_group(pid: int, sig: int) -> None:
 
 
 # ------------------------------------------------------------------------ queue logic
-def cancel_job(store: Store, job_id: str, reason: str = "cancelled by user") -> bool:
+def cancel_job(store: Store, job_id: str, reason: str | None = None, *, actor: Actor) -> bool:
     """Cancel a queued or running job. A running worker's process group gets SIGTERM, then
-    SIGKILL if it has not exited after a grace period. Returns False if already finished."""
+    SIGKILL if it has not exited after a grace period. Returns False if already finished.
+
+    The job's error and event say who cancelled it (``reason`` defaults to
+    ``cancelled by <name>``), and the audit log records it.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not cancel.
+        KeyError: no such job.
+    """
+    check(store, actor, Right.CANCEL, "cancel jobs", job_id)
     job = store.get_job(job_id)
     if job is None:
         raise KeyError(f"no job {job_id}")
+    reason = reason or f"cancelled by {actor.name}"
     if not store.finish_job(job_id, "cancelled", error=reason):
         return False
     store.add_event("info", "cancelled", reason, job_id=job_id, run_id=job.get("run_id"))
+    done(store, actor, "cancel", job_id, kind=job["kind"], experiment=job.get("experiment_id"))
     if job["pid"] and process_alive(job["pid"], job["pid_started_at"]):
         _kill_group(job["pid"], signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -192,10 +204,16 @@ def cancel_job(store: Store, job_id: str, reason: str = "cancelled by user") -> 
     return True
 
 
-def cancel_experiment(store: Store, experiment_id: str) -> int:
-    """Cancel every unfinished job of an experiment; returns how many were cancelled."""
+def cancel_experiment(store: Store, experiment_id: str, *, actor: Actor) -> int:
+    """Cancel every unfinished job of an experiment; returns how many were cancelled.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not cancel.
+    """
+    check(store, actor, Right.CANCEL, "cancel experiments", experiment_id)
     jobs = store.list_jobs(experiment_id=experiment_id, statuses=("queued", "running"))
-    return sum(cancel_job(store, j["id"], "experiment cancelled by user") for j in jobs)
+    reason = f"experiment cancelled by {actor.name}"
+    return sum(cancel_job(store, j["id"], reason, actor=actor) for j in jobs)
 
 
 def reconcile(store: Store, children: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:

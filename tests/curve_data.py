@@ -10,6 +10,7 @@ import numpy as np
 from engine import ablation
 from engine.specs import demo_spec, parse_spec
 from engine.store import Store
+from tests.actors import ADMIN
 
 
 def finished_experiment(
@@ -35,7 +36,7 @@ def finished_experiment(
             spec.model_dump(mode="json") | {"ablation": {**spec.ablation.model_dump(), "vary": vary}}
         )
     offsets = {key: 0.1 * i for i, (key, _) in enumerate(spec.variant_specs())}
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     dataset_id = ensure_dataset(store, spec)
     store.set_experiment_dataset(exp_id, dataset_id)
     test = store.get_examples(dataset_id, "test")

@@ -18,6 +18,7 @@ from engine.review import items as review
 from engine.scoring.metrics import score
 from engine.specs import AblationSpec, ExperimentSpec, demo_spec
 from engine.store import Store
+from tests.actors import ADMIN, person
 
 RULES_YAML = """\
 - {kind: regex_must_match, name: starts_with_brace, pattern: '^\\s*\\{'}
@@ -59,7 +60,7 @@ def populate(store: Store, labels: bool = True, judges: bool = True) -> Populate
     spec = demo_spec("fast").model_copy(
         update={"ablation": AblationSpec(train_sizes=[16], seeds=[0], zero_shot=False)}
     )
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     examples = generate_examples(N, seed=3)
     rows = [
         {
@@ -132,13 +133,13 @@ def populate(store: Store, labels: bool = True, judges: bool = True) -> Populate
             }
             store.add_annotation(
                 pop.ref(i),
-                "ada",
                 "reject" if mistake else "accept",
                 category.get(mistake or ""),
                 f"checked #{i}",
+                actor=person("ada"),
             )
-        store.add_annotation(pop.ref(0), "bob", "accept")
-        store.add_annotation(pop.ref(4), "bob", "accept", note="prose is fine by me")
+        store.add_annotation(pop.ref(0), "accept", actor=person("bob"))
+        store.add_annotation(pop.ref(4), "accept", note="prose is fine by me", actor=person("bob"))
     return pop
 
 
@@ -149,4 +150,6 @@ def write_labels(home: str, annotator: str, n: int, start_at: float = 0.0, items
     while time.time() < start_at:
         time.sleep(0.005)
     for i in range(n):
-        store.add_annotation(f"run:r:{i % items}", annotator, "accept" if i % 2 else "reject", note=str(i))
+        store.add_annotation(
+            f"run:r:{i % items}", "accept" if i % 2 else "reject", note=str(i), actor=person(annotator)
+        )

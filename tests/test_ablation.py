@@ -7,6 +7,7 @@ import pytest
 from engine import ablation
 from engine.specs import ExperimentSpec, demo_spec
 from engine.store import Store
+from tests.actors import ADMIN
 
 
 def test_power_law_fit_recovers_parameters() -> None:
@@ -54,7 +55,7 @@ def test_launch_queues_teacher_then_one_train_job_per_cell(store: Store) -> None
             )
         }
     )
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     jobs = store.list_jobs(experiment_id=exp_id)
     teacher = [j for j in jobs if j["kind"] == "teacher"]
     train = [j for j in jobs if j["kind"] == "train"]
@@ -69,14 +70,14 @@ def test_launch_queues_teacher_then_one_train_job_per_cell(store: Store) -> None
 def test_zero_shot_adds_one_untrained_run(store: Store) -> None:
     spec = demo_spec("fast")
     spec.ablation.zero_shot = True
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     cells = sorted((r["train_size"], r["seed"]) for r in store.list_runs(exp_id))
     assert cells == [(0, 0), (16, 0), (64, 0)]
 
 
 def test_curve_averages_seeds_of_finished_runs(store: Store) -> None:
     spec = demo_spec("fast")
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     for run in store.list_runs(exp_id):
         store.finish_job(run["job_id"], "succeeded")
         store.set_run_metrics(run["id"], {"field_accuracy": run["train_size"] / 100})

@@ -22,6 +22,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["server", "shots"]  # fixtures, imported so pytest finds them here
 
 
+@pytest.fixture(autouse=True)
+def _local_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local single-user mode acts as the server's user: here "tess" (before the server starts)."""
+    monkeypatch.setenv("SENSEI_LOCAL_USER", "tess")
+
+
 @pytest.fixture
 def populated(store: Store) -> Populated:
     return populate(store)
@@ -67,7 +73,7 @@ def test_empty_review_and_calibration_say_what_to_do(server: tuple[str, Path], s
             page.goto(f"{url}/review")
             expect(page.get_by_role("heading", name="Review")).to_be_visible()
             expect(page.get_by_test_id("stSidebarNav")).to_be_visible()
-            expect(page.get_by_text("Who am I")).to_be_visible()
+            expect(page.get_by_text("Local single-user mode")).to_be_visible()
             _open(page, url, "Review")
             expect(page.get_by_text("Run an experiment first")).to_be_visible()
             _shot(page, shots / "review-empty.png")
@@ -89,9 +95,6 @@ def test_label_an_answer_and_see_it_after_a_reload(
         try:
             _open(page, url, "Review")
             expect(page.get_by_text("Answer 1 of 12")).to_be_visible()
-            who = page.get_by_label("Who am I", exact=True)
-            who.fill("tess")
-            who.press("Enter")
             expect(page.get_by_text("Your verdict (as tess)")).to_be_visible()
             _shot(page, shots / "review-populated.png")
 
@@ -110,7 +113,9 @@ def test_label_an_answer_and_see_it_after_a_reload(
             page.get_by_role("button", name=re.compile("^Previous")).click()
             expect(page.get_by_text("Answer 1 of 12")).to_be_visible()
             expect(page.get_by_text(re.compile(r"tess — reject · wrong field value · "))).to_be_visible()
-            expect(page.get_by_text("urgency should be high", exact=True)).to_be_visible()  # the note
+            expect(page.get_by_role("paragraph").filter(has_text="urgency should be high")).to_be_visible()
+            # Her own label opens for editing: the same person, the same note, after the reload.
+            expect(page.get_by_label("Note", exact=True)).to_have_value("urgency should be high")
             _shot(page, shots / "review-after-reload.png")
 
             page.get_by_role("button", name="Export labels").click()
@@ -154,6 +159,6 @@ def test_label_an_answer_and_see_it_after_a_reload(
         finally:
             browser.close()
 
-    (label,) = Store(home).annotations(annotator="tess")
+    (label,) = Store(home).annotations(annotator_sub="local:tess")
     assert (label["item_ref"], label["label"]) == (populated.ref(0), "reject")
     assert (label["category"], label["note"]) == ("wrong field value", "urgency should be high")

@@ -16,6 +16,7 @@ from engine.specs import CurationSpec, ExperimentSpec, TaskSpec, demo_spec
 from engine.store import Store
 from engine.training.job import training_pool
 from engine.training.pairs import build_dpo_pairs
+from tests.actors import person
 
 TASK = TaskSpec(output_kind="json", json_fields=["a"])
 RULES_YAML = "- {kind: keywords_forbidden, name: no-acme, keywords: [Acme]}\n"
@@ -58,9 +59,13 @@ def _setup(store: Store, spec: ExperimentSpec, labels: bool = True) -> str:
         "strict", [{"item_ref": review.teacher_ref(ds, key, i), "verdict": v} for i, v in JUDGE.items()]
     )
     if labels:
-        store.add_annotation(review.teacher_ref(ds, key, 4), "alice", "reject")
-        store.add_annotation(review.teacher_ref(ds, key, 4), "alice", "accept")  # changed her mind
-        store.add_annotation(review.teacher_ref(ds, key, 5), "bob", "reject", note="wrong value")
+        store.add_annotation(review.teacher_ref(ds, key, 4), "reject", actor=person("alice"))
+        store.add_annotation(
+            review.teacher_ref(ds, key, 4), "accept", actor=person("alice")
+        )  # changed her mind
+        store.add_annotation(
+            review.teacher_ref(ds, key, 5), "reject", note="wrong value", actor=person("bob")
+        )
     return ds
 
 

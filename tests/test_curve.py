@@ -13,6 +13,7 @@ from engine.__main__ import main as cli
 from engine.ablation.curve import majority_answer, point_interval
 from engine.specs import ExperimentSpec, demo_spec, parse_spec
 from engine.store import Store
+from tests.actors import ADMIN
 from tests.curve_data import finished_experiment
 
 
@@ -148,13 +149,13 @@ def test_status_counts_only_the_newest_job_of_a_resumed_run(store: Store) -> Non
     from engine.training.resume import resume_job
 
     spec = demo_spec("fast")
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     runs = store.list_runs(exp_id)
     store.finish_job(runs[0]["job_id"], "failed", error="killed")
     for job in store.list_jobs(experiment_id=exp_id):
         store.finish_job(job["id"], "succeeded")
     assert ablation.experiment_status(store, exp_id) == "failed"
-    new_job = resume_job(store, runs[0]["id"])
+    new_job = resume_job(store, runs[0]["id"], actor=ADMIN)
     store.finish_job(new_job, "succeeded")
     assert ablation.experiment_status(store, exp_id) == "succeeded"
 
@@ -162,18 +163,18 @@ def test_status_counts_only_the_newest_job_of_a_resumed_run(store: Store) -> Non
 def test_extend_adds_only_missing_cells_and_refuses_beyond_the_pool(store: Store) -> None:
     exp_id = finished_experiment(store, [8, 16], [0])
     before = {(r["train_size"], r["seed"]) for r in store.list_runs(exp_id)}
-    new_runs = ablation.extend_experiment(store, exp_id, sizes=[16, 32], seeds=[1])
+    new_runs = ablation.extend_experiment(store, exp_id, sizes=[16, 32], seeds=[1], actor=ADMIN)
     after = {(r["train_size"], r["seed"]) for r in store.list_runs(exp_id)}
     assert after - before == {(32, 0), (8, 1), (16, 1), (32, 1)} and len(new_runs) == 4
     spec = ExperimentSpec.model_validate(store.get_experiment(exp_id)["spec"])
     assert spec.ablation.train_sizes == [8, 16, 32] and spec.ablation.seeds == [0, 1]
-    assert ablation.extend_experiment(store, exp_id, sizes=[32]) == []
+    assert ablation.extend_experiment(store, exp_id, sizes=[32], actor=ADMIN) == []
     queued = [j for j in store.list_jobs(experiment_id=exp_id) if j["status"] == "queued"]
     assert {j["kind"] for j in queued} == {"train"}  # no second teacher job: answers are reused
     with pytest.raises(
         ValueError, match=r"exceed the pool of 120 usable teacher answers; 380 more .*\$0\.38"
     ):
-        ablation.extend_experiment(store, exp_id, sizes=[500])
+        ablation.extend_experiment(store, exp_id, sizes=[500], actor=ADMIN)
 
 
 def test_a_version_1_spec_keeps_its_fixed_steps() -> None:
@@ -198,5 +199,5 @@ def test_launch_refuses_sizes_beyond_a_datasets_pool(store: Store) -> None:
     data["ablation"]["train_sizes"] = [54, 500]
     spec = parse_spec(data)
     with pytest.raises(SpecError, match=r"ablation.train_sizes: \[500\] exceed the 120 training examples"):
-        ablation.launch_experiment(store, spec)
+        ablation.launch_experiment(store, spec, actor=ADMIN)
     assert math.isfinite(1.0)

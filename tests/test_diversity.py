@@ -22,6 +22,7 @@ from engine.demo.task import generate_examples
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
 from engine.ui import data as dv
+from tests.actors import ADMIN
 
 DATA = Path(__file__).parent / "data"
 JSON_TASK = TaskSpec(name="tickets", output_kind="json", json_fields=["intent", "product", "order_id"])
@@ -128,7 +129,7 @@ def test_balanced_sample_spreads_evenly_and_is_seeded() -> None:
 
 def test_balanced_dataset_keeps_the_test_split(store: Store, demo_dataset: str) -> None:
     key = div.field_key(JSON_TASK, "intent")
-    new_id = div.save_balanced_dataset(store, demo_dataset, key, n=20, seed=0)
+    new_id = div.save_balanced_dataset(store, demo_dataset, key, n=20, seed=0, actor=ADMIN)
     assert new_id != demo_dataset
     new, old = store.get_examples(new_id), store.get_examples(demo_dataset)
     assert [e["input"] for e in new if e["split"] == "test"] == [
@@ -139,7 +140,9 @@ def test_balanced_dataset_keeps_the_test_split(store: Store, demo_dataset: str) 
     assert len(train) == 20 and max(counts.values()) - min(counts.values()) <= 1
     assert store.get_dataset(new_id)["name"] == "tickets-balanced"
     assert all(e["meta"]["balanced_from"]["dataset"] == demo_dataset for e in new)
-    assert div.save_balanced_dataset(store, demo_dataset, key, n=20, seed=0) == new_id  # content-hashed
+    assert (
+        div.save_balanced_dataset(store, demo_dataset, key, n=20, seed=0, actor=ADMIN) == new_id
+    )  # content-hashed
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -227,9 +230,9 @@ def test_preview_mapping_upload_and_dataset_table(
     assert dv.column_mapping("question", "answer") == {"prompt": "question", "completion": "answer"}
     assert dv.column_mapping("q", None, "task") == {"instruction": "task", "input": "q"}
     assert dv.preview_source(store, DATA / "nope.jsonl").error
-    path = dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n')
+    path = dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n', actor=ADMIN)
     assert path.parent.parent == store.home / "uploads" and path.name == "my_data.jsonl"
-    assert dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n') == path
+    assert dv.save_upload(store, "../my data.jsonl", b'{"prompt": "x"}\n', actor=ADMIN) == path
     assert dv.test_count(0.1, 6) == 1 and dv.test_count(0.5, 2) == 1 and dv.test_count(0.2, 100) == 20
     frame = dv.datasets_frame(store)
     assert frame.loc[0, "name"] == "tickets" and frame.loc[0, "version"] == 1 and frame.loc[0, "test"] == 10

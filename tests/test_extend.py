@@ -20,6 +20,7 @@ from engine.data.datasets import ensure_dataset
 from engine.demo.simulated_teacher import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import TERMINAL, Store
+from tests.actors import ADMIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cleanup_processes")]
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +62,13 @@ def test_extend_trains_only_new_cells_without_a_teacher_request(store: Store, tm
     )
     with start_demo_teacher(data, error_rate=0.0) as url:
         stats = url.removesuffix("/v1") + "/stats"
-        exp_id = ablation.launch_experiment(store, _spec(url))
+        exp_id = ablation.launch_experiment(store, _spec(url), actor=ADMIN)
         _run_to_the_end(store, exp_id)
         asked = httpx.get(stats, trust_env=False, timeout=10).json()["requests"]
         assert asked == len(examples)
         first = {(r["train_size"], r["seed"]): r["job_id"] for r in store.list_runs(exp_id)}
 
-        new_runs = ablation.extend_experiment(store, exp_id, sizes=[32])
+        new_runs = ablation.extend_experiment(store, exp_id, sizes=[32], actor=ADMIN)
         assert len(new_runs) == 1  # (32, 0); seeds grow the same way (see test_curve)
         _run_to_the_end(store, exp_id)
 

@@ -14,6 +14,7 @@ from engine.data.import_job import load_report, queue_import
 from engine.data.report import ImportReport, Issue
 from engine.specs import SpecError, TaskSpec
 from engine.store import Store
+from tests.actors import ADMIN
 from tests.inline_jobs import run_queued
 from tests.test_dedup import BASE, PARAPHRASES, distractors
 
@@ -39,7 +40,7 @@ def test_import_job_imports_a_file_end_to_end_with_progress(
 ) -> None:
     prompts = [*BASE, *distractors(60), PARAPHRASES[0], PARAPHRASES[7]]
     src = write_jsonl(tmp_path / "prompts.jsonl", prompts)
-    job_id = queue_import(store, src, task=TASK, test_size=12, seed=3)
+    job_id = queue_import(store, src, task=TASK, test_size=12, seed=3, actor=ADMIN)
     job = store.get_job(job_id)
     assert job and job["kind"] == "import" and job["status"] == "queued"
     assert job["spec"]["path"] == str(src) and job["spec"]["test_size"] == 12
@@ -89,7 +90,7 @@ def test_progress_names_every_stage(store: Store, tmp_path: Path) -> None:
 def test_bad_rows_fail_a_strict_import_job_and_valid_only_skips_them(store: Store, tmp_path: Path) -> None:
     bad = {3: "{not json", 9: json.dumps({"prompt": ""})}
     src = write_jsonl(tmp_path / "rows.jsonl", [*BASE, *distractors(20)], bad)
-    strict = queue_import(store, src, task=TASK, test_size=5)
+    strict = queue_import(store, src, task=TASK, test_size=5, actor=ADMIN)
     run_queued(store)
     job = store.get_job(strict)
     assert job and job["status"] == "failed" and "2 bad rows in strict mode" in job["error"]
@@ -98,7 +99,7 @@ def test_bad_rows_fail_a_strict_import_job_and_valid_only_skips_them(store: Stor
     assert report.message.startswith("Nothing was imported")
     assert store.list_datasets() == [] and not (store.home / "datasets").exists()
 
-    valid = queue_import(store, src, task=TASK, test_size=5, mode="valid_only")
+    valid = queue_import(store, src, task=TASK, test_size=5, mode="valid_only", actor=ADMIN)
     run_queued(store)
     job = store.get_job(valid)
     assert job and job["status"] == "succeeded", job
@@ -121,12 +122,14 @@ def test_bad_options_are_refused_before_anything_is_queued(store: Store, tmp_pat
         ({"colour": "blue"}, "colour"),
     ]:
         with pytest.raises((ValueError, SpecError), match=words):
-            queue_import(store, src, task=TASK, **options)
+            queue_import(store, src, task=TASK, **options, actor=ADMIN)
     with pytest.raises(ValueError, match="no such file"):
-        queue_import(store, tmp_path / "missing.jsonl", task=TASK)
+        queue_import(store, tmp_path / "missing.jsonl", task=TASK, actor=ADMIN)
     assert store.list_jobs() == []
     # A rule given as (name, params) is stored as JSON the worker reads back.
-    job_id = queue_import(store, src, task=TASK, rules=[("near_dedup", {"threshold": 0.9})], test_size=2)
+    job_id = queue_import(
+        store, src, task=TASK, rules=[("near_dedup", {"threshold": 0.9})], test_size=2, actor=ADMIN
+    )
     assert (store.get_job(job_id) or {})["spec"]["rules"] == [{"rule": "near_dedup", "threshold": 0.9}]
 
 

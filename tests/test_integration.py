@@ -14,6 +14,7 @@ import pytest
 from engine import ablation
 from engine.specs import demo_spec
 from engine.store import TERMINAL, Store
+from tests.actors import ADMIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cleanup_processes")]
 
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cleanup_processes")]
 def test_two_size_ablation_end_to_end(store: Store) -> None:
     spec = demo_spec("fast")
     spec.ablation.versus_teacher = True  # each run then faces its teacher (pairwise, demo judge)
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     subprocess.Popen(
         [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
         cwd=Path(__file__).resolve().parent.parent,

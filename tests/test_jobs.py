@@ -13,6 +13,7 @@ import pytest
 
 from engine import jobs
 from engine.store import TERMINAL, Store
+from tests.actors import ADMIN
 
 pytestmark = pytest.mark.usefixtures("cleanup_processes")
 
@@ -108,11 +109,11 @@ def test_cancel_running_job_stops_its_process_group(store: Store) -> None:
     _start_scheduler(store)
     _wait_for(lambda: store.get_job(job_id)["progress"] > 0, what="progress")
     job = store.get_job(job_id)
-    assert jobs.cancel_job(store, job_id)
+    assert jobs.cancel_job(store, job_id, actor=ADMIN)
     assert _status(store, job_id) == "cancelled"
     assert not jobs.process_alive(job["pid"], job["pid_started_at"])
-    assert not jobs.cancel_job(store, job_id)  # already finished
-    assert jobs.cancel_job(store, queued)
+    assert not jobs.cancel_job(store, job_id, actor=ADMIN)  # already finished
+    assert jobs.cancel_job(store, queued, actor=ADMIN)
     assert _status(store, queued) == "cancelled"
 
 

@@ -10,6 +10,7 @@ from engine.judges.job import launch_judge, main
 from engine.review import items as review
 from engine.specs import SpecError
 from engine.store import Store
+from tests.actors import ADMIN
 from tests.review_data import MISTAKES, N, populate
 from tests.test_pages import app, texts
 
@@ -26,7 +27,9 @@ def _run(store: Store, job_id: str) -> dict:
 def test_judges_a_run_and_rejudging_is_free(store: Store) -> None:
     assert REGISTRY["judge"] == "engine.judges.job:main"
     pop = populate(store, labels=False, judges=False)
-    job_id = launch_judge(store, {"run_id": pop.run_id}, RUBRIC, name="demo-judge", use_reference=True)
+    job_id = launch_judge(
+        store, {"run_id": pop.run_id}, RUBRIC, name="demo-judge", use_reference=True, actor=ADMIN
+    )
     job = _run(store, job_id)
     rows = {v["item_ref"]: v for v in store.list_judge_verdicts("demo-judge")}
     assert set(rows) == {pop.ref(i) for i in range(N)}
@@ -37,14 +40,19 @@ def test_judges_a_run_and_rejudging_is_free(store: Store) -> None:
     items = review.build_items(store, pop.run_id)
     assert all("demo-judge" in it.judges for it in items)
 
-    again = _run(store, launch_judge(store, {"run_id": pop.run_id}, RUBRIC, "demo-judge", use_reference=True))
+    again = _run(
+        store,
+        launch_judge(store, {"run_id": pop.run_id}, RUBRIC, "demo-judge", use_reference=True, actor=ADMIN),
+    )
     assert "0 HTTP requests" in again["message"] and f"{N} from cache" in again["message"]
     assert any(e["kind"] == "judged" for e in store.list_events(job_id=job_id))
 
 
 def test_judges_teacher_answers(store: Store) -> None:
     pop = populate(store, labels=False, judges=False)
-    job_id = launch_judge(store, {"experiment_id": pop.experiment_id, "teacher": True}, RUBRIC, "t-judge")
+    job_id = launch_judge(
+        store, {"experiment_id": pop.experiment_id, "teacher": True}, RUBRIC, "t-judge", actor=ADMIN
+    )
     _run(store, job_id)
     rows = store.list_judge_verdicts("t-judge")
     key = pop.spec.teacher_key()
@@ -59,13 +67,13 @@ def test_judges_teacher_answers(store: Store) -> None:
 def test_launch_refuses_bad_targets(store: Store) -> None:
     pop = populate(store, labels=False, judges=False)
     with pytest.raises(SpecError, match="run_id"):
-        launch_judge(store, {}, RUBRIC)
+        launch_judge(store, {}, RUBRIC, actor=ADMIN)
     with pytest.raises(SpecError, match="teacher: true"):
-        launch_judge(store, {"experiment_id": pop.experiment_id}, RUBRIC)
+        launch_judge(store, {"experiment_id": pop.experiment_id}, RUBRIC, actor=ADMIN)
     with pytest.raises(ValueError, match="no run"):
-        launch_judge(store, {"run_id": "run_nope"}, RUBRIC)
+        launch_judge(store, {"run_id": "run_nope"}, RUBRIC, actor=ADMIN)
     with pytest.raises(SpecError, match="rubric"):
-        launch_judge(store, {"run_id": pop.run_id}, "")
+        launch_judge(store, {"run_id": pop.run_id}, "", actor=ADMIN)
 
 
 def test_calibration_page_queues_a_judge_job(store: Store) -> None:

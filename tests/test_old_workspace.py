@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import ablation
+from engine.access import local_admin
 from engine.store import Store
 from engine.training.metadata import read_metadata
 
@@ -46,6 +47,18 @@ def test_old_workspace_opens_with_its_records(old_store: Store) -> None:
     for run in runs:
         meta = read_metadata(old_store.runs_dir / run["id"])
         assert meta and meta["train_size"] == run["train_size"]
+
+
+def test_old_labels_belong_to_the_local_user_of_that_name(old_store: Store) -> None:
+    """Before sign-in existed every label came from local single-user mode under a typed name:
+    the migration gives it the subject ``local:<name>``, so that user edits it, history kept."""
+    (old,) = old_store.annotations()
+    assert (old["annotator"], old["annotator_sub"], old["label"]) == ("alice", "local:alice", "reject")
+    old_store.add_annotation(old["item_ref"], "accept", actor=local_admin("alice"))
+    (now,) = old_store.annotations(item_ref=old["item_ref"])
+    assert (now["annotator_sub"], now["label"]) == ("local:alice", "accept")
+    assert [a["label"] for a in old_store.annotation_history(old["item_ref"])] == ["reject", "accept"]
+    assert old_store.list_users() == []  # nobody has signed in: the first to do so becomes admin
 
 
 def test_old_workspace_pages_render(old_store: Store) -> None:

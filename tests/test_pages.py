@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from engine import ablation
 from engine.specs import AblationSpec, demo_spec
 from engine.store import Store
+from tests.actors import ADMIN
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -33,6 +34,30 @@ def app(page: str | None = None) -> AppTest:
     return at
 
 
+# A team server's [auth] section (never used to sign in here: AppTest supplies st.user).
+AUTH_SECRETS = {
+    "auth": {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "test-cookie-secret",
+        "client_id": "sensei",
+        "client_secret": "test-client-secret",
+        "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration",
+    }
+}
+ROLE_CLAIM = "sensei_role"
+
+
+def sign_in_as(at: AppTest, name: str, role: str = "annotator") -> AppTest:
+    """Make ``at``'s next runs those of a team server with ``name`` signed in (subject
+    ``sub-<name>``, as :func:`tests.actors.person`) holding ``role`` through an ID-token claim."""
+    roles = Path(os.environ["SENSEI_HOME"]) / "roles.toml"
+    roles.parent.mkdir(parents=True, exist_ok=True)
+    roles.write_text(f'roles_claim = "{ROLE_CLAIM}"\n', encoding="utf-8")
+    at.secrets = AUTH_SECRETS
+    at.user = {"is_logged_in": True, "sub": f"sub-{name}", "name": name, ROLE_CLAIM: role}
+    return at
+
+
 def texts(at: AppTest) -> str:
     """All visible text of the common kinds, joined (for 'does the page say X' checks)."""
     parts = [*at.title, *at.markdown, *at.caption, *at.info, *at.warning, *at.success, *at.error]
@@ -40,7 +65,7 @@ def texts(at: AppTest) -> str:
 
 
 def queued_experiment(store: Store) -> str:
-    return ablation.launch_experiment(store, demo_spec("fast"))
+    return ablation.launch_experiment(store, demo_spec("fast"), actor=ADMIN)
 
 
 def finished_experiment(store: Store) -> str:
@@ -48,7 +73,7 @@ def finished_experiment(store: Store) -> str:
     spec = demo_spec("fast").model_copy(
         update={"ablation": AblationSpec(train_sizes=[16, 32, 64], seeds=[0, 1], zero_shot=False)}
     )
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     teacher = next(j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "teacher")
     store.mark_started(teacher["id"], os.getpid(), None)
     store.finish_job(teacher["id"], "succeeded", exit_code=0, message="done")
@@ -99,11 +124,13 @@ def test_launch_prefills_the_standard_demo() -> None:
     assert not at.error
 
 
-def test_sidebar_shows_workspace_and_who_am_i(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sidebar_shows_workspace_and_who_acts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SENSEI_LOCAL_USER", raising=False)
     monkeypatch.setenv("LOGNAME", "ada")  # getpass.getuser() reads LOGNAME first, then USER
     monkeypatch.setenv("USER", "ada")
     at = app()
-    assert at.sidebar.text_input[0].value == "ada"
+    assert not at.sidebar.text_input  # nobody types who they are any more
+    assert ":material/person: **ada** · admin" in [m.value for m in at.sidebar.markdown]
     assert os.environ["SENSEI_HOME"] in "\n".join(c.value for c in at.sidebar.caption)
     assert any("Scheduler" in c.value for c in at.sidebar.caption)
 

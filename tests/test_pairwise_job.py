@@ -12,6 +12,7 @@ from engine.judges import pairwise as pw
 from engine.judges.report import pointwise_judges
 from engine.specs import SpecError
 from engine.store import Store
+from tests.actors import ADMIN
 from tests.review_data import N, populate
 from tests.test_pages import app
 
@@ -38,7 +39,7 @@ def test_student_against_teacher_on_the_demo_judge(
     pop = populate(store)
     student, teacher = {"run_id": pop.run_id}, {"experiment_id": pop.experiment_id, "teacher": True}
     job_id = pw.launch_pairwise(
-        store, student, teacher, "Correct JSON wins.", "h2h", use_reference=use_reference
+        store, student, teacher, "Correct JSON wins.", "h2h", use_reference=use_reference, actor=ADMIN
     )
     _run(store, job_id)
     (row,) = pw.head_to_head(store)
@@ -62,23 +63,29 @@ def test_refusals_name_the_problem(store: Store) -> None:
     pop = populate(store)
     run = {"run_id": pop.run_id}
     with pytest.raises(SpecError, match="same answers"):
-        pw.launch_pairwise(store, run, run, "r")
+        pw.launch_pairwise(store, run, run, "r", actor=ADMIN)
     with pytest.raises(SpecError, match="pairwise sides"):
-        pw.launch_pairwise(store, {"run_id": pop.run_id, "teacher": True}, run, "r")
+        pw.launch_pairwise(store, {"run_id": pop.run_id, "teacher": True}, run, "r", actor=ADMIN)
     with pytest.raises(ValueError, match="no run 'run-missing'"):
-        pw.launch_pairwise(store, {"run_id": "run-missing"}, run, "r")
+        pw.launch_pairwise(store, {"run_id": "run-missing"}, run, "r", actor=ADMIN)
     with pytest.raises(SpecError, match="rubric"):
-        pw.launch_pairwise(store, run, {"experiment_id": pop.experiment_id, "teacher": True}, "")
+        pw.launch_pairwise(store, run, {"experiment_id": pop.experiment_id, "teacher": True}, "", actor=ADMIN)
     other = populate(store)  # another experiment, another dataset
     with pytest.raises(ValueError, match="answer different datasets"):
         pw.launch_pairwise(
-            store, {"run_id": other.run_id}, {"experiment_id": pop.experiment_id, "teacher": True}, "r"
+            store,
+            {"run_id": other.run_id},
+            {"experiment_id": pop.experiment_id, "teacher": True},
+            "r",
+            actor=ADMIN,
         )
     from engine.specs import TeacherSpec
 
     with pytest.raises(ValueError, match="a local teacher cannot judge"):
         teacher = {"experiment_id": pop.experiment_id, "teacher": True}
-        pw.launch_pairwise(store, run, teacher, "r", endpoint=TeacherSpec(kind="local", model="x"))
+        pw.launch_pairwise(
+            store, run, teacher, "r", endpoint=TeacherSpec(kind="local", model="x"), actor=ADMIN
+        )
     assert not [j for j in store.list_jobs() if j["kind"] == "pairwise"]
     # References come from the dataset's gold answers, whatever a side stored as its reference.
     _, pairs = pw.collect_pairs(
@@ -114,7 +121,7 @@ def test_every_run_against_the_teacher_from_the_ablation_page(store: Store) -> N
     assert any("Queued 1 comparison(s)." in s.value for s in at.success), [e.value for e in at.error]
     (job,) = [j for j in store.list_jobs() if j["kind"] == "pairwise"]
     assert job["spec"]["judge"]["rubric"] == pw.DEFAULT_RUBRIC
-    assert pw.launch_versus_teacher(store, pop.experiment_id) == []  # already queued: not twice
+    assert pw.launch_versus_teacher(store, pop.experiment_id, actor=ADMIN) == []  # already queued: not twice
     _run(store, job["id"])
     (row,) = pw.versus_teacher(store, pop.experiment_id)
     # The teacher wins 2 of 12 (broken JSON only, no reference): the student scores 5/12.
@@ -136,7 +143,7 @@ def test_an_ablation_can_queue_each_run_against_its_teacher(store: Store) -> Non
 
     spec = demo_spec("fast")
     spec.ablation.versus_teacher = True
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     train = {j["run_id"]: j["id"] for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "train"}
     versus = [j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "pairwise"]
     assert len(versus) == len(train) == len(spec.ablation.train_sizes)
@@ -148,4 +155,4 @@ def test_an_ablation_can_queue_each_run_against_its_teacher(store: Store) -> Non
     local.ablation.versus_teacher = True
     local.teacher = local.teacher.model_copy(update={"kind": "local", "model": "some/model"})
     with pytest.raises(SpecError, match=r"ablation\.versus_teacher: a local teacher cannot judge"):
-        ablation.launch_experiment(store, local)
+        ablation.launch_experiment(store, local, actor=ADMIN)

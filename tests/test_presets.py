@@ -7,6 +7,7 @@ import pytest
 from engine.specs import ExperimentSpec, SpecError, StudentSpec
 from engine.store import Store
 from engine.ui import launch_form, presets
+from tests.actors import ADMIN
 
 
 @pytest.mark.parametrize("label", list(presets.PRESETS))
@@ -97,16 +98,16 @@ def test_launch_refuses_names_the_workspace_does_not_know(store: Store) -> None:
     spec = demo_spec("fast")
     spec.curation.judge = "strcit"
     with pytest.raises(SpecError, match=r"curation\.judge: no judge named 'strcit'.*judges: none yet"):
-        ablation.launch_experiment(store, spec)
+        ablation.launch_experiment(store, spec, actor=ADMIN)
     spec.curation.judge = None
     spec.data.dataset, spec.data.source = "my-tickets", "dataset"
     with pytest.raises(SpecError, match=r"data\.dataset: no dataset with id or name 'my-tickets'"):
-        ablation.launch_experiment(store, spec)
+        ablation.launch_experiment(store, spec, actor=ADMIN)
     assert store.list_experiments() == [] and store.list_jobs() == []  # nothing queued
     store.save_judge_verdicts("strict", [{"item_ref": "run:r:1", "verdict": "accept"}])
     spec = demo_spec("fast")
     spec.curation.judge = "strict"
-    assert ablation.launch_experiment(store, spec)
+    assert ablation.launch_experiment(store, spec, actor=ADMIN)
     with pytest.raises(SpecError, match="expected a whole number"):
         launch_form.parse_optional_int("1,2", "student.save_steps")
     assert launch_form.parse_optional_int("12,000", "x") == 12000

@@ -17,6 +17,7 @@ from engine.training import job as train_job
 from engine.training.metadata import hash_indices
 from engine.training.pools import gold_pool
 from engine.training.student import build_tiny_student
+from tests.actors import ADMIN
 
 pytestmark = pytest.mark.slow
 
@@ -152,7 +153,7 @@ def test_kd_launch_refuses_a_teacher_that_is_not_a_folder(store: Store, kd_teach
     spec = _spec("kd", kd_teacher)
     spec.teacher.model = str(kd_teacher / "missing")
     with pytest.raises(SpecError, match=r"teacher\.model: student\.recipe kd distils a local model folder"):
-        ablation.launch_experiment(store, spec)
+        ablation.launch_experiment(store, spec, actor=ADMIN)
     assert store.list_experiments() == []
 
 

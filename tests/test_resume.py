@@ -26,6 +26,7 @@ from engine.training.resume import (
     resume_job,
 )
 from engine.training.sft import StoreCallback, checkpoint_train_time, mean_loss
+from tests.actors import ADMIN
 from tests.test_train_job import _setup
 
 
@@ -61,11 +62,11 @@ def test_resume_rules(store: Store) -> None:
     exp_id, _ = _setup(store, spec)
     run_id, job_id = _add_train_job(store, spec.model_dump(mode="json"), exp_id, 16, 0)
     with pytest.raises(ResumeError, match="only failed or cancelled"):
-        resume_job(store, job_id)
+        resume_job(store, job_id, actor=ADMIN)
     store.finish_job(job_id, "failed", error="worker died")
     assert [j["id"] for j in resumable(store.list_jobs(experiment_id=exp_id))] == [job_id]
 
-    new_id = resume_job(store, run_id)  # a run id resumes its latest train job
+    new_id = resume_job(store, run_id, actor=ADMIN)  # a run id resumes its latest train job
     new = store.get_job(new_id)
     assert new is not None and new["status"] == "queued" and new["depends_on"] == []
     assert new["run_id"] == run_id and new["spec"] == store.get_job(job_id)["spec"]
@@ -73,13 +74,13 @@ def test_resume_rules(store: Store) -> None:
     assert store.get_job(job_id)["status"] == "failed"  # the old row stays, as history
     assert resumable(store.list_jobs(experiment_id=exp_id)) == []
     with pytest.raises(ResumeError, match="newer job"):
-        resume_job(store, job_id)
+        resume_job(store, job_id, actor=ADMIN)
     other = store.enqueue("sleep", {"seconds": 0})
     store.finish_job(other, "failed")
     with pytest.raises(ResumeError, match="only train jobs"):
-        resume_job(store, other)
+        resume_job(store, other, actor=ADMIN)
     with pytest.raises(ResumeError, match="no job or run"):
-        resume_job(store, "job-nope")
+        resume_job(store, "job-nope", actor=ADMIN)
 
 
 @pytest.mark.slow
@@ -115,7 +116,7 @@ def test_resume_after_sigkill_matches_uninterrupted(
     assert killed_at < spec.student.max_steps
     assert jobs.reconcile(store) == [job_id]
 
-    new_id = resume_job(store, job_id)
+    new_id = resume_job(store, job_id, actor=ADMIN)
     _run_in_process(store, new_id)
     resumed = store.get_run(run_id)
     kinds = [e["kind"] for e in store.list_events(run_id=run_id)]
@@ -177,7 +178,7 @@ def test_failure_after_training_resumes_without_retraining(
             _run_in_process(store, job_id)
     losses = store.metric_series([run_id], "loss")
     store.finish_job(job_id, "failed")
-    _run_in_process(store, resume_job(store, job_id))
+    _run_in_process(store, resume_job(store, job_id, actor=ADMIN))
     run = store.get_run(run_id)
     assert run["metrics"]["n"] == 5 and len(store.list_outputs(run_id)) == 5
     assert store.metric_series([run_id], "loss") == losses  # nothing retrained, nothing lost
@@ -217,7 +218,7 @@ def test_a_resumed_runs_record_covers_the_whole_training(
     ckpt = last_checkpoint(run_dir / CHECKPOINTS_DIR)
     assert ckpt is not None and checkpoint_step(ckpt) == 10
     before_resume = checkpoint_train_time(ckpt)  # what the first attempt spent up to step 10
-    _run_in_process(store, resume_job(store, job_id))
+    _run_in_process(store, resume_job(store, job_id, actor=ADMIN))
 
     ref_id, ref_job = _add_train_job(store, spec_dict, exp_id, 32, 0)
     _run_in_process(store, ref_job)

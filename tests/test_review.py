@@ -18,6 +18,7 @@ from engine.judges.calibration import calibrate, compare_judges
 from engine.review import items as review
 from engine.store import MIGRATIONS, SCHEMA_VERSION, Store
 from engine.ui import review as review_view
+from tests.actors import person
 from tests.review_data import MISTAKES, N, populate, write_labels
 
 
@@ -44,10 +45,10 @@ def test_latest_label_per_annotator_wins_and_history_is_kept(
 ) -> None:
     clock = iter([100.0, 90.0, 80.0, 70.0])  # a clock going backwards must not reorder labels
     monkeypatch.setattr(time, "time", lambda: next(clock))
-    store.add_annotation("run:r:1", "ada", "accept")
-    store.add_annotation("run:r:1", "bob", "reject", "extra prose", "chatty")
-    store.add_annotation("run:r:1", "ada", "reject", "wrong field value", "  urgency  ")
-    store.add_annotation("run:r:2", "ada", "accept")
+    store.add_annotation("run:r:1", "accept", actor=person("ada"))
+    store.add_annotation("run:r:1", "reject", "extra prose", "chatty", actor=person("bob"))
+    store.add_annotation("run:r:1", "reject", "wrong field value", "  urgency  ", actor=person("ada"))
+    store.add_annotation("run:r:2", "accept", actor=person("ada"))
     current = store.annotations(item_ref="run:r:1")
     assert [(a["annotator"], a["label"], a["note"]) for a in current] == [
         ("bob", "reject", "chatty"),
@@ -61,10 +62,10 @@ def test_latest_label_per_annotator_wins_and_history_is_kept(
 
 
 def test_bad_labels_are_refused(store: Store) -> None:
-    with pytest.raises(ValueError, match="annotator"):
-        store.add_annotation("run:r:1", "  ", "accept")
+    with pytest.raises(TypeError, match=r"engine\.access\.Actor"):  # a bare name is nobody
+        store.add_annotation("run:r:1", "accept", actor="ada")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not one of accept, reject"):
-        store.add_annotation("run:r:1", "ada", "maybe")
+        store.add_annotation("run:r:1", "maybe", actor=person("ada"))
     assert store.annotations(current_only=False) == []
 
 
@@ -100,13 +101,15 @@ def test_two_annotators_at_once_lose_nothing(store: Store, how: str) -> None:
 
 
 def test_error_categories_are_editable(store: Store) -> None:
-    assert store.add_category("  policy   violation ", "mentions a competitor")
-    assert not store.add_category("   ")
-    assert store.add_category("other", "say what in the note")  # updates the description
+    assert store.add_category("  policy   violation ", "mentions a competitor", actor=person("ada"))
+    assert not store.add_category("   ", actor=person("ada"))
+    assert store.add_category("other", "say what in the note", actor=person("ada"))  # updates the description
     names = {c["name"]: c["description"] for c in store.list_categories()}
     assert names["policy violation"] == "mentions a competitor" and names["other"] == "say what in the note"
-    store.add_annotation("run:r:1", "ada", "reject", "policy violation")
-    assert store.remove_category("policy violation") and not store.remove_category("policy violation")
+    store.add_annotation("run:r:1", "reject", "policy violation", actor=person("ada"))
+    assert store.remove_category("policy violation", actor=person("ada")) and not store.remove_category(
+        "policy violation", actor=person("ada")
+    )
     assert store.annotations()[0]["category"] == "policy violation"  # labels keep it
 
 
@@ -173,9 +176,9 @@ def test_filters(store: Store) -> None:
     assert idx(judge="lenient", disagreement=True) == [2, 4, 10]
     assert idx(judge="strict", disagreement=True) == [9]
     assert idx(disagreement=True) == [2, 4, 9, 10]
-    store.add_annotation(pop.ref(3), "tess", "accept")
+    store.add_annotation(pop.ref(3), "accept", actor=person("tess"))
     items = review.build_items(store, pop.run_id, rules)
-    assert len(review.filter_items(items, review.ReviewFilter(unlabelled_by="tess"))) == N - 1
+    assert len(review.filter_items(items, review.ReviewFilter(unlabelled_by=person("tess").subject))) == N - 1
 
 
 # ---------------------------------------------------------------------- diff, view
@@ -223,7 +226,7 @@ def test_view_tables_and_markdown_escaping(store: Store) -> None:
     pop = populate(store)
     rules, _ = review.load_workspace_rules(store.home)
     items = review.build_items(store, pop.run_id, rules)
-    frame = review_view.items_frame(items, "ada")
+    frame = review_view.items_frame(items, person("ada").subject)
     assert len(frame) == N and {"judge: strict", "judge: lenient", "exact_match"} <= set(frame.columns)
     assert frame.loc[0, "SMEs"] == "2 accept" and frame.loc[4, "SMEs"] == "1 accept · 1 reject"
     assert (
@@ -256,7 +259,7 @@ def test_notes_render_as_markdown_without_backslashes() -> None:
 def test_export_jsonl_current_or_full_history(store: Store) -> None:
     pop = populate(store)
     items = review.build_items(store, pop.run_id)
-    store.add_annotation(pop.ref(0), "ada", "reject", "other", "changed my mind")
+    store.add_annotation(pop.ref(0), "reject", "other", "changed my mind", actor=person("ada"))
     lines = [
         json.loads(x)
         for x in review.annotations_jsonl(store, review.run_prefix(pop.run_id), items=items).splitlines()
@@ -270,9 +273,11 @@ def test_export_jsonl_current_or_full_history(store: Store) -> None:
         100,
     )
     assert first["prompt"].startswith("Extract") and first["teacher"] == first["reference"]
+    assert first["annotator_sub"] == person("ada").subject  # who, not only a name
     allowed = {
         "item_ref",
         "annotator",
+        "annotator_sub",
         "label",
         "category",
         "note",

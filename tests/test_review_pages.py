@@ -6,8 +6,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.store import Store
+from tests.actors import person
 from tests.review_data import N, Populated, populate
-from tests.test_pages import APP, app, texts
+from tests.test_pages import APP, app, sign_in_as, texts
 
 REVIEW, CALIBRATION = "views/review.py", "views/calibration.py"
 
@@ -17,14 +18,9 @@ def populated(store: Store) -> Populated:
     return populate(store)
 
 
-def as_annotator(at: AppTest, name: str) -> AppTest:
-    """Run with Who am I = ``name``.
-
-    Set before every run: once a page other than the default one runs, AppTest no longer
-    lists the sidebar's widgets, so it would not send the sidebar's name back.
-    """
-    at.session_state["annotator"] = name
-    return at.run()
+def as_annotator(at: AppTest, name: str, role: str = "annotator") -> AppTest:
+    """Run signed in as ``name`` (subject ``sub-<name>``, as ``tests.actors.person``) with ``role``."""
+    return sign_in_as(at, name, role).run()
 
 
 def caption_with(at: AppTest, start: str) -> str:
@@ -42,7 +38,7 @@ def test_calibration_empty_says_what_it_needs(store: Store) -> None:
     at = app(CALIBRATION)
     assert "Calibration needs two things" in texts(at)
     assert "0 SME labels, 0 judges" in texts(at)
-    store.add_annotation("run:r:1", "ada", "accept")  # labels alone are not enough
+    store.add_annotation("run:r:1", "accept", actor=person("ada"))  # labels alone are not enough
     at = app(CALIBRATION)
     assert "1 SME label, 0 judges" in texts(at) and not at.get("plotly_chart")
 
@@ -96,10 +92,16 @@ def test_review_labels_an_answer_and_moves_on(populated: Populated, store: Store
     assert store.annotations(item_ref=ref, annotator="tess")[0]["label"] == "accept"
 
 
-def test_review_without_a_name_cannot_label(populated: Populated) -> None:
-    at = as_annotator(app(REVIEW), "")
-    assert "Who am I" in at.warning[0].value
-    assert at.button(key="rv_accept").disabled and at.button(key="rv_reject").disabled
+def test_a_viewer_reads_the_labels_but_cannot_label(populated: Populated, store: Store) -> None:
+    at = as_annotator(app(REVIEW), "vic", "viewer")
+    assert not at.exception
+    assert "Your role (viewer) cannot label answers: that takes the annotator role" in at.info[0].value
+    assert "**ada** — accept" in texts(at)  # everyone's labels stay visible
+    assert not {"rv_accept", "rv_reject", "add_cat", "remove_cat"} & {b.key for b in at.button}
+    assert at.toggle(key="rv_todo").disabled
+    assert "**vic** · viewer" in texts(at)
+    (vic,) = [u for u in store.list_users() if u["subject"] == "sub-vic"]
+    assert (vic["role"], vic["role_source"]) == ("viewer", "claim sensei_role")
 
 
 def test_review_filters(populated: Populated) -> None:
@@ -194,7 +196,9 @@ def test_review_run_picker_counts_each_runs_labels(populated: Populated, store: 
 
 
 def test_review_note_with_markdown_is_rendered_not_escaped(populated: Populated, store: Store) -> None:
-    store.add_annotation(populated.ref(0), "bob", "reject", note="**urgency** is wrong. See #12 - ticket")
+    store.add_annotation(
+        populated.ref(0), "reject", note="**urgency** is wrong. See #12 - ticket", actor=person("bob")
+    )
     at = as_annotator(app(REVIEW), "tess")
     assert "> **urgency** is wrong. See #12 - ticket" in [m.value for m in at.markdown]
     assert not any("\\" in m.value for m in at.markdown if "urgency" in m.value)

@@ -5,6 +5,10 @@ declared in ``SENSEI_KEY_ENVS``); teacher jobs run in real worker subprocesses (
 the demo teacher, one against an endpoint that echoes the key back in its error message, one
 naming a set but undeclared variable), a W&B offline run records the spec, and then every
 file under the test's folder is searched, byte by byte, for either key.
+
+Sign-in secrets likewise: with ``client_secret`` and ``cookie_secret`` planted in the ``[auth]``
+secrets and an ID token in ``st.user``, users sign in, label, launch, cancel and are refused
+(all of it in the audit log), and neither secret nor token is in any file, nor in the log.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 import pytest
 
 from engine import jobs
+from engine.access import AccessDenied, sign_in
 from engine.data.datasets import ensure_dataset
 from engine.demo.simulated_teacher import start_demo_teacher
 from engine.review.items import annotations_jsonl
@@ -143,3 +148,55 @@ def test_a_planted_key_appears_in_no_file(
     assert files_containing(tmp_path, KEY.encode()) == []
     assert files_containing(tmp_path, b"PLANTED-01") == []  # not even a fragment
     assert files_containing(tmp_path, b"UNDECLARED-98") == []
+
+
+CLIENT_SECRET = "oidc-client-PLANTED-4242"
+COOKIE_SECRET = "oidc-cookie-PLANTED-4242"
+ID_TOKEN = "eyJ-id-token-PLANTED-4242"
+
+
+def test_sign_in_secrets_appear_in_no_file_and_not_in_the_audit_log(store: Store, tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.actors import ADMIN
+    from tests.test_pages import APP, AUTH_SECRETS, ROLE_CLAIM
+
+    auth = {"auth": {**AUTH_SECRETS["auth"], "client_secret": CLIENT_SECRET, "cookie_secret": COOKIE_SECRET}}
+    (store.home / "roles.toml").write_text(f'roles_claim = "{ROLE_CLAIM}"\n', encoding="utf-8")
+
+    def session(sub: str, role: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.secrets = auth
+        at.user = {
+            "is_logged_in": True,
+            "sub": sub,
+            "name": sub.title(),
+            "email": f"{sub}@example.com",
+            ROLE_CLAIM: role,
+            "tokens": {"id": ID_TOKEN},  # what expose_tokens would add: never stored
+        }
+        return at.run()
+
+    lena = session("lena", "launcher")
+    lena.button[[b.label for b in lena.button].index("Run the demo")].click().run()  # a launch
+    assert not lena.exception, [e.value for e in lena.exception]
+    exp_id = store.list_experiments()[0]["id"]
+    lena.switch_page("views/runs.py").run()
+    next(b for b in lena.button if b.label == "Cancel experiment").click().run()  # a cancel
+    assert {j["status"] for j in store.list_jobs(experiment_id=exp_id)} == {"cancelled"}
+    vic = session("vic", "viewer")
+    with pytest.raises(AccessDenied):
+        jobs.cancel_experiment(store, exp_id, actor=sign_in(store, {"sub": "vic", ROLE_CLAIM: "viewer"}))
+    assert not vic.exception
+    boss = session("boss", "admin")
+    boss.switch_page("views/access.py").run()
+    assert not boss.exception, [e.value for e in boss.exception]
+
+    log = store.audit_log(actor=ADMIN)
+    assert {"first sign-in", "launch", "cancel"} <= {r["action"] for r in log}
+    assert any(r["outcome"] == "refused" for r in log)
+    text = json.dumps(log)
+    for planted in (CLIENT_SECRET, COOKIE_SECRET, ID_TOKEN):
+        assert planted not in text
+        assert files_containing(tmp_path, planted.encode()) == []
+    assert files_containing(tmp_path, b"PLANTED-4242") == []  # not even a fragment

@@ -12,6 +12,7 @@ from engine.judges import report as cr
 from engine.judges.small import flow
 from engine.specs import SpecError
 from engine.store import Store
+from tests.actors import ADMIN
 from tests.review_data import N, populate
 from tests.test_pages import app
 from tests.test_small_judge import tiny_encoder  # noqa: F401  (a module-scoped fixture)
@@ -40,26 +41,33 @@ def test_items_are_what_the_judge_saw_with_sme_labels_beside(store: Store) -> No
 def test_refusals_name_the_problem(store: Store) -> None:
     pop = populate(store, labels=False)
     with pytest.raises(SpecError, match="'strict' is taken by a judge"):
-        flow.launch_training(store, "strict", "strict")
+        flow.launch_training(store, "strict", "strict", actor=ADMIN)
     with pytest.raises(SpecError, match="'lenient' is taken"):  # its verdicts would be overwritten
-        flow.launch_training(store, "strict", "lenient")
+        flow.launch_training(store, "strict", "lenient", actor=ADMIN)
     with pytest.raises(SpecError, match="use letters, digits"):
-        flow.launch_training(store, "strict", "small\n")
+        flow.launch_training(store, "strict", "small\n", actor=ADMIN)
     with pytest.raises(SpecError, match="use letters, digits"):
-        flow.launch_training(store, "strict", "../escape")
+        flow.launch_training(store, "strict", "../escape", actor=ADMIN)
     with pytest.raises(SpecError, match="epochs"):
-        flow.launch_training(store, "strict", "s", epochs=0)
+        flow.launch_training(store, "strict", "s", epochs=0, actor=ADMIN)
     with pytest.raises(ValueError, match="give 0 accepted and 0 rejected answers"):
-        flow.launch_training(store, "nobody", "small")
+        flow.launch_training(store, "nobody", "small", actor=ADMIN)
     with pytest.raises(ValueError, match="no trained small judge named 'ghost'"):
-        flow.launch_run(store, "ghost", {"run_id": pop.run_id})
+        flow.launch_run(store, "ghost", {"run_id": pop.run_id}, actor=ADMIN)
     assert not any(j["kind"] == "small_judge" for j in store.list_jobs())  # nothing queued
 
 
 def test_train_a_small_judge_then_calibrate_it(store: Store, tiny_encoder: Path) -> None:  # noqa: F811
     pop = populate(store)
     job_id = flow.launch_training(
-        store, "strict", "small-strict", encoder=str(tiny_encoder), epochs=1, lr=1e-3, max_length=64
+        store,
+        "strict",
+        "small-strict",
+        encoder=str(tiny_encoder),
+        epochs=1,
+        lr=1e-3,
+        max_length=64,
+        actor=ADMIN,
     )
     _run(store, job_id)
     (trained,) = flow.trained_small_judges(store)
@@ -67,7 +75,7 @@ def test_train_a_small_judge_then_calibrate_it(store: Store, tiny_encoder: Path)
     (row,) = flow.summary_rows([trained])
     assert row["answers"] == N and 0 <= row["held-out accuracy"] <= 1 and row["$ / 1,000 verdicts"] > 0
 
-    _run(store, flow.launch_run(store, "small-strict", {"run_id": pop.run_id}))
+    _run(store, flow.launch_run(store, "small-strict", {"run_id": pop.run_id}, actor=ADMIN))
     verdicts = store.list_judge_verdicts("small-strict")
     assert len(verdicts) == N and {v["verdict"] for v in verdicts} <= {"accept", "reject"}
     assert all(v["reason"].startswith("small-strict: P(accept)=") for v in verdicts)
@@ -80,7 +88,7 @@ def test_train_a_small_judge_then_calibrate_it(store: Store, tiny_encoder: Path)
     assert len(cset.refs) == N - len(fitted) and not set(cset.refs) & fitted
     assert cr.judge_comparison(cset, "strict", "small-strict", n_boot=50)
     with pytest.raises(SpecError, match="'small-strict' is taken"):  # no retraining over a live model
-        flow.launch_training(store, "strict", "small-strict", encoder=str(tiny_encoder))
+        flow.launch_training(store, "strict", "small-strict", encoder=str(tiny_encoder), actor=ADMIN)
 
     at = app("views/calibration.py")
     table = next(d.value for d in at.dataframe if "small judge" in d.value.columns)

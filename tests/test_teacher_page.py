@@ -13,6 +13,7 @@ from engine.demo.simulated_teacher import start_demo_teacher
 from engine.specs import AblationSpec, DataSpec, demo_spec
 from engine.store import Store
 from engine.teacher.playground import launch_teacher_job
+from tests.actors import ADMIN
 from tests.test_pages import app, texts
 
 PAGE = "views/teacher.py"
@@ -58,7 +59,7 @@ def test_a_refused_variant_names_the_field() -> None:
 def test_populated_workspace_rows_from_a_dataset_and_live_jobs(store: Store) -> None:
     spec = demo_spec("fast")
     ensure_dataset(store, spec)
-    exp_id = launch_teacher_job(store, spec)
+    exp_id = launch_teacher_job(store, spec, actor=ADMIN)
     (job,) = store.list_jobs(experiment_id=exp_id)
     store.mark_started(job["id"], 1, None)
     store.set_progress(job["id"], 0.25, "teacher 35/140 · $0.0042")

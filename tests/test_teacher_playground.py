@@ -23,6 +23,7 @@ from engine.teacher.playground import (
     variant_labels,
 )
 from engine.ui import teacher as teacher_view
+from tests.actors import ADMIN
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 
 FAST = demo_spec("fast")
@@ -46,7 +47,7 @@ def test_a_variant_answers_rows_with_validity_score_tokens_and_cost(store: Store
 def test_two_variants_side_by_side_on_the_same_rows(store: Store) -> None:
     rows = teacher_view.demo_rows(4)
     good, sloppy = variant("A", demo_error_rate=0.0), variant("B", demo_error_rate=1.0)
-    table, numbers = compare(store, [good, sloppy], rows, dataset_size=1000)
+    table, numbers = compare(store, [good, sloppy], rows, dataset_size=1000, actor=ADMIN)
     assert variant_labels(table) == ["A", "B"]
     assert {"input", "reference", "A valid", "B score", "B tokens", "A latency_s", "B cached"} <= set(
         table.columns
@@ -146,7 +147,7 @@ def test_rows_from_text_and_labels() -> None:
 
 
 def test_a_teacher_only_launch_queues_one_job_and_shows_in_the_jobs_table(store: Store) -> None:
-    exp_id = launch_teacher_job(store, FAST)
+    exp_id = launch_teacher_job(store, FAST, actor=ADMIN)
     exp = store.get_experiment(exp_id)
     assert exp is not None and exp["name"] == "demo-fast · teacher only"
     (job,) = store.list_jobs(experiment_id=exp_id)

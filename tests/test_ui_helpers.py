@@ -12,6 +12,7 @@ from engine.specs import SpecError, demo_spec
 from engine.store import Store
 from engine.ui import common as ui
 from engine.ui import curves
+from tests.actors import ADMIN
 
 
 def test_format_duration_and_ago() -> None:
@@ -196,7 +197,7 @@ def test_page_state_round_trips_through_the_url() -> None:
 
 
 def test_store_backed_frames(store: Store) -> None:
-    exp_id = ablation.launch_experiment(store, demo_spec("fast"))
+    exp_id = ablation.launch_experiment(store, demo_spec("fast"), actor=ADMIN)
     assert ui.loss_figure(store, exp_id) is None
     runs = store.list_runs(exp_id)
     for step in (0, 2, 4):
@@ -228,7 +229,7 @@ def test_store_backed_frames(store: Store) -> None:
 def test_launch_respects_no_autostart(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENSEI_NO_AUTOSTART", "1")
     assert not ui.autostart_enabled()
-    exp_id = ui.launch(store, demo_spec("fast"))
+    exp_id = ui.launch(store, demo_spec("fast"), actor=ADMIN)
     assert len(store.list_jobs(experiment_id=exp_id)) == 3
     assert not (store.logs_dir / "scheduler.log").exists()
     monkeypatch.setenv("SENSEI_NO_AUTOSTART", "0")

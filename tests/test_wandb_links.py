@@ -9,6 +9,7 @@ import pytest
 
 from engine.store import Store
 from engine.training import tracking, wandb_links
+from tests.actors import ADMIN
 
 
 def test_offline_run_is_found_by_sidecar_and_by_scan(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,4 +47,4 @@ def test_offline_run_is_found_by_sidecar_and_by_scan(store: Store, monkeypatch: 
 
     assert not wandb_links.sync_available()
     with pytest.raises(wandb_links.WandbSyncError, match="WANDB_API_KEY"):
-        wandb_links.sync_offline(store.home, scanned)
+        wandb_links.sync_offline(store, scanned, actor=ADMIN)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from engine import ablation, jobs
 from engine.ablation.compare import Overlay, overlay, variant_overlay, varies
+from engine.access import Right
 from engine.judges import pairwise as pairwise_job
 from engine.review.gold import GoldDisagreements, gold_disagreements
 from engine.specs import ExperimentSpec
@@ -115,13 +116,21 @@ def grow_view(store: Store, exp_id: str, metric: str | None) -> None:
             nxt = {"size": None, "reason": str(err)}
         size = nxt.get("size")
         st.caption(f"Suggested next size: **{size if size is not None else '—'}** — {nxt['reason']}.")
+        actor = st.session_state["actor"]
+        if not actor.can(Right.LAUNCH):
+            st.caption(ui.role_note(actor, Right.LAUNCH, "add cells to an experiment"))
+            return
         with st.form("extend"):
             sizes = st.text_input("Sizes to add", value=str(size or ""), help="e.g. 1600, 3200")
             seeds = st.text_input("Seeds to add", value="", help="e.g. 3, 4")
             if st.form_submit_button("Add these cells"):
                 try:
                     new_runs = ablation.extend_experiment(
-                        store, exp_id, curves.parse_ints(sizes, "sizes"), curves.parse_ints(seeds, "seeds")
+                        store,
+                        exp_id,
+                        curves.parse_ints(sizes, "sizes"),
+                        curves.parse_ints(seeds, "seeds"),
+                        actor=actor,
                     )
                 except ValueError as err:
                     st.error(f"Not queued: {err}")
@@ -145,15 +154,20 @@ def discussion_view(store: Store, exp_id: str) -> None:
             st.markdown(note["text"])
     if not notes:
         st.caption('No comments yet. Say what you see, or record a decision ("collect 2k more").')
+    actor = st.session_state["actor"]
+    if not actor.can(Right.COMMENT):
+        st.caption(ui.role_note(actor, Right.COMMENT, "comment"))
+        return
     with st.form("note", clear_on_submit=True):
         text = st.text_area("Comment", max_chars=20_000)
-        decision = st.checkbox("This is a decision", help="e.g. 'ship run X', 'collect 2k more'")
+        decision = False
+        if actor.can(Right.DECIDE):
+            decision = st.checkbox("This is a decision", help="e.g. 'ship run X', 'collect 2k more'")
         if st.form_submit_button("Post"):
-            author = str(st.session_state.get("annotator") or "").strip()
             try:
-                store.add_note(exp_id, author, text, "decision" if decision else "comment")
+                store.add_note(exp_id, text, "decision" if decision else "comment", actor=actor)
             except ValueError as err:
-                st.error(f"Not posted: {err} (set 'Who am I' in the sidebar)")
+                st.error(f"Not posted: {err}")
             else:
                 st.rerun()
 
@@ -295,9 +309,12 @@ def versus_teacher_view(store: Store, exp_id: str) -> None:
                 "test answer of a run against its answer, in both orders (Calibration → Head to head "
                 "for other judges and rubrics)."
             )
-        if st.button("Judge every finished run against the teacher", key="vs_teacher"):
+        actor = st.session_state["actor"]
+        if not actor.can(Right.LAUNCH):
+            st.caption(ui.role_note(actor, Right.LAUNCH, "queue judges"))
+        elif st.button("Judge every finished run against the teacher", key="vs_teacher"):
             try:
-                queued = pairwise_job.launch_versus_teacher(store, exp_id)
+                queued = pairwise_job.launch_versus_teacher(store, exp_id, actor=actor)
             except ValueError as err:
                 st.error(f"Not queued: {err}")
             else:

@@ -8,6 +8,7 @@ from functools import partial
 import streamlit as st
 
 from engine import jobs
+from engine.access import Right
 from engine.judges import job as judge_job
 from engine.judges import pairwise as pairwise_job
 from engine.judges import report as cr
@@ -32,6 +33,8 @@ CONSENSUS = ""
 N_BOOT = 1000
 
 store = Store()
+actor = st.session_state["actor"]
+may_launch = actor.can(Right.LAUNCH)
 judges = cr.pointwise_judges(store)
 labels = store.annotations()
 
@@ -53,6 +56,9 @@ def run_judge_control() -> None:
     targets = judge_job.target_options(store)
     if not targets:
         st.caption("Nothing to judge yet: run an experiment first.")
+        return
+    if not may_launch:
+        st.caption(ui.role_note(actor, Right.LAUNCH, "run judges"))
         return
     pick = st.selectbox("Answers to judge", list(targets), format_func=targets.__getitem__, key="jr_target")
     name = st.text_input("Judge name", value="judge", key="jr_name")
@@ -81,7 +87,8 @@ def run_judge_control() -> None:
             if own
             else None
         )
-        return judge_job.launch_judge(store, judge_job.target_of(pick), rubric, name, endpoint, use_ref)
+        target = judge_job.target_of(pick)
+        return judge_job.launch_judge(store, target, rubric, name, endpoint, use_ref, actor=actor)
 
     _queue(launch, "Queued judge job {job_id}; its verdicts appear here when it finishes (see Runs).")
 
@@ -95,6 +102,8 @@ def small_judge_control() -> None:
     big = [j for j in judges if j not in {t["name"] for t in trained}]
     if not big:
         st.caption("A small judge learns from an LLM judge's verdicts: run a judge first.")
+    elif not may_launch:
+        st.caption(ui.role_note(actor, Right.LAUNCH, "train or run small judges"))
     else:
         c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
         source = c1.selectbox("Learn from", big, key="sj_from", help="SME labels override its verdicts.")
@@ -102,7 +111,7 @@ def small_judge_control() -> None:
         name = c2.text_input("Small judge name", value=f"small-{source}", key=f"sj_name_{source}")
         if c3.button("Train", key="sj_train", icon=":material/model_training:"):
             _queue(
-                lambda: small_judge_flow.launch_training(store, source, name),
+                lambda: small_judge_flow.launch_training(store, source, name, actor=actor),
                 "Queued small-judge training {job_id} (a minute or two on a CPU).",
             )
     if not trained:
@@ -121,14 +130,14 @@ def small_judge_control() -> None:
         placeholder="",
     )
     targets = judge_job.target_options(store)
-    if not targets:
+    if not targets or not may_launch:
         return
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     who = c1.selectbox("Small judge", [t["name"] for t in trained], key="sj_run_name")
     pick = c2.selectbox("Answers to judge", list(targets), format_func=targets.__getitem__, key="sj_target")
     if c3.button("Judge", key="sj_run", icon=":material/gavel:"):
         _queue(
-            lambda: small_judge_flow.launch_run(store, who, judge_job.target_of(pick)),
+            lambda: small_judge_flow.launch_run(store, who, judge_job.target_of(pick), actor=actor),
             f"Queued {who} on those answers ({{job_id}}); calibrate it here when it finishes.",
         )
 
@@ -143,6 +152,8 @@ def head_to_head_control() -> None:
     targets = judge_job.target_options(store)
     if len(targets) < 2:
         st.caption("Two answer sets are needed (a run and its teacher, or two runs): run an experiment.")
+    elif not may_launch:
+        st.caption(ui.role_note(actor, Right.LAUNCH, "queue head-to-head comparisons"))
     else:
         keys = list(targets)
         c1, c2 = st.columns(2)
@@ -158,7 +169,13 @@ def head_to_head_control() -> None:
         if st.button("Compare", key="hh_run", icon=":material/compare_arrows:"):
             _queue(
                 lambda: pairwise_job.launch_pairwise(
-                    store, judge_job.target_of(a), judge_job.target_of(b), rubric, name, use_reference=use_ref
+                    store,
+                    judge_job.target_of(a),
+                    judge_job.target_of(b),
+                    rubric,
+                    name,
+                    use_reference=use_ref,
+                    actor=actor,
                 ),
                 "Queued head-to-head {job_id}: each pair is asked in both orders.",
             )

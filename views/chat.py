@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.access import Right
 from engine.serving import compare
 from engine.serving import server as serving
 from engine.store import Store
@@ -17,6 +18,8 @@ st.write(
 )
 
 store = Store()
+actor = st.session_state["actor"]
+may_ask = actor.can(Right.LAUNCH)
 
 
 def _stop_all(home: str) -> None:
@@ -42,7 +45,7 @@ def _server_status() -> None:
             "Stop servers",
             key="stop_servers",
             icon=":material/stop_circle:",
-            disabled=not running,
+            disabled=not running or not may_ask,
             on_click=_stop_all,
             args=(str(store.home),),
         )
@@ -100,11 +103,13 @@ prompt = st.text_area(
     key=f"compare_prompt_{exp_id}",
     help="The task's input; each model gets it rendered with the experiment's prompt template.",
 )
-if st.button("Ask", type="primary", icon=":material/send:", disabled=not prompt.strip()):
+if not may_ask:
+    st.caption(ui.role_note(actor, Right.LAUNCH, "ask models (it starts servers and pays the teacher)"))
+elif st.button("Ask", type="primary", icon=":material/send:", disabled=not prompt.strip()):
     with st.spinner("Starting model servers and asking…"):
         try:
             spec = compare.experiment_spec(store, exp_id)
-            targets = compare.targets_for(store, exp_id, run_id, prompt)
+            targets = compare.targets_for(store, exp_id, run_id, prompt, actor=actor)
             st.session_state["compare_answers"] = compare.compare(
                 prompt, targets, spec.task, spec.student.max_new_tokens
             )

@@ -9,11 +9,12 @@ from typing import Any
 
 import streamlit as st
 
+from engine.access import Right
 from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
 from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
-from engine.data.embed_job import latest_embed_job
+from engine.data.embed_job import latest_embed_job, queue_embed
 from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_info
 from engine.data.roots import DATA_ROOTS_VAR, MAX_IMPORT_MB, PathNotAllowed, data_roots, resolve_data_path
 from engine.specs import TaskSpec
@@ -30,6 +31,7 @@ FORMATS_HELP = (
 )
 
 store = Store()
+actor = st.session_state["actor"]
 st.title("Data")
 st.write(
     "Import the examples your student learns from — every bad row is reported by line before "
@@ -78,7 +80,7 @@ def _source() -> Path | None:
     roots = ", ".join(f"`{root}`" for root in data_roots(store))
     right.caption(f"Only files under the data roots can be read: {roots}")
     if upload is not None:
-        return dv.save_upload(store, upload.name, upload.getvalue())
+        return dv.save_upload(store, upload.name, upload.getvalue(), actor=actor)
     return resolve_data_path(store, typed) if typed.strip() else None
 
 
@@ -247,7 +249,9 @@ def _import_buttons(path: Path, check: dv.ImportCheck, task: TaskSpec, **kwargs:
         st.session_state.pop("import_refused", None)
         mode = "strict" if strict else "valid_only"
         try:
-            job_id = dv.start_import(store, path, task=task, test_size=n_test, mode=mode, **kwargs)
+            job_id = dv.start_import(
+                store, path, task=task, test_size=n_test, mode=mode, actor=actor, **kwargs
+            )
         except ValueError as err:
             st.error(str(err))
             return
@@ -290,6 +294,10 @@ def _import_progress(job_id: str) -> None:
 
 
 def upload_tab() -> None:
+    if not actor.can(Right.LAUNCH):
+        note = ui.role_note(actor, Right.LAUNCH, "import data")
+        st.info(f"{note} The **Datasets** tab shows what is here.")
+        return
     try:
         path, refused = _source(), None
     except PathNotAllowed as err:  # the same words whether or not that file exists
@@ -369,10 +377,13 @@ def _embedding_section(ds_id: str, examples: list[dict[str, Any]]) -> emb.Embedd
             f"Embeds every prompt with {emb.MODEL} (offline), clusters them and draws a 2-D map. "
             + ("Takes a few seconds." if n <= emb.INLINE_MAX else "Runs as a background job.")
         )
+        if not actor.can(Right.LAUNCH):
+            st.caption(ui.role_note(actor, Right.LAUNCH, "compute embedding maps"))
+            return None
         if not st.button("Compute embedding map", icon=":material/scatter_plot:"):
             return None
         if n > emb.INLINE_MAX:
-            store.enqueue("embed", {"dataset_id": ds_id})
+            queue_embed(store, ds_id, actor=actor)
             ui.start_scheduler(store)
             st.rerun()
         with st.spinner(f"Embedding {n} prompts…"):
@@ -420,8 +431,10 @@ def _balance_section(ds_id: str, task: TaskSpec, keys: list[str], emap: emb.Embe
     key_fn: Any = emb.cluster_key(examples, emap) if key == "cluster" and emap else div.field_key(task, key)
     sample = div.balanced_sample(train, key_fn, n, seed)
     st.dataframe(div.balance_frame(train, sample, key_fn), hide_index=True, placeholder="")
-    if st.button("Save as a new dataset", help="This balanced train split with the same frozen test split."):
-        new_id = div.save_balanced_dataset(store, ds_id, key_fn, n, seed)
+    if not actor.can(Right.LAUNCH):
+        st.caption(ui.role_note(actor, Right.LAUNCH, "save datasets"))
+    elif st.button("Save as a new dataset", help="This train split with the same frozen test split."):
+        new_id = div.save_balanced_dataset(store, ds_id, key_fn, n, seed, actor=actor)
         st.success(
             f"Saved as {new_id}." if new_id != ds_id else "That is the whole train split: nothing to save."
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from engine.access import Right
 from engine.specs import ExperimentSpec, SpecError, load_spec
 from engine.store import Store
 from engine.teacher.keys import check_spec_keys, key_choices, key_label
@@ -21,6 +22,10 @@ st.write(
 )
 
 PRESET_LABELS = list(presets.PRESETS)
+actor = st.session_state["actor"]
+may_launch = actor.can(Right.LAUNCH)
+if not may_launch:
+    st.info(ui.role_note(actor, Right.LAUNCH, "launch experiments; you can still write and validate a spec"))
 
 
 def _apply_preset() -> None:
@@ -37,7 +42,7 @@ if any(f"f.{k}" not in st.session_state for k in ui.FORM_FIELDS):
 base = presets.preset(st.session_state["preset"])
 
 
-def _bullets(err: SpecError) -> str:
+def _bullets(err: Exception) -> str:
     return "\n".join(f"- {line}" for line in str(err).splitlines())
 
 
@@ -45,8 +50,9 @@ def _submit(build: Callable[[], ExperimentSpec]) -> None:
     """Queue the spec ``build`` returns, or remember why it was refused (nothing queued)."""
     try:
         spec = build()
-        exp_id = ui.launch(Store(), spec)  # refuses what the workspace cannot run (SpecError)
-    except SpecError as err:
+        # Refuses what the workspace cannot run (SpecError) or the role may not (AccessDenied).
+        exp_id = ui.launch(Store(), spec, actor=st.session_state["actor"])
+    except (SpecError, PermissionError) as err:
         st.session_state.pop("launched", None)
         st.session_state["launch_error"] = f"Refused — nothing was queued.\n\n{_bullets(err)}"
         return
@@ -107,7 +113,14 @@ with form_tab:
     except SpecError as err:
         st.caption(f"Not valid yet: {str(err).splitlines()[0]}")
     # A callback, so the diff line above already compares with the experiment just queued.
-    st.button("Validate and launch", type="primary", key="form_launch", on_click=_submit, args=(_form_spec,))
+    st.button(
+        "Validate and launch",
+        type="primary",
+        key="form_launch",
+        on_click=_submit,
+        args=(_form_spec,),
+        disabled=not may_launch,
+    )
 
 with yaml_tab:
     st.caption("The full spec. Unknown keys are refused, so a typo never passes silently.")
@@ -117,7 +130,7 @@ with yaml_tab:
     st.text_area("Spec (YAML)", key="spec_yaml", height=520, label_visibility="collapsed")
     with st.container(horizontal=True):
         validate_clicked = st.button("Validate", key="yaml_validate")
-        launch_clicked = st.button("Launch", key="yaml_launch", type="primary")
+        launch_clicked = st.button("Launch", key="yaml_launch", type="primary", disabled=not may_launch)
     if validate_clicked:
         st.session_state.pop("launch_error", None)
         try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.access import Right
 from engine.specs import demo_spec
 from engine.store import Store
 from engine.ui import common as ui
 
 store = Store()
+actor = st.session_state["actor"]
 
 st.title("Sensei")
 st.write(
@@ -16,13 +18,15 @@ st.write(
     "training example is worth."
 )
 
-if st.button(
+if not actor.can(Right.LAUNCH):
+    st.caption(ui.role_note(actor, Right.LAUNCH, "run the demo or launch experiments"))
+elif st.button(
     "Run the demo",
     type="primary",
     icon=":material/play_arrow:",
     help="Queue the built-in ablation: simulated teacher, tiny student, offline.",
 ):
-    exp_id = ui.launch(store, demo_spec(ui.demo_preset()))
+    exp_id = ui.launch(store, demo_spec(ui.demo_preset()), actor=actor)
     st.session_state["focus_experiment"] = exp_id
     st.switch_page("views/runs.py")
 

@@ -6,8 +6,10 @@ from functools import partial
 
 import streamlit as st
 
+from engine.access import Right
 from engine.review import items as review
 from engine.store import Store
+from engine.ui import common as ui
 from engine.ui import review as review_view
 from engine.words import plural
 
@@ -32,7 +34,9 @@ PAGE_SIZE = 25
 
 store = Store()
 home = str(store.home)
-annotator = (st.session_state.get("annotator") or "").strip()
+actor = st.session_state["actor"]
+me = actor.subject  # labels are one person's (subject's), whatever their display name
+may_label = actor.can(Right.LABEL)
 
 
 # ---------------------------------------------------------------------- callbacks
@@ -42,12 +46,9 @@ def _go(ref: str) -> None:
 
 def _save(ref: str, idx: int, label: str, next_ref: str | None) -> None:
     """Append the label (the store keeps every earlier one), then move on if asked."""
-    who = (st.session_state.get("annotator") or "").strip()
-    if not who:
-        return
     category = st.session_state.get(f"cat|{ref}") or None
     note = st.session_state.get(f"note|{ref}") or ""
-    Store(home).add_annotation(ref, who, label, category, note)
+    Store(home).add_annotation(ref, label, category, note, actor=st.session_state["actor"])
     st.session_state["review_flash"] = f"Saved **{label}** for example #{idx}."
     if next_ref and st.session_state.get("review_advance", True):
         st.session_state["review_ref"] = next_ref
@@ -62,14 +63,16 @@ def _pick_row(key: str, refs: list[str]) -> None:
 
 def _add_category() -> None:
     if Store(home).add_category(
-        st.session_state.get("new_cat", ""), st.session_state.get("new_cat_desc", "")
+        st.session_state.get("new_cat", ""),
+        st.session_state.get("new_cat_desc", ""),
+        actor=st.session_state["actor"],
     ):
         st.session_state["new_cat"] = st.session_state["new_cat_desc"] = ""
 
 
 def _remove_category() -> None:
     if name := st.session_state.get("drop_cat"):
-        Store(home).remove_category(name)
+        Store(home).remove_category(name, actor=st.session_state["actor"])
 
 
 # --------------------------------------------------------------------------- views
@@ -144,35 +147,38 @@ def one_at_a_time(shown: list[review.ReviewItem], categories: list[str]) -> None
         )
 
     with side:
-        mine = item.label_of(annotator) if annotator else None
+        mine = item.label_of(me)
         options = ["", *categories]
         if mine and mine["category"] and mine["category"] not in options:
             options.append(mine["category"])  # removed from the taxonomy since, still shown
-        with st.form("annotate"):
-            who = review_view.md_escape(annotator)
-            st.markdown(f"**Your verdict** (as {who})" if annotator else "**Your verdict**")
-            st.selectbox(
-                "Error category",
-                options,
-                key=f"cat|{item.ref}",
-                index=options.index(mine["category"] or "") if mine else 0,
-                format_func=lambda c: c or "(none)",
-            )
-            st.text_area("Note", value=mine["note"] if mine else "", key=f"note|{item.ref}", height=90)
-            accept, reject = st.columns(2)
-            for col, label, key in ((accept, "accept", "A"), (reject, "reject", "X")):
-                col.form_submit_button(
-                    label.capitalize(),
-                    shortcut=key,
-                    width="stretch",
-                    disabled=not annotator,
-                    type="primary" if mine and mine["label"] == label else "secondary",
-                    on_click=_save,
-                    args=(item.ref, item.idx, label, next_ref),
-                    key=f"rv_{label}",
+        if may_label:
+            with st.form("annotate"):
+                st.markdown(f"**Your verdict** (as {review_view.md_escape(actor.name)})")
+                st.selectbox(
+                    "Error category",
+                    options,
+                    key=f"cat|{item.ref}",
+                    index=options.index(mine["category"] or "") if mine else 0,
+                    format_func=lambda c: c or "(none)",
                 )
-        st.checkbox("Go to the next answer after saving", value=True, key="review_advance")
-        st.caption("Keys: **A** accept · **X** reject · **N** next · **P** previous (outside text fields).")
+                st.text_area("Note", value=mine["note"] if mine else "", key=f"note|{item.ref}", height=90)
+                accept, reject = st.columns(2)
+                for col, label, key in ((accept, "accept", "A"), (reject, "reject", "X")):
+                    col.form_submit_button(
+                        label.capitalize(),
+                        shortcut=key,
+                        width="stretch",
+                        type="primary" if mine and mine["label"] == label else "secondary",
+                        on_click=_save,
+                        args=(item.ref, item.idx, label, next_ref),
+                        key=f"rv_{label}",
+                    )
+            st.checkbox("Go to the next answer after saving", value=True, key="review_advance")
+            st.caption(
+                "Keys: **A** accept · **X** reject · **N** next · **P** previous (outside text fields)."
+            )
+        else:
+            st.info(ui.role_note(actor, Right.LABEL, "label answers"), icon=":material/visibility:")
         st.markdown("**SME labels**")
         for label in item.labels:
             st.markdown(review_view.label_line(label))
@@ -192,7 +198,7 @@ def table(shown: list[review.ReviewItem]) -> None:
     if pages > 1:
         page = int(st.number_input("Page", min_value=1, max_value=pages, value=1, key="rv_page", width=160))
     chunk = shown[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    frame = review_view.items_frame(chunk, annotator)
+    frame = review_view.items_frame(chunk, me)
     key = f"rv_table_{page}"
     st.dataframe(
         frame,
@@ -216,6 +222,9 @@ def taxonomy() -> None:
     with st.expander("Error categories (shared by everyone in this workspace)"):
         cats = store.list_categories()
         st.dataframe(cats, column_order=["name", "description"], hide_index=True, placeholder="")
+        if not actor.can(Right.TAXONOMY):
+            st.caption(ui.role_note(actor, Right.TAXONOMY, "change the categories"))
+            return
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.text_input("New category", key="new_cat")
             st.text_input("Description", key="new_cat_desc")
@@ -295,7 +304,7 @@ with st.container(border=True):
     row2 = st.columns(3)
     row2[0].toggle("Failed only", key="rv_failed", help="Not an exact match, or rejected by a rule.")
     row2[1].toggle("Judge and SMEs disagree", key="rv_disagree")
-    row2[2].toggle("Not labelled by me", key="rv_todo", disabled=not annotator)
+    row2[2].toggle("Not labelled by me", key="rv_todo", disabled=not may_label)
 
 flt = review.ReviewFilter(
     failed_only=st.session_state["rv_failed"],
@@ -303,16 +312,14 @@ flt = review.ReviewFilter(
     judge=st.session_state["rv_judge"],
     verdict=st.session_state["rv_verdict"],
     disagreement=st.session_state["rv_disagree"],
-    unlabelled_by=annotator if st.session_state["rv_todo"] and annotator else None,
+    unlabelled_by=me if st.session_state["rv_todo"] and may_label else None,
 )
 shown = review.filter_items(items, flt)
-mine = sum(bool(it.label_of(annotator)) for it in items) if annotator else 0
+mine = sum(bool(it.label_of(me)) for it in items)
 st.caption(
     f"{len(shown)} of {plural(len(items), 'answer')} shown · {sum(it.failed for it in items)} failed · "
     f"{sum(bool(it.labels) for it in items)} labelled by someone · {mine} by you"
 )
-if not annotator:
-    st.warning("Enter your name under **Who am I** in the sidebar to label answers.")
 if flash := st.session_state.pop("review_flash", None):
     st.success(flash, icon=":material/check:")
 

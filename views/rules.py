@@ -7,10 +7,12 @@ from typing import Any
 
 import streamlit as st
 
+from engine.access import Right
 from engine.review import items as review
 from engine.review import rules_file
 from engine.scoring.label_functions import RuleError, rules_folder
 from engine.store import Store
+from engine.ui import common as ui
 
 st.title("Rules")
 st.write(
@@ -20,6 +22,8 @@ st.write(
 
 store = Store()
 home = store.home
+actor = st.session_state["actor"]
+may_edit = actor.can(Right.RULES)
 KIND_HELP = {
     "regex_must_match": "Reject answers in which the regular expression does not occur.",
     "regex_must_not_match": "Reject answers in which the regular expression occurs.",
@@ -60,7 +64,7 @@ def _form_rule() -> dict[str, Any]:
 
 def _add() -> None:
     try:
-        saved = rules_file.add_rule(home, _form_rule())
+        saved = rules_file.add_rule(Store(home), _form_rule(), actor=st.session_state["actor"])
     except RuleError as err:
         st.session_state["rules_error"] = str(err)
         return
@@ -68,7 +72,7 @@ def _add() -> None:
 
 
 def _remove(name: str) -> None:
-    rules_file.remove_rule(home, name)
+    rules_file.remove_rule(Store(home), name, actor=st.session_state["actor"])
     st.session_state["rules_note"] = f"Deleted rule {name!r}."
 
 
@@ -100,7 +104,8 @@ for rule in rules:
     left, right = st.columns([6, 1])
     left.markdown(f"**{rule.name}** · `{rule.kind}`")
     left.code(json.dumps(fields, ensure_ascii=False), language="json")
-    right.button("Delete", key=f"rule_del_{rule.name}", on_click=_remove, args=(rule.name,))
+    if may_edit:
+        right.button("Delete", key=f"rule_del_{rule.name}", on_click=_remove, args=(rule.name,))
 
 st.subheader("Python label functions")
 if fn_error:
@@ -112,7 +117,9 @@ else:
     st.caption(f"None in `{rules_folder(home)}`.")
 
 st.subheader("Add a rule")
-kind = st.selectbox("Kind", rules_file.DECLARATIVE_KINDS, key="rule_kind")
+if not may_edit:
+    st.caption(ui.role_note(actor, Right.RULES, "change the rules"))
+kind = st.selectbox("Kind", rules_file.DECLARATIVE_KINDS, key="rule_kind", disabled=not may_edit)
 st.caption(KIND_HELP.get(kind, ""))
 st.text_input("Name", key="rule_name", placeholder="unique, e.g. no_competitors")
 if kind.startswith("regex"):
@@ -133,7 +140,7 @@ elif kind == "json_schema":
 elif kind == "required_fields":
     st.text_area("Fields (one a line; a.b looks inside a)", key="rule_fields")
     st.checkbox("Allow empty values", key="rule_allow_empty")
-st.button("Add rule", key="rule_add", type="primary", on_click=_add)
+st.button("Add rule", key="rule_add", type="primary", on_click=_add, disabled=not may_edit)
 
 st.subheader("Stats on a run")
 runs = {r["id"]: r["label"] for r in review.reviewable_runs(store)}

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine import ablation, jobs
+from engine.access import Right
 from engine.store import Store
 from engine.training import resume, wandb_links
 from engine.ui import common as ui
@@ -35,18 +36,18 @@ JOB_COLUMNS = {
 def _cancel_job(home: str) -> None:
     job_id = st.session_state.get("cancel_pick")
     if job_id:
-        ok = jobs.cancel_job(Store(home), job_id)
+        ok = jobs.cancel_job(Store(home), job_id, actor=st.session_state["actor"])
         st.session_state["cancel_note"] = f"Job {job_id} {'cancelled' if ok else 'had already finished'}."
 
 
 def _cancel_experiment(home: str, exp_id: str) -> None:
-    n = jobs.cancel_experiment(Store(home), exp_id)
+    n = jobs.cancel_experiment(Store(home), exp_id, actor=st.session_state["actor"])
     st.session_state["cancel_note"] = f"Experiment {exp_id}: {plural(n, 'job')} cancelled."
 
 
 def _cancel_controls(store: Store, exp_id: str, job_rows: list[dict]) -> None:
     active = ui.active_jobs(job_rows)
-    if not active:
+    if not active or not st.session_state["actor"].can(Right.CANCEL):
         return
     pick, one, every = st.columns([4, 1, 1], vertical_alignment="bottom")
     labels = {j["id"]: ui.job_label(j) for j in active}
@@ -66,7 +67,7 @@ def _resume_job(home: str) -> None:
     job_id = st.session_state.get("resume_pick")
     if job_id:
         try:
-            new_id = resume.resume_job(Store(home), job_id)
+            new_id = resume.resume_job(Store(home), job_id, actor=st.session_state["actor"])
         except resume.ResumeError as err:
             st.session_state["cancel_note"] = f"Not resumed: {err}"
             return
@@ -77,7 +78,7 @@ def _resume_job(home: str) -> None:
 
 def _resume_controls(store: Store, job_rows: list[dict]) -> None:
     stopped = resume.resumable(job_rows)
-    if not stopped:
+    if not stopped or not st.session_state["actor"].can(Right.LAUNCH):
         return
     pick, go = st.columns([5, 1], vertical_alignment="bottom")
     labels = {j["id"]: ui.job_label(j) for j in stopped}
@@ -132,7 +133,9 @@ def _log_view(store: Store, job_rows: list[dict]) -> None:
 def _sync_wandb(home: str, run_id: str) -> None:
     info = wandb_links.find_run(Path(home), run_id)
     try:
-        url = wandb_links.sync_offline(Path(home), info) if info else "no W&B record"
+        store = Store(home)
+        actor = st.session_state["actor"]
+        url = wandb_links.sync_offline(store, info, actor=actor) if info else "no W&B record"
         st.session_state["wandb_note"] = ("success", f"Synced {run_id}: {url}")
     except wandb_links.WandbSyncError as err:
         st.session_state["wandb_note"] = ("error", str(err))
@@ -148,6 +151,8 @@ def _wandb_line(store: Store, run_id: str) -> None:
         st.markdown(f"W&B: [{info.wandb_id}]({info.url})")
         return
     st.caption(f"W&B (offline): `{info.path}`")
+    if not st.session_state["actor"].can(Right.LAUNCH):
+        return
     can_sync = wandb_links.sync_available()
     st.button(
         "Sync to W&B",

@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from engine.access import Right
 from engine.specs import ExperimentSpec, SpecError, demo_spec
 from engine.store import Store
 from engine.teacher.client import MissingApiKeyError
@@ -18,6 +19,7 @@ from engine.teacher.playground import (
     launch_teacher_job,
     variant_labels,
 )
+from engine.ui import common as ui_common
 from engine.ui import teacher as tv
 from engine.words import plural
 
@@ -28,6 +30,8 @@ st.write(
 )
 
 store = Store()
+actor = st.session_state["actor"]
+may_launch = actor.can(Right.LAUNCH)
 base = demo_spec("standard")
 
 
@@ -158,7 +162,9 @@ def try_variants() -> None:
             key = _secret(name) if key_source == "Streamlit secrets" and declared else None
             variants.append(Variant(label, build(label), api_key=key))
         with st.spinner(f"Asking {plural(len(variants), 'variant')} on {plural(len(rows), 'row')}…"):
-            st.session_state["tp.result"] = compare(store, variants, rows, dataset_size=dataset_size)
+            st.session_state["tp.result"] = compare(
+                store, variants, rows, dataset_size=dataset_size, actor=actor
+            )
         st.session_state.pop("tp.error", None)
     except (SpecError, MissingApiKeyError, RuntimeError, ValueError) as err:
         st.session_state.pop("tp.result", None)
@@ -166,7 +172,9 @@ def try_variants() -> None:
 
 
 run_label = "Compare A and B" if with_b else "Try variant A"
-if st.button(run_label, type="primary", icon=":material/play_arrow:", disabled=not rows, key="tp.run"):
+if not may_launch:
+    st.caption(ui_common.role_note(actor, Right.LAUNCH, "ask the teacher (it costs money) or launch jobs"))
+elif st.button(run_label, type="primary", icon=":material/play_arrow:", disabled=not rows, key="tp.run"):
     try_variants()
 if not rows:
     st.caption("Pick or type at least one row to try.")
@@ -212,10 +220,13 @@ st.caption(
 with st.container(horizontal=True):
     for label in forms:
         if st.button(
-            f"Launch teacher job with {label}", icon=":material/rocket_launch:", key=f"tp.launch.{label}"
+            f"Launch teacher job with {label}",
+            icon=":material/rocket_launch:",
+            key=f"tp.launch.{label}",
+            disabled=not may_launch,
         ):
             try:
-                st.session_state["tp.launched"] = launch_teacher_job(store, build(label))
+                st.session_state["tp.launched"] = launch_teacher_job(store, build(label), actor=actor)
             except SpecError as err:
                 st.error(str(err))
     st.page_link("views/launch.py", label="Full ablation on Launch", icon=":material/tune:")

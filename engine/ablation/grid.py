@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from engine.access import Actor, Right, check, done
 from engine.specs import ExperimentSpec
 from engine.store import Store
 
@@ -112,7 +113,7 @@ def check_sizes(spec: ExperimentSpec, pool: int, where: str) -> None:
         )
 
 
-def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
+def launch_experiment(store: Store, spec: ExperimentSpec, *, actor: Actor) -> str:
     """Queue an experiment: the teacher job(s), then one train job per cell (size, seed and
     value of ``ablation.vary``), each followed by a pairwise comparison with the teacher when
     ``ablation.versus_teacher``.
@@ -123,13 +124,18 @@ def launch_experiment(store: Store, spec: ExperimentSpec) -> str:
     Returns the experiment id.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: the spec names a dataset, judge or teacher this workspace does
             not have (see :func:`check_workspace`); nothing is queued.
     """
+    check(store, actor, Right.LAUNCH, "launch experiments", spec.name)
     check_workspace(store, spec)
     with store.tx() as conn:
         exp_id = store.add_experiment(conn, spec.name, spec.model_dump(mode="json"), spec.fingerprint())
-        add_cells(store, conn, spec, exp_id, add_teacher_jobs(store, conn, spec, exp_id), grid_cells(spec))
+        runs = add_cells(
+            store, conn, spec, exp_id, add_teacher_jobs(store, conn, spec, exp_id), grid_cells(spec)
+        )
+    done(store, actor, "launch", exp_id, name=spec.name, runs=len(runs))
     return exp_id
 
 

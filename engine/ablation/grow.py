@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.ablation import fit as fitting
 from engine.ablation.grid import add_cells, grid_cells
+from engine.access import Actor, Right, check, done
 from engine.specs import ExperimentSpec, SpecError, parse_spec
 from engine.store import Store
 from engine.teacher.keys import check_spec_keys
@@ -25,7 +26,12 @@ CANDIDATE_FACTORS = (1.5, 2.0, 3.0, 4.0)
 
 
 def extend_experiment(
-    store: Store, experiment_id: str, sizes: list[int] | None = None, seeds: list[int] | None = None
+    store: Store,
+    experiment_id: str,
+    sizes: list[int] | None = None,
+    seeds: list[int] | None = None,
+    *,
+    actor: Actor,
 ) -> list[str]:
     """Add train sizes and/or seeds to an experiment; queue only the cells it lacks.
 
@@ -36,12 +42,14 @@ def extend_experiment(
         The new run ids (empty when every cell exists already).
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: unknown experiment, a size beyond the pool of usable teacher
             answers (with the cost of growing it), a spec the new grid makes invalid, or a
             teacher key name the server no longer declares.
     """
     from engine.ablation.curve import teacher_cost_per_example, usable_pool
 
+    check(store, actor, Right.LAUNCH, "extend experiments", experiment_id)
     exp = store.get_experiment(experiment_id)
     if exp is None:
         raise SpecError(f"no experiment {experiment_id}")
@@ -80,7 +88,9 @@ def extend_experiment(
         )
         if not cells:
             return []
-        return add_cells(store, conn, new_spec, experiment_id, _teacher_jobs(new_spec, teacher), cells)
+        runs = add_cells(store, conn, new_spec, experiment_id, _teacher_jobs(new_spec, teacher), cells)
+    done(store, actor, "extend", experiment_id, sizes=sizes or [], seeds=seeds or [], runs=len(runs))
+    return runs
 
 
 def _teacher_jobs(spec: ExperimentSpec, jobs: list[dict[str, Any]]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import plotly.graph_objects as go
 
+from engine.access import Actor, Right, check, done
 from engine.data.datasets import dataset_hash
 from engine.data.dedup import DEFAULT_THRESHOLD, near_duplicate_groups, similarity
 from engine.data.validate import parse_output
@@ -309,7 +310,13 @@ def balance_frame(
 
 
 def save_balanced_dataset(
-    store: Store, dataset_id: str, key_fn: Callable[[dict[str, Any]], Hashable], n: int, seed: int = 0
+    store: Store,
+    dataset_id: str,
+    key_fn: Callable[[dict[str, Any]], Hashable],
+    n: int,
+    seed: int = 0,
+    *,
+    actor: Actor,
 ) -> str:
     """Save a new dataset whose train split is a balanced sample of ``dataset_id``'s.
 
@@ -322,8 +329,10 @@ def save_balanced_dataset(
         The new (or identical existing) dataset's id.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not create datasets.
         KeyError: no such dataset.
     """
+    check(store, actor, Right.LAUNCH, "create datasets", dataset_id)
     ds = store.get_dataset(dataset_id)
     if ds is None:
         raise KeyError(f"no dataset {dataset_id}")
@@ -343,4 +352,6 @@ def save_balanced_dataset(
         for i, e in enumerate(kept)
     ]
     content = dataset_hash(ds["task"], [{k: v for k, v in r.items() if k != "meta"} for r in rows])
-    return store.save_dataset(f"{ds['name']}-balanced", content, ds["task"], rows)
+    new_id = store.save_dataset(f"{ds['name']}-balanced", content, ds["task"], rows)
+    done(store, actor, "create balanced dataset", new_id, source=dataset_id, n=n)
+    return new_id

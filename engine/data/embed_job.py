@@ -1,7 +1,7 @@
 """Embed job: compute and cache the sentence embeddings of a dataset's prompts.
 
 Run by a worker (``python -m engine worker``) as ``main(ctx)`` for job kind ``embed``;
-enqueue one with ``store.enqueue("embed", {"dataset_id": "ds_..."})``. The embeddings land in
+enqueue one with :func:`queue_embed`. The embeddings land in
 ``<workspace>/datasets/<id>/embeddings.npy`` (see :mod:`engine.data.embeddings`), where the
 Data page picks them up to draw the cluster map.
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobContext
 from engine.data.embeddings import dataset_embeddings
 from engine.specs import Spec, SpecError, format_validation_error
@@ -42,6 +43,21 @@ def main(ctx: JobContext) -> None:
     emb = dataset_embeddings(ctx.store, job.dataset_id, progress=ctx.progress)
     ctx.log.info("embedded %d prompts of %s (%d dims)", len(emb), job.dataset_id, emb.shape[1])
     ctx.progress(1.0, f"embedded {len(emb)} prompts", force=True)
+
+
+def queue_embed(store: Store, dataset_id: str, *, actor: Actor) -> str:
+    """Queue an ``embed`` job for a dataset; returns the job id.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
+        KeyError: no such dataset.
+    """
+    check(store, actor, Right.LAUNCH, "embed datasets", dataset_id)
+    if store.get_dataset(dataset_id) is None:
+        raise KeyError(f"no dataset {dataset_id}")
+    job_id = store.enqueue("embed", {"dataset_id": dataset_id})
+    done(store, actor, "embed", job_id, dataset=dataset_id)
+    return job_id
 
 
 def latest_embed_job(store: Store, dataset_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobContext
 from engine.data.dedup import DEFAULT_THRESHOLD
 from engine.data.importing import check_import_options, import_dataset
@@ -107,14 +108,20 @@ def import_spec(store: Store, path: str | Path, *, task: TaskSpec, **options: An
     return spec
 
 
-def queue_import(store: Store, path: str | Path, *, task: TaskSpec, **options: Any) -> str:
+def queue_import(store: Store, path: str | Path, *, task: TaskSpec, actor: Actor, **options: Any) -> str:
     """Check the import of ``path`` (see :func:`import_spec`) and queue it; returns the job id.
 
     ``options`` are :func:`import_dataset`'s (``name``, ``test_size``, ``mode``, ``rules``,
     ``mapping``, ``dedup_threshold``, ...). Nothing is queued when they are refused.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch (import data).
     """
+    check(store, actor, Right.LAUNCH, "import data", Path(path).name)
     spec = import_spec(store, path, task=task, **options)
-    return store.enqueue(KIND, spec.model_dump(mode="json"))
+    job_id = store.enqueue(KIND, spec.model_dump(mode="json"))
+    done(store, actor, "import", job_id, file=Path(spec.path).name, name=spec.name)
+    return job_id
 
 
 def main(ctx: JobContext) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError, model_validator
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobContext
 from engine.judges.judge import JudgeItem, JudgeSpec, judge_pointwise
 from engine.review import items as review
@@ -142,6 +143,8 @@ def launch_judge(
     name: str = "judge",
     endpoint: TeacherSpec | None = None,
     use_reference: bool = False,
+    *,
+    actor: Actor,
 ) -> str:
     """Validate a judge run and queue it; the endpoint defaults to the experiment's teacher.
 
@@ -157,9 +160,11 @@ def launch_judge(
         The job id.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: an invalid field (the message names it).
         ValueError: the target does not exist or has no answers.
     """
+    check(store, actor, Right.LAUNCH, "launch judges", name)
     try:
         tgt = JudgeTarget.model_validate(target)
     except ValidationError as err:
@@ -178,7 +183,9 @@ def launch_judge(
     if tgt.run_id is not None:
         exp_id = (store.get_run(tgt.run_id) or {}).get("experiment_id")
     spec = JudgeJobSpec(judge=judge, target=tgt).model_dump(mode="json")
-    return store.enqueue(JOB_KIND, spec, experiment_id=exp_id)
+    job_id = store.enqueue(JOB_KIND, spec, experiment_id=exp_id)
+    done(store, actor, "launch judge", job_id, judge=name, experiment=exp_id)
+    return job_id
 
 
 @contextmanager

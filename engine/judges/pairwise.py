@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobContext
 from engine.judges.job import (
     KEY_FIELD,
@@ -120,13 +121,17 @@ def launch_pairwise(
     name: str = "pairwise",
     endpoint: TeacherSpec | None = None,
     use_reference: bool = False,
+    *,
+    actor: Actor,
 ) -> str:
     """Validate a head-to-head comparison and queue it; the endpoint defaults to the teacher.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: an invalid field (the message names it).
         ValueError: a side does not exist, or the sides share no example.
     """
+    check(store, actor, Right.LAUNCH, "launch judges", name)
     try:
         left, right = JudgeTarget.model_validate(a), JudgeTarget.model_validate(b)
     except ValidationError as err:
@@ -148,7 +153,9 @@ def launch_pairwise(
         raise SpecError(format_validation_error(err, "judge")) from None
     spec = PairwiseJobSpec(judge=judge, a=left, b=right).model_dump(mode="json")
     exp_id = left.experiment_id or (store.get_run(left.run_id or "") or {}).get("experiment_id")
-    return store.enqueue(JOB_KIND, spec, experiment_id=exp_id)  # listed with A's experiment
+    job_id = store.enqueue(JOB_KIND, spec, experiment_id=exp_id)  # listed with A's experiment
+    done(store, actor, "launch pairwise judge", job_id, judge=name, experiment=exp_id)
+    return job_id
 
 
 def main(ctx: JobContext) -> None:
@@ -321,7 +328,12 @@ def versus_teacher_spec(spec: Any, experiment_id: str, run_id: str) -> dict[str,
 
 
 def launch_versus_teacher(
-    store: Store, experiment_id: str, rubric: str = DEFAULT_RUBRIC, name: str = "vs-teacher"
+    store: Store,
+    experiment_id: str,
+    rubric: str = DEFAULT_RUBRIC,
+    name: str = "vs-teacher",
+    *,
+    actor: Actor,
 ) -> list[str]:
     """Queue a head-to-head against the teacher for every finished run not yet judged by ``name``.
 
@@ -329,9 +341,11 @@ def launch_versus_teacher(
         The job ids (empty when every run already has its comparison).
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         ValueError: the experiment has no finished run, or no teacher answers.
     """
-    done = {r["run_id"] for r in versus_teacher(store, experiment_id, name)}
+    check(store, actor, Right.LAUNCH, "launch judges", experiment_id)
+    judged = {r["run_id"] for r in versus_teacher(store, experiment_id, name)}
     runs = [r for r in store.list_runs(experiment_id) if r["status"] == "succeeded"]
     if not runs:
         raise ValueError("no finished run to compare with the teacher yet")
@@ -341,7 +355,7 @@ def launch_versus_teacher(
         if j["kind"] == JOB_KIND and j["spec"]["judge"]["name"] == name
     }
     return [
-        launch_pairwise(store, {"run_id": r["id"]}, teacher_side(experiment_id), rubric, name)
+        launch_pairwise(store, {"run_id": r["id"]}, teacher_side(experiment_id), rubric, name, actor=actor)
         for r in runs
-        if r["id"] not in done and r["id"] not in queued
+        if r["id"] not in judged and r["id"] not in queued
     ]

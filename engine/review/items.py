@@ -117,7 +117,7 @@ class ReviewItem:
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     """judge name -> stored verdict row (``verdict``, ``reason``, ``raw``)."""
     labels: list[dict[str, Any]] = field(default_factory=list)
-    """Each annotator's current label (latest row per annotator)."""
+    """Each annotator's current label (latest row per person, i.e. per ``annotator_sub``)."""
 
     @property
     def answer_of(self) -> str:
@@ -135,9 +135,9 @@ class ReviewItem:
         em = self.scores.get("exact_match")
         return (em is not None and em < 1) or bool(self.rejected_rules)
 
-    def label_of(self, annotator: str) -> dict[str, Any] | None:
-        """``annotator``'s current label, if any."""
-        return next((a for a in self.labels if a["annotator"] == annotator), None)
+    def label_of(self, subject: str) -> dict[str, Any] | None:
+        """The current label of the person with this subject (``Actor.subject``), if any."""
+        return next((a for a in self.labels if a["annotator_sub"] == subject), None)
 
     @property
     def sme(self) -> dict[str, Any] | None:
@@ -378,7 +378,7 @@ class ReviewFilter:
     disagreement: bool = False
     """Only answers where the SMEs' label and the judge's verdict differ."""
     unlabelled_by: str | None = None
-    """Only answers this annotator has not labelled yet."""
+    """Only answers the person with this subject (``Actor.subject``) has not labelled yet."""
 
 
 def filter_items(items: Iterable[ReviewItem], flt: ReviewFilter) -> list[ReviewItem]:
@@ -406,14 +406,16 @@ def annotations_jsonl(
 ) -> str:
     """SME labels as JSON Lines: one label per line (each annotator's current one, or all).
 
-    Lines carry the item ref, annotator, label, category, note and time; with ``items``, the
+    Lines carry the item ref, annotator (display name and subject), label, category, note and
+    time; with ``items``, the
     prompt, answer, reference and teacher answer of the item too. Nothing else (no specs, no
     endpoints), so the file is safe to share.
     """
     by_ref = {it.ref: it for it in items}
     lines = []
     for a in store.annotations(prefix=prefix, current_only=not history):
-        row: dict[str, Any] = {k: a[k] for k in ("item_ref", "annotator", "label", "category", "note", "ts")}
+        keys = ("item_ref", "annotator", "annotator_sub", "label", "category", "note", "ts")
+        row: dict[str, Any] = {k: a[k] for k in keys}
         row.update({k: v for k, v in (parse_ref(a["item_ref"]) or {}).items() if k != "kind"})
         if it := by_ref.get(a["item_ref"]):
             row.update(prompt=it.prompt, output=it.student, reference=it.reference, teacher=it.teacher)

@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 import yaml
 
+from engine.access import Actor, Right, check, done
 from engine.review.items import RULES_FILE
 from engine.scoring.kinds import RuleSpec
 from engine.scoring.label_functions import RuleError, load_label_functions, rules_folder
@@ -69,33 +70,43 @@ def _raw(home: Path) -> list[dict[str, Any]]:
     return list(data["rules"] if isinstance(data, dict) else data)
 
 
-def add_rule(home: Path, rule: dict[str, Any]) -> RuleSpec:
+def add_rule(store: Store, rule: dict[str, Any], *, actor: Actor) -> RuleSpec:
     """Validate ``rule`` together with the existing rules and save it.
 
     Args:
-        home: the workspace.
+        store: the workspace.
         rule: a rule mapping (``kind``, ``name`` and the kind's fields).
+        actor: who adds it (launchers and admins may).
 
     Returns:
         The saved rule spec.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not change rules.
         RuleError: an invalid field or a duplicate name; the file is left untouched.
     """
+    check(store, actor, Right.RULES, "change rules", str(rule.get("name") or ""))
     if rule.get("kind") == "python":
         raise RuleError("python rules name a function from the rules/ folder; add them in rules.yaml")
-    rules = parse_rules([*_raw(home), rule], source="new rule")
-    _write(home, rules)
+    rules = parse_rules([*_raw(store.home), rule], source="new rule")
+    _write(store.home, rules)
+    done(store, actor, "add rule", rules[-1].name, kind=rules[-1].kind)
     return rules[-1]
 
 
-def remove_rule(home: Path, name: str) -> bool:
-    """Delete the rule called ``name``; True if there was one."""
-    rules = read_rules(home)
+def remove_rule(store: Store, name: str, *, actor: Actor) -> bool:
+    """Delete the rule called ``name``; True if there was one.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not change rules.
+    """
+    check(store, actor, Right.RULES, "change rules", name)
+    rules = read_rules(store.home)
     kept = [r for r in rules if r.name != name]
     if len(kept) == len(rules):
         return False
-    _write(home, kept)
+    _write(store.home, kept)
+    done(store, actor, "remove rule", name)
     return True
 
 

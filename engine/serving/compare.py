@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import openai
 
+from engine.access import Actor, Right, check
 from engine.data.prompts import render_prompt
 from engine.serving import server as serving
 from engine.specs import ExperimentSpec, TaskSpec
@@ -185,12 +186,17 @@ def run_mode(store: Store, run_id: str) -> Literal["completion", "chat"]:
     return "chat" if fmt == "chat" else "completion"
 
 
-def targets_for(store: Store, experiment_id: str, run_id: str, input_text: str) -> list[Target]:
+def targets_for(
+    store: Store, experiment_id: str, run_id: str, input_text: str, *, actor: Actor
+) -> list[Target]:
     """Base, student and teacher targets of one run, starting model servers as needed.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch (servers start, the
+            teacher is paid).
         serving.ServeError: a model server could not be started.
     """
+    check(store, actor, Right.LAUNCH, "ask models", run_id)
     exp = store.get_experiment(experiment_id) or {}
     spec = experiment_spec(store, experiment_id)
     base = serving.ensure_model_server(

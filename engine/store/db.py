@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.redaction import redact_url
+from engine.store.access import AccessRecords
 from engine.store.migrations import MIGRATIONS
 from engine.store.review import ReviewRecords
 
@@ -67,7 +68,7 @@ def _row(r: sqlite3.Row | None) -> dict[str, Any] | None:
     return d
 
 
-class Store(ReviewRecords):
+class Store(ReviewRecords, AccessRecords):
     """Access to one workspace. Cheap to create; holds no open connection."""
 
     def __init__(self, home: str | Path | None = None):

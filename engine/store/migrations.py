@@ -286,4 +286,29 @@ MIGRATIONS: list[tuple[str, Migration]] = [
         "0007_run_variant",
         "ALTER TABLE runs ADD COLUMN variant_value TEXT",
     ),
+    (
+        # Who signed in (role and where it came from), the audit log, and the subject of whoever
+        # labelled or commented. Until now every label and note came from local single-user
+        # mode under a typed name, so their subject is ``local:<that name>`` (engine.access).
+        "0008_identity",
+        """
+        CREATE TABLE users (
+            subject TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'annotator', 'launcher', 'admin')),
+            role_source TEXT NOT NULL, created_at REAL NOT NULL, last_seen_at REAL NOT NULL
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor_sub TEXT NOT NULL,
+            actor_name TEXT NOT NULL, actor_role TEXT NOT NULL, action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '', detail_json TEXT NOT NULL DEFAULT '{}',
+            outcome TEXT NOT NULL CHECK (outcome IN ('done', 'refused'))
+        );
+        CREATE INDEX audit_log_actor ON audit_log(actor_sub, id);
+        ALTER TABLE annotations ADD COLUMN annotator_sub TEXT;
+        UPDATE annotations SET annotator_sub = 'local:' || annotator;
+        CREATE INDEX annotations_item_sub ON annotations(item_ref, annotator_sub, id);
+        ALTER TABLE experiment_notes ADD COLUMN author_sub TEXT;
+        UPDATE experiment_notes SET author_sub = 'local:' || author
+        """,
+    ),
 ]

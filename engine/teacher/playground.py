@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from engine.access import Actor, Right, check, done
 from engine.data.prompts import render_prompt
 from engine.data.validate import parse_output
 from engine.specs import ExperimentSpec
@@ -202,32 +203,41 @@ def compare(
     rows: list[dict[str, Any]],
     dataset_size: int | None = None,
     timeout_s: float = PLAYGROUND_TIMEOUT_S,
+    *,
+    actor: Actor,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Answer the same rows with each variant.
 
     Returns:
         ``(side_by_side, summary)`` frames: answers per row, and numbers per variant.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch (the teacher is paid).
     """
+    check(store, actor, Right.LAUNCH, "try teacher variants")
     results = {v.label: run_variant(store, v, rows, timeout_s) for v in variants}
     summary = pd.DataFrame([summarize(v, results[v.label], dataset_size) for v in variants])
     return side_by_side(rows, results), summary
 
 
-def launch_teacher_job(store: Store, spec: ExperimentSpec) -> str:
+def launch_teacher_job(store: Store, spec: ExperimentSpec, *, actor: Actor) -> str:
     """Queue a teacher-only experiment (answers for the whole dataset, no training); returns its id.
 
     The scheduler is woken (unless autostart is off), as for a full launch.
 
     Raises:
         engine.teacher.keys.UndeclaredKeyError: the teacher's key name is not declared.
+        engine.access.AccessDenied: ``actor``'s role may not launch.
     """
     from engine.ui import common as ui
 
+    check(store, actor, Right.LAUNCH, "launch teacher jobs", spec.name)
     check_spec_keys(spec)
     spec = spec.model_copy(update={"name": f"{spec.name} · teacher only"[:200]})
     spec_dict = spec.model_dump(mode="json")
     with store.tx() as conn:
         exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())
-        store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
+        job_id = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
+    done(store, actor, "launch teacher job", exp_id, name=spec.name, job=job_id)
     ui.start_scheduler(store)
     return exp_id

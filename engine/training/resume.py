@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from engine.access import Actor, Right, check, done
 from engine.store import Store
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -71,7 +72,7 @@ def resumable(job_rows: list[dict]) -> list[dict]:
     return sorted(found, key=lambda j: (j["created_at"], j["id"]), reverse=True)
 
 
-def resume_job(store: Store, job_or_run_id: str) -> str:
+def resume_job(store: Store, job_or_run_id: str, *, actor: Actor) -> str:
     """Queue a new train job that continues a failed or cancelled one from its last checkpoint.
 
     Args:
@@ -82,9 +83,11 @@ def resume_job(store: Store, job_or_run_id: str) -> str:
         The new job's id. Its spec, experiment and run are the old job's; it depends on nothing.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         ResumeError: Unknown id, not a train job, still active, already succeeded, or the run
             already has a newer job queued or running.
     """
+    check(store, actor, Right.LAUNCH, "resume jobs", job_or_run_id)
     job = store.get_job(job_or_run_id) or _latest_train_job(store, job_or_run_id)
     if job is None:
         raise ResumeError(f"no job or run {job_or_run_id}")
@@ -107,4 +110,5 @@ def resume_job(store: Store, job_or_run_id: str) -> str:
     store.add_event(
         "info", "resumed", f"resume of {job['id']} queued as {new_id}, {where}", job_id=new_id, run_id=run_id
     )
+    done(store, actor, "resume", job["id"], job=new_id, run=run_id)
     return new_id

@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.access import Actor, Right, check, done
+from engine.store import Store
+
 _URL = re.compile(r"https://\S+/runs/[A-Za-z0-9_-]+")
 
 
@@ -99,12 +102,15 @@ def sync_available() -> bool:
     return bool(os.environ.get("WANDB_API_KEY"))
 
 
-def sync_offline(store_home: Path, info: WandbRun, timeout_s: float = 300.0) -> str:
+def sync_offline(store: Store, info: WandbRun, timeout_s: float = 300.0, *, actor: Actor) -> str:
     """Upload an offline run with ``wandb sync``; return its URL (also saved in the sidecar).
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch (the upload uses the
+            server's W&B key).
         WandbSyncError: no key is configured, the folder is gone, or ``wandb sync`` failed.
     """
+    check(store, actor, Right.LAUNCH, "sync runs to W&B", info.run_id)
     if not sync_available():
         raise WandbSyncError("set WANDB_API_KEY (or run `wandb login`) before syncing runs to W&B")
     if not info.path or not Path(info.path).is_dir():
@@ -112,14 +118,15 @@ def sync_offline(store_home: Path, info: WandbRun, timeout_s: float = 300.0) -> 
     cmd = [sys.executable, "-m", "wandb", "sync", info.path]
     env = {**os.environ, "WANDB_MODE": "online"}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise WandbSyncError(f"wandb sync did not finish in {timeout_s:.0f} s") from None
-    output = (done.stdout or "") + (done.stderr or "")
-    if done.returncode != 0:
+    output = (proc.stdout or "") + (proc.stderr or "")
+    if proc.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-10:])
-        raise WandbSyncError(f"wandb sync failed (exit {done.returncode}):\n{tail}")
+        raise WandbSyncError(f"wandb sync failed (exit {proc.returncode}):\n{tail}")
     match = _URL.search(output)
     info.url = match.group(0) if match else info.url
-    _write(store_home, info)
+    _write(store.home, info)
+    done(store, actor, "sync to W&B", info.run_id)
     return info.url or "(synced; W&B printed no URL)"

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine import ablation, jobs
+from engine.access import Actor, Right, least_role
 from engine.specs import ExperimentSpec
 from engine.store import ACTIVE, TERMINAL, Store
 from engine.ui.launch_form import (  # noqa: F401  (the Launch form's public helpers)
@@ -47,11 +48,22 @@ def start_scheduler(store: Store) -> bool:
     return jobs.ensure_scheduler(store)
 
 
-def launch(store: Store, spec: ExperimentSpec) -> str:
-    """Queue an experiment and wake the scheduler; returns the experiment id."""
-    exp_id = ablation.launch_experiment(store, spec)
+def launch(store: Store, spec: ExperimentSpec, *, actor: Actor) -> str:
+    """Queue an experiment as ``actor`` and wake the scheduler; returns the experiment id."""
+    exp_id = ablation.launch_experiment(store, spec, actor=actor)
     start_scheduler(store)
     return exp_id
+
+
+def role_note(actor: Actor, right: Right, what: str) -> str:
+    """What a page says instead of a control ``actor``'s role lacks (the engine refuses it too).
+
+    ``what`` follows "cannot", e.g. ``"launch experiments"``.
+    """
+    return (
+        f"Your role ({actor.role}) cannot {what}: that takes the {least_role(right)} role. "
+        "An admin can change roles."
+    )
 
 
 def demo_preset() -> str:

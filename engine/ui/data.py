@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from engine.access import Actor, Right, check
 from engine.data.cleaning import RuleSpec, apply_rules
 from engine.data.columns import guess_columns
 from engine.data.import_job import load_report, queue_import
@@ -71,13 +72,17 @@ def upload_name(filename: str) -> str:
     return stem + suffix
 
 
-def save_upload(store: Store, filename: str, data: bytes) -> Path:
+def save_upload(store: Store, filename: str, data: bytes, *, actor: Actor) -> Path:
     """Save uploaded bytes under ``<home>/uploads/<content hash>/<name>``; returns the path.
 
     ``name`` is :func:`upload_name` of ``filename``. Content-addressed, so re-running the page
     does not write the same upload twice, and written through a temporary file, so a
     half-written upload is never read.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not import data.
     """
+    check(store, actor, Right.LAUNCH, "upload data", filename)
     name = upload_name(filename)
     folder = store.home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
     path = folder / name
@@ -283,17 +288,18 @@ def check_import(
     return ImportCheck(report, records)
 
 
-def start_import(store: Store, path: str | Path, *, task: TaskSpec, **options: Any) -> str:
+def start_import(store: Store, path: str | Path, *, task: TaskSpec, actor: Actor, **options: Any) -> str:
     """Queue the import of ``path`` as a job and wake the scheduler; returns the job id.
 
     ``options`` are :func:`~engine.data.importing.import_dataset`'s.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not import data.
         engine.data.roots.PathNotAllowed: ``path`` is outside the workspace's data roots.
         ValueError: no such file, a file over the size limit, or an option the import would
             refuse (nothing is queued).
     """
-    job_id = queue_import(store, path, task=task, **options)
+    job_id = queue_import(store, path, task=task, actor=actor, **options)
     start_scheduler(store)
     return job_id
 

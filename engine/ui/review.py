@@ -68,13 +68,14 @@ def metric_columns(items: Sequence[ReviewItem]) -> list[str]:
     return list(dict.fromkeys(k for it in items for k in it.scores))
 
 
-def items_frame(items: Sequence[ReviewItem], annotator: str = "") -> pd.DataFrame:
-    """One row per item: labels, failed, rejecting rules, judge verdicts, texts, metrics."""
+def items_frame(items: Sequence[ReviewItem], subject: str = "") -> pd.DataFrame:
+    """One row per item: labels (``you``: the label of the person with ``subject``), failed,
+    rejecting rules, judge verdicts, texts, metrics."""
     judges = sorted({j for it in items for j in it.judges})
     metrics = metric_columns(items)
     rows = []
     for it in items:
-        mine = it.label_of(annotator) if annotator else None
+        mine = it.label_of(subject) if subject else None
         row: dict[str, Any] = {
             "#": it.idx,
             "you": mine["label"] if mine else "",

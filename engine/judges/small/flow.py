@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.access import Actor, Right, check, done
 from engine.context import JobContext
 from engine.judges.job import JudgeTarget, collect_items, teacher_items
 from engine.judges.judge import JudgeItem
@@ -100,6 +101,8 @@ def launch_training(
     name: str,
     encoder: str | None = None,
     use_reference: bool = False,
+    *,
+    actor: Actor,
     **settings: Any,
 ) -> str:
     """Queue a ``small_judge`` job that learns ``from_judge`` (and the SMEs); returns its id.
@@ -113,9 +116,11 @@ def launch_training(
         **settings: Other :class:`SmallJudgeSpec` fields (epochs, lr, max_length, ...).
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: a bad name or setting (the message names it).
         ValueError: fewer than two accepted and two rejected answers to learn from.
     """
+    check(store, actor, Right.LAUNCH, "train small judges", name)
     if not _NAME.fullmatch(name):
         raise SpecError(f"small judge: name {name!r}: use letters, digits, '.', '_' and '-' (100 at most)")
     taken = set(store.judge_names()) | {p.name for p in small_judges_dir(store).glob("*") if p.is_dir()}
@@ -151,7 +156,9 @@ def launch_training(
         "small_judge": spec.model_dump(mode="json"),
         "out_dir": str(out),
     }
-    return store.enqueue("small_judge", job_spec)
+    job_id = store.enqueue("small_judge", job_spec)
+    done(store, actor, "train small judge", job_id, judge=name, from_judge=from_judge)
+    return job_id
 
 
 def trained_on(store: Store, name: str) -> set[str]:
@@ -200,12 +207,14 @@ def trained_small_judges(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def launch_run(store: Store, name: str, target: dict[str, Any]) -> str:
+def launch_run(store: Store, name: str, target: dict[str, Any], *, actor: Actor) -> str:
     """Queue a ``small_judge_run`` job: small judge ``name`` grades ``target``; returns its id.
 
     Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
         ValueError: no trained small judge of that name, or the target has no answers.
     """
+    check(store, actor, Right.LAUNCH, "launch judges", name)
     judge = next((j for j in trained_small_judges(store) if j["name"] == name), None)
     if judge is None:
         raise ValueError(f"no trained small judge named {name!r} in this workspace")
@@ -215,7 +224,9 @@ def launch_run(store: Store, name: str, target: dict[str, Any]) -> str:
         raise SpecError(format_validation_error(err, "judge target")) from None
     collect_items(store, tgt)  # fail now, not in a worker, when there is nothing to judge
     spec = {"judge_dir": judge["dir"], "use_reference": judge["use_reference"], "target": tgt.model_dump()}
-    return store.enqueue(RUN_KIND, spec)
+    job_id = store.enqueue(RUN_KIND, spec)
+    done(store, actor, "launch small judge", job_id, judge=name)
+    return job_id
 
 
 def run_main(ctx: JobContext) -> None:
