@@ -25,6 +25,7 @@ from engine.demo.task import generate_examples
 from engine.review.items import teacher_ref
 from engine.specs import ExperimentSpec, demo_spec, parse_spec
 from engine.store import Store
+from tests.actors import ADMIN
 
 N_TRAIN, N_TEST = 16, 4
 DIFFERENT = {2, 5, 7, 9}
@@ -74,7 +75,7 @@ def gold_experiment(store: Store, vary: dict[str, list[Any]] | None = None) -> G
     data["ablation"].update(train_sizes=[8, 12], seeds=[0], zero_shot=False)
     data["ablation"]["vary"] = vary if vary is not None else {"student.recipe": ["gold", "sft"]}
     spec = parse_spec(data)
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     rows, answers = [], []
     for i, ex in enumerate(generate_examples(N_TRAIN + N_TEST, seed=11)):
         answers.append((i, _teacher(i, ex["reference"])))

@@ -91,7 +91,8 @@ def world(store: Store, tmp_path: Path) -> World:
     train = next(j for j in store.list_jobs(experiment_id=queued) if j["kind"] == "train")
     store.finish_job(train["id"], "failed", error="boom")
     sleep = store.enqueue("sleep", {"seconds": 60})
-    upload = tmp_path / "prompts.jsonl"
+    upload = store.home / "uploads" / "prompts.jsonl"
+    upload.parent.mkdir(parents=True, exist_ok=True)
     upload.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": "c"}) + "\n" for i in range(8)))
     sign_in(store, {"sub": "someone", "name": "Someone"})  # the first user: admin
     sign_in(store, {"sub": "other", "name": "Other"})  # then a viewer

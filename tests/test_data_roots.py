@@ -23,6 +23,7 @@ from engine.demo.task import generate_examples
 from engine.specs import TaskSpec
 from engine.store import Store
 from engine.ui import data as dv
+from tests.actors import ADMIN
 from tests.inline_jobs import run_queued
 from tests.test_data_page import button, open_page, texts
 
@@ -120,7 +121,7 @@ def test_preview_validation_and_queueing_refuse_outside_paths(store: Store, outs
     jsonl(outside)
     same_refusal(outside, lambda p: dv.check_import(store, p, task=TASK))
     jsonl(outside)
-    same_refusal(outside, lambda p: queue_import(store, p, task=TASK))
+    same_refusal(outside, lambda p: queue_import(store, p, task=TASK, actor=ADMIN))
     assert store.list_jobs() == []
 
 
@@ -135,9 +136,9 @@ def test_the_worker_refuses_a_crafted_import_row(store: Store, outside: Path) ->
 
 def test_an_upload_still_imports(store: Store, tmp_path: Path) -> None:
     data = jsonl(tmp_path / "mine.jsonl").read_bytes()
-    path = dv.save_upload(store, "mine.jsonl", data)
+    path = dv.save_upload(store, "mine.jsonl", data, actor=ADMIN)
     assert dv.check_import(store, path, task=TASK).report.rows_valid == 30
-    job_id = queue_import(store, path, task=TASK, test_size=5)
+    job_id = queue_import(store, path, task=TASK, test_size=5, actor=ADMIN)
     assert run_queued(store, "import") == [job_id]
     (ds,) = store.list_datasets()
     assert ds["name"] == "mine" and ds["n_train"] + ds["n_test"] == 30
@@ -151,7 +152,7 @@ def test_a_file_over_the_limit_is_refused_with_its_name_and_the_limit(store: Sto
     words = f"huge.jsonl: {MAX_IMPORT_MB:,} MB is more than the {MAX_IMPORT_MB} MB an import reads"
     for attempt in (
         lambda: dv.check_import(store, big, task=TASK),
-        lambda: queue_import(store, big, task=TASK),
+        lambda: queue_import(store, big, task=TASK, actor=ADMIN),
     ):
         with pytest.raises(ValueError, match=words):
             attempt()

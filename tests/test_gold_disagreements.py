@@ -12,6 +12,7 @@ from engine.review.gold import gold_disagreements
 from engine.review.items import experiment_teachers
 from engine.specs import demo_spec, parse_spec
 from engine.store import Store
+from tests.actors import ADMIN, person
 from tests.gold_data import DIFFERENT, N_TRAIN, gold_experiment
 
 
@@ -55,12 +56,12 @@ def test_an_experiment_that_asks_no_teacher_or_has_no_data_yet_says_why(store: S
     gold_only = gold_experiment(store, vary={})
     spec = gold_only.spec.model_copy(deep=True)
     spec.student.recipe = "gold"
-    exp_id = ablation.launch_experiment(store, spec)
+    exp_id = ablation.launch_experiment(store, spec, actor=ADMIN)
     result = gold_disagreements(store, exp_id)
     assert result.rows == [] and "no teacher was asked" in (result.reason or "")
     assert result.summary() == result.reason
 
-    queued = ablation.launch_experiment(store, demo_spec("fast"))  # its teacher job has not run
+    queued = ablation.launch_experiment(store, demo_spec("fast"), actor=ADMIN)  # its teacher job has not run
     result = gold_disagreements(store, queued)
     assert result.compared == 0 and "has not built" in (result.reason or "")
     with pytest.raises(KeyError):
@@ -100,7 +101,7 @@ def test_an_experiment_that_varies_its_teacher_compares_each_teachers_answers(st
 def test_the_teachers_answers_are_a_review_source_scored_against_gold(store: Store) -> None:
     case = gold_experiment(store)
     prefix = review.teacher_prefix(case.dataset_id, case.spec.teacher_key())
-    store.add_annotation(case.ref(7), "ada", "reject", "wrong field value")
+    store.add_annotation(case.ref(7), "reject", "wrong field value", actor=person("ada"))
     (answers,) = review.review_sources(store)  # no run has outputs yet: only the teacher's answers
     assert answers["id"] == prefix and answers["n_outputs"] == N_TRAIN + 4 - 1
     assert answers["n_labelled"] == 1 and "teacher's answers" in answers["label"]
@@ -128,6 +129,6 @@ def test_an_sme_reject_on_a_disagreeing_teacher_answer_keeps_it_out_of_training(
     before = set(curate(store, sft, case.dataset_id).kept_indices)
     assert {5, 7} <= before
     for row in gold_disagreements(store, case.experiment_id).rows[1:3]:  # #5 and one of #7, #9
-        store.add_annotation(row.ref, "ada", "reject")
+        store.add_annotation(row.ref, "reject", actor=person("ada"))
     after = set(curate(store, sft, case.dataset_id).kept_indices)
     assert before - after == {r.idx for r in gold_disagreements(store, case.experiment_id).rows[1:3]}

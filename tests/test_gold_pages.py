@@ -10,8 +10,9 @@ from streamlit.testing.v1 import AppTest
 from engine import ablation
 from engine.review import items as review
 from engine.store import Store
+from tests.actors import ADMIN, person
 from tests.gold_data import gold_experiment
-from tests.test_pages import APP, app, texts
+from tests.test_pages import APP, app, sign_in_as, texts
 
 ABLATION, REVIEW = "views/ablation.py", "views/review.py"
 
@@ -30,7 +31,7 @@ def test_an_experiment_that_only_trains_on_gold_says_no_teacher_was_asked(store:
     case = gold_experiment(store, vary={})
     spec = case.spec.model_copy(deep=True)
     spec.student.recipe = "gold"
-    ablation.launch_experiment(store, spec)  # the newest: the page opens on it
+    ablation.launch_experiment(store, spec, actor=ADMIN)  # the newest: the page opens on it
     at = app(ABLATION)
     assert "trains on the gold answers: no teacher was asked" in texts(at)
     assert not any("differs in" in d.value.columns for d in at.dataframe)
@@ -40,8 +41,7 @@ def test_review_opens_a_teachers_answer_from_its_link_and_labels_it(store: Store
     case = gold_experiment(store)
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["item"] = case.ref(7)  # the Ablation page's link
-    at.session_state["annotator"] = "ada"
-    at.run()
+    sign_in_as(at, "ada").run()
     at.switch_page(REVIEW).run()
     assert not at.exception, [e.value for e in at.exception]
     text = texts(at)
@@ -51,18 +51,17 @@ def test_review_opens_a_teachers_answer_from_its_link_and_labels_it(store: Store
     checks = next(d.value for d in at.dataframe if "check" in d.value.columns)
     row = checks[checks["name"] == "field_accuracy"].iloc[0]
     assert row["result"] == "0.750"
-    at.session_state["annotator"] = "ada"
+    sign_in_as(at, "ada")
     at.button(key="rv_reject").click()
-    at.session_state["annotator"] = "ada"
-    at.run()
+    sign_in_as(at, "ada").run()
     (label,) = store.annotations(annotator="ada")
     assert (label["item_ref"], label["label"]) == (case.ref(7), "reject")
 
 
 def test_calibration_links_a_teachers_answer_to_review(store: Store) -> None:
     case = gold_experiment(store)
-    store.add_annotation(case.ref(7), "ada", "reject", "wrong field value")
-    store.add_annotation(case.ref(0), "ada", "accept")
+    store.add_annotation(case.ref(7), "reject", "wrong field value", actor=person("ada"))
+    store.add_annotation(case.ref(0), "accept", actor=person("ada"))
     verdicts = [("accept", 7), ("accept", 0)]  # the judge misses #7's wrong urgency
     store.save_judge_verdicts(
         "strict", [{"item_ref": case.ref(i), "verdict": v, "reason": "ok", "raw": "{}"} for v, i in verdicts]

@@ -30,6 +30,7 @@ from engine.teacher import job as teacher_job
 from engine.teacher.client import ChatClient
 from engine.teacher.keys import UndeclaredKeyError, declared_key_envs
 from engine.teacher.playground import Variant, launch_teacher_job, run_variant
+from tests.actors import ADMIN
 from tests.review_data import populate
 from tests.test_pages import APP, app, texts
 from tests.test_teacher_job import make_ctx
@@ -115,7 +116,7 @@ def test_launch_refuses_an_undeclared_name_and_queues_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch, endpoint: str
 ) -> None:
     spec = openai_spec(endpoint, UNDECLARED)
-    message = refusals(monkeypatch, lambda: ablation.launch_experiment(store, spec))
+    message = refusals(monkeypatch, lambda: ablation.launch_experiment(store, spec, actor=ADMIN))
     assert message == (
         f"teacher.api_key_env: {UNDECLARED} is not an API key name this server declares "
         f"(declared: {DECLARED}); an admin lists the names Sensei may read in the SENSEI_KEY_ENVS "
@@ -124,11 +125,11 @@ def test_launch_refuses_an_undeclared_name_and_queues_nothing(
     data = spec.model_dump(mode="json")
     data["ablation"]["vary"] = {"teacher.api_key_env": [DECLARED, UNDECLARED]}
     varied = ExperimentSpec.model_validate(data)
-    assert refusals(monkeypatch, lambda: ablation.launch_experiment(store, varied)) == message
-    assert refusals(monkeypatch, lambda: launch_teacher_job(store, spec)) == message
+    assert refusals(monkeypatch, lambda: ablation.launch_experiment(store, varied, actor=ADMIN)) == message
+    assert refusals(monkeypatch, lambda: launch_teacher_job(store, spec, actor=ADMIN)) == message
     assert store.list_experiments() == [] and store.list_jobs() == []
     # A declared name launches as before.
-    assert ablation.launch_experiment(store, openai_spec(endpoint, DECLARED))
+    assert ablation.launch_experiment(store, openai_spec(endpoint, DECLARED), actor=ADMIN)
     assert _Recorder.seen == []
 
 
@@ -165,7 +166,8 @@ def test_judges_are_held_to_the_same_declaration(
     judge_endpoint = judge_job.endpoint_from_form(endpoint, "judge-model", UNDECLARED)
     target = {"run_id": pop.run_id}
     message = refusals(
-        monkeypatch, lambda: judge_job.launch_judge(store, target, "Correct?", "j", judge_endpoint)
+        monkeypatch,
+        lambda: judge_job.launch_judge(store, target, "Correct?", "j", judge_endpoint, actor=ADMIN),
     )
     assert message.startswith(f"judge.endpoint.api_key_env: {UNDECLARED} is not")
     assert [j for j in store.list_jobs() if j["kind"] == "judge"] == []
