@@ -820,7 +820,7 @@ def demo_spec(preset: str = "standard") -> ExperimentSpec:
             name="demo-fast",
             task=task,
             data=DataSpec(demo_examples=140, test_size=20),
-            teacher=DEMO_TEACHER,
+            teacher=DEMO_TEACHER.model_copy(deep=True),
             student=StudentSpec(
                 budget="steps",
                 max_steps=12,
@@ -833,4 +833,6 @@ def demo_spec(preset: str = "standard") -> ExperimentSpec:
         )
     if preset != "standard":
         raise SpecError(f"demo preset: unknown preset {preset!r} (standard, fast)")
-    return ExperimentSpec(name="demo", task=task, teacher=DEMO_TEACHER)
+    # A copy: pydantic keeps a model instance it is given, so a caller that changed one spec's
+    # teacher (spec.teacher.api_key_env = ...) changed every later demo spec's.
+    return ExperimentSpec(name="demo", task=task, teacher=DEMO_TEACHER.model_copy(deep=True))

@@ -170,7 +170,7 @@ def test_train_job_fails_before_loading_when_quantization_has_no_gpu(
     def must_not_load(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing may be built or loaded before the quantization check")
 
-    monkeypatch.setattr(train_job, "ensure_tiny_base", must_not_load)
+    monkeypatch.setattr(train_job, "tiny_base", must_not_load)
     monkeypatch.setattr(train_job, "load_student", must_not_load)
     spec = demo_spec("fast")
     spec.student.lora = LoraSpec(enabled=True)

@@ -98,3 +98,13 @@ def test_blank_or_repeated_labels_are_refused_by_field() -> None:
         parse_spec({**base, "task": {**base["task"], "labels": ["ham", "  "]}})
     with pytest.raises(SpecError, match=r"task: labels: the same label is listed twice"):
         parse_spec({**base, "task": {**base["task"], "labels": ["ham", "ham"]}})
+
+
+def test_each_demo_spec_is_its_own() -> None:
+    """Changing one demo spec's teacher leaves the next demo spec as it was."""
+    from engine.specs import demo_spec
+
+    for preset in ("standard", "fast"):
+        first = demo_spec(preset)
+        first.teacher.api_key_env = "SOME_KEY"
+        assert demo_spec(preset).teacher.api_key_env is None

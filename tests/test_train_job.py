@@ -118,6 +118,7 @@ def test_short_pool_warns_and_missing_dataset_fails(store: Store, monkeypatch: p
     spec.student.logging_steps = 1
     spec.teacher.api_key_env = "SENSEI_TEST_KEY"  # a key in the environment, its NAME in the spec
     monkeypatch.setenv("SENSEI_TEST_KEY", "PLANTED-WANDB-SECRET")
+    monkeypatch.setenv("SENSEI_KEY_ENVS", "SENSEI_TEST_KEY")  # declared by the admin
     exp_id, _ = _setup(store, spec)
     run = _run_job(store, spec, exp_id, size=10_000)
     kinds = {e["kind"] for e in store.list_events(run_id=run["id"])}
