@@ -11,9 +11,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ from engine.teacher.client import ChatClient
 from engine.teacher.keys import UndeclaredKeyError, declared_key_envs
 from engine.teacher.playground import Variant, launch_teacher_job, run_variant
 from tests.actors import ADMIN
+from tests.loopback import loopback_server
 from tests.review_data import populate
 from tests.test_pages import APP, app, texts
 from tests.test_teacher_job import make_ctx
@@ -77,13 +77,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def endpoint() -> Iterator[str]:
     _Recorder.seen.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(_Recorder) as url:
+        yield url + "/v1"
 
 
 def openai_spec(url: str, key_env: str | None) -> ExperimentSpec:

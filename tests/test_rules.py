@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from engine.scoring.rules import (
     parse_rules,
     rule_stats,
 )
+from tests.loopback import loopback_server
 
 
 def one(rule: dict, text: str) -> RuleResult:
@@ -110,11 +110,8 @@ class _CountingHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def schema_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/schema.json"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(_CountingHandler) as url:
+        yield url + "/schema.json"
 
 
 def test_json_schema_never_fetches_a_remote_ref(schema_server: str) -> None:

@@ -14,9 +14,8 @@ secrets and an ID token in ``st.user``, users sign in, label, launch, cancel and
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from engine.review.items import annotations_jsonl
 from engine.specs import AblationSpec, DataSpec, ExperimentSpec, TeacherSpec, demo_spec
 from engine.store import Store
 from engine.teacher.client import ChatClient
+from tests.loopback import loopback_server
 from tests.test_teacher_job import make_ctx
 
 pytestmark = pytest.mark.slow
@@ -60,13 +60,8 @@ class _EchoKey(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoKey)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(_EchoKey) as url:
+        yield url + "/v1"
 
 
 def small_spec(base_url: str) -> ExperimentSpec:
