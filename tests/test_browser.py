@@ -78,18 +78,11 @@ def stop_workspace_processes(home: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A Streamlit server on a free port over a fresh workspace; everything stopped after."""
-    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-        pytest.skip(f"{CHROMIUM} is missing: install it with `make chromium` (required in CI)")
-    home = Path(os.environ.get("SENSEI_HOME") or tmp_path / "workspace").resolve()
-    port = _free_port()
-    env = dict(
-        os.environ, SENSEI_HOME=str(home), SENSEI_DEMO_PRESET="fast", WANDB_MODE="offline", HF_HUB_OFFLINE="1"
-    )
-    env.pop("SENSEI_NO_AUTOSTART", None)  # this test wants the real scheduler and workers
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+@contextlib.contextmanager
+def dashboard(port: int, home: Path, env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
+    """``streamlit run app.py`` (plus ``args``) on ``port`` with ``env``, its output in
+    ``log_path``; yields its URL once healthy, then stops it and every process of ``home``."""
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -103,6 +96,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             "true",
             "--browser.gatherUsageStats",
             "false",
+            *args,
         ],
         cwd=ROOT,
         env=env,
@@ -113,7 +107,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield url, home
+        yield url
     finally:
         proc.terminate()
         try:
@@ -122,6 +116,21 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
         log.close()
         stop_workspace_processes(home)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A Streamlit server on a free port over a fresh workspace; everything stopped after."""
+    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+        pytest.skip(f"{CHROMIUM} is missing: install it with `make chromium` (required in CI)")
+    home = Path(os.environ.get("SENSEI_HOME") or tmp_path / "workspace").resolve()
+    port = _free_port()
+    env = dict(
+        os.environ, SENSEI_HOME=str(home), SENSEI_DEMO_PRESET="fast", WANDB_MODE="offline", HF_HUB_OFFLINE="1"
+    )
+    env.pop("SENSEI_NO_AUTOSTART", None)  # this test wants the real scheduler and workers
+    with dashboard(port, home, env, tmp_path / "streamlit.log") as url:
+        yield url, home
 
 
 @pytest.fixture

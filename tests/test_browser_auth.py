@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +27,9 @@ from tests.review_data import Populated, populate
 from tests.test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    ROOT,
     _free_port,
-    _wait_healthy,
+    dashboard,
     shots,
-    stop_workspace_processes,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -81,40 +77,8 @@ def team_server(store: Store, oidc: str, tmp_path: Path) -> Iterator[tuple[str, 
         encoding="utf-8",
     )
     env = dict(os.environ, SENSEI_HOME=str(store.home), SENSEI_NO_AUTOSTART="1", HF_HUB_OFFLINE="1")
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--secrets.files",
-            str(secrets_file),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    with dashboard(port, store.home, env, tmp_path / "streamlit.log", "--secrets.files", str(secrets_file)):
         yield f"http://localhost:{port}", pop  # the origin of redirect_uri, for the cookies
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        stop_workspace_processes(store.home)
 
 
 def _sign_in(browser: Any, url: str, user: dict[str, str]) -> Any:
