@@ -139,7 +139,8 @@ class TeacherSpec(Spec):
     written into it (``user:key@``, ``?api_key=``) are masked when the spec is saved, so a
     queued job cannot use them: name an environment variable in ``api_key_env`` instead."""
     model: str = "teacher"
-    """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder."""
+    """Model name sent in each request; for a ``local`` teacher, a Hub id or a local folder
+    under the model roots (:mod:`engine.training.model_refs`)."""
     name: str | None = Field(None, min_length=1, max_length=200)
     """Optional stable name of the model behind the endpoint. Answers (and the answer cache) are
     keyed on what determines them: this name (default: ``model``), sampling and prompt, never
@@ -304,7 +305,9 @@ class StudentSpec(Spec):
     """The small model to train and how it learns (``recipe``)."""
 
     model: str = "tiny"
-    """``tiny`` (built from ``tiny``), a Hub id such as ``Qwen/Qwen2.5-0.5B``, or a local path."""
+    """``tiny`` (built from ``tiny``), a Hub id such as ``Qwen/Qwen2.5-0.5B``, or a local folder
+    under the model roots (:mod:`engine.training.model_refs`: the workspace, the data roots,
+    ``SENSEI_MODEL_ROOTS``)."""
     recipe: Recipe = "sft"
     """How the student learns. ``gold``: SFT on the dataset's own reference answers (no teacher
     answer is trained on); ``sft``: SFT on the teacher's answers; ``sft+dpo``: then a DPO stage

@@ -13,6 +13,19 @@ import pytest
 from engine.store import Store
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Models may be loaded from anywhere under pytest's temporary folder.
+
+    Tests build tiny models in ``tmp_path`` beside the workspace (``tmp_path / "workspace"``),
+    outside its model roots; an admin would list such a folder in ``SENSEI_MODEL_ROOTS``, and
+    so do the tests, for the whole session: before any fixture builds a model or any worker
+    (a subprocess, which inherits the environment) starts. Every test's environment is
+    restored to this one afterwards (``_restore_environ``).
+    """
+    os.environ["SENSEI_MODEL_ROOTS"] = str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """Code under test may set variables in-process (e.g. W&B's WANDB_DIR): undo it."""

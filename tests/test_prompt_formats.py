@@ -167,7 +167,9 @@ def test_train_job_with_a_chat_student(store: Store, monkeypatch: pytest.MonkeyP
     spec.task.system_prompt = SYSTEM
     rows = demo_rows(spec)
     texts = [r["prompt"] for r in rows] + [r["reference"] for r in rows] + [TEMPLATE, SYSTEM]
-    folder = build_tiny_student(texts, TINY, tmp_path / "student", seed=0)
+    # A folder the admin listed in SENSEI_MODEL_ROOTS (outside the workspace) trains as before.
+    monkeypatch.setenv("SENSEI_MODEL_ROOTS", str(tmp_path / "models"))
+    folder = build_tiny_student(texts, TINY, tmp_path / "models" / "student", seed=0)
     tok = AutoTokenizer.from_pretrained(folder)
     tok.chat_template = TEMPLATE
     tok.save_pretrained(folder)

@@ -98,7 +98,7 @@ def test_faults_and_a_killed_worker_lose_nothing_and_duplicate_nothing(
         exp_id = store.add_experiment(conn, spec.name, spec_dict, spec.fingerprint())
         first_job = store.add_job(conn, "teacher", {"experiment": spec_dict}, experiment_id=exp_id)
     ds = ensure_dataset(store, spec)
-    scope = teacher_job.cache_scope(spec)
+    scope = teacher_job.cache_scope(spec, store.home)
     t = spec.teacher
     hashes = [
         request_hash(scope, t.model, build_messages(spec.task, e["input"]), t.temperature, t.max_tokens)

@@ -36,7 +36,7 @@ def chats(n: int) -> list[list[dict]]:
 
 def test_answers_in_batches_with_token_counts_then_from_cache(tiny_model: Path, tmp_path: Path) -> None:
     requests = chats(6)
-    client = LocalTeacher(local(tiny_model, concurrency=4), tmp_path / "c.db")
+    client = LocalTeacher(local(tiny_model, concurrency=4), tmp_path / "c.db", home=tmp_path)
     seen: list[int] = []
     first = client.complete_many(requests, on_result=lambda i, r: seen.append(i))
     assert sorted(seen) == list(range(6)) and client.stats["generated"] == 6
@@ -45,10 +45,10 @@ def test_answers_in_batches_with_token_counts_then_from_cache(tiny_model: Path, 
     assert all(r.finish_reason in ("stop", "length") for r in first)
 
     # Left padding: a prompt's answer does not depend on the batch it was generated in.
-    one_by_one = LocalTeacher(local(tiny_model, concurrency=1), None).complete_many(requests)
+    one_by_one = LocalTeacher(local(tiny_model, concurrency=1), None, home=tmp_path).complete_many(requests)
     assert [r.content for r in one_by_one] == [r.content for r in first]
 
-    again = LocalTeacher(local(tiny_model, concurrency=4), tmp_path / "c.db")
+    again = LocalTeacher(local(tiny_model, concurrency=4), tmp_path / "c.db", home=tmp_path)
     second = again.complete_many(requests)
     assert again.stats["generated"] == 0 and again.stats["cache_hits"] == 6
     assert [r.content for r in second] == [r.content for r in first]
@@ -60,13 +60,13 @@ def test_scope_follows_the_folder_contents_and_hub_revision(tiny_model: Path, tm
     copy.mkdir()
     for f in tiny_model.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
-    before = local_scope(local(copy))
-    assert before.startswith(f"local:{copy.resolve()}#") and local_scope(local(copy)) == before
+    before = local_scope(local(copy), tmp_path)
+    assert before.startswith(f"local:{copy.resolve()}#") and local_scope(local(copy), tmp_path) == before
     cfg = copy / "config.json"
     cfg.write_text(cfg.read_text() + " ")  # "retrained in place"
     os.utime(cfg, ns=(1, 1))
-    assert local_scope(local(copy)) != before
-    assert local_scope(local(Path("org/model"), revision="abc")) == "hf:org/model@abc"
+    assert local_scope(local(copy), tmp_path) != before
+    assert local_scope(local(Path("org/model"), revision="abc"), tmp_path) == "hf:org/model@abc"
 
 
 def test_chat_template_is_used_when_the_tokenizer_has_one(tiny_model: Path) -> None:

@@ -7,6 +7,7 @@ import streamlit as st
 from engine.access import Right
 from engine.serving import compare
 from engine.serving import server as serving
+from engine.specs import SpecError
 from engine.store import Store
 from engine.ui import common as ui
 from engine.words import plural
@@ -116,6 +117,9 @@ elif st.button("Ask", type="primary", icon=":material/send:", disabled=not promp
         except serving.ServeError as err:
             st.session_state.pop("compare_answers", None)
             st.error(f"Could not start a model server:\n\n```\n{err}\n```")
+        except SpecError as err:  # a model folder outside the model roots: nothing was started
+            st.session_state.pop("compare_answers", None)
+            st.error(str(err))
 if answers := st.session_state.get("compare_answers"):
     _answers(answers)
 _server_status()

@@ -11,6 +11,7 @@ from engine.access import Right
 from engine.specs import ExperimentSpec, SpecError, load_spec
 from engine.store import Store
 from engine.teacher.keys import check_spec_keys, key_choices, key_label
+from engine.training.model_refs import check_spec_models
 from engine.ui import common as ui
 from engine.ui import presets
 from engine.ui.launch_form import FORM_GROUPS, FormField
@@ -64,6 +65,7 @@ def _submit(build: Callable[[], ExperimentSpec]) -> None:
 def _form_spec() -> ExperimentSpec:
     spec = ui.spec_from_form({k: st.session_state[f"f.{k}"] for k in ui.FORM_FIELDS}, base)
     check_spec_keys(spec)
+    check_spec_models(Store(), spec)  # a model folder outside the model roots is never looked at
     return spec
 
 
@@ -89,6 +91,7 @@ def _widget(field: FormField, where: Any) -> None:
 def _yaml_spec() -> ExperimentSpec:
     spec = load_spec(st.session_state["spec_yaml"])
     check_spec_keys(spec)  # Validate says it too, not only Launch
+    check_spec_models(Store(), spec)
     return spec
 
 

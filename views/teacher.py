@@ -100,7 +100,11 @@ def variant_form(label: str, defaults: dict[str, Any]) -> tuple[dict[str, Any], 
         placeholder="http://localhost:8000/v1",
         disabled=kind != "openai",
     )
-    st.text_input("Model", key=k + "teacher.model", help="For local: a Hub id or a local folder.")
+    st.text_input(
+        "Model",
+        key=k + "teacher.model",
+        help="For local: a Hub id, or a folder under the workspace or a model root (SENSEI_MODEL_ROOTS).",
+    )
     name_col, src_col = st.columns([3, 2])
     name = name_col.selectbox(
         "API key",

@@ -23,7 +23,8 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
 
     A misspelt ``data.dataset`` would fail the teacher job; a misspelt ``curation.judge``
     (with ``judge_missing: drop``) would drop every teacher answer after they were paid for;
-    a key variable the server did not declare would be refused by the worker anyway.
+    a key variable the server did not declare, or a model folder outside the model roots
+    (:mod:`engine.training.model_refs`), would be refused by the worker anyway.
 
     Raises:
         engine.specs.SpecError: the message names the field and what the workspace has.
@@ -31,8 +32,10 @@ def check_workspace(store: Store, spec: ExperimentSpec) -> None:
     from engine.data.datasets import find_dataset
     from engine.specs import SpecError
     from engine.teacher.keys import check_spec_keys
+    from engine.training.model_refs import check_spec_models
 
     check_spec_keys(spec)
+    check_spec_models(store, spec)
     if spec.data.source == "dataset" and spec.data.dataset:
         try:
             dataset = find_dataset(store, spec.data.dataset)
@@ -59,6 +62,9 @@ def check_recipes(store: Store, spec: ExperimentSpec) -> None:
     that is not a local model folder, or that does not share a (non-tiny) student's tokenizer;
     ``gold`` on a dataset with too few reference answers.
 
+    Only folders under the model roots are looked at (:mod:`engine.training.model_refs`):
+    whether any other folder exists is never said.
+
     Raises:
         engine.specs.SpecError: naming the field (``teacher.model``, ``ablation.train_sizes``).
     """
@@ -66,11 +72,13 @@ def check_recipes(store: Store, spec: ExperimentSpec) -> None:
 
     from engine.data.datasets import find_dataset
     from engine.specs import SpecError
+    from engine.training.model_refs import resolve_model_ref
 
     for _, cell in spec.variant_specs():
         student, teacher = cell.student, cell.teacher
         if student.uses_kd:
-            if not Path(teacher.model).expanduser().is_dir():
+            teacher_ref = resolve_model_ref(store, teacher.model, "teacher.model")
+            if not Path(teacher_ref).is_dir():
                 raise SpecError(
                     f"teacher.model: student.recipe {student.recipe} distils a local model folder; "
                     f"{teacher.model!r} is not a folder here"
@@ -80,11 +88,12 @@ def check_recipes(store: Store, spec: ExperimentSpec) -> None:
 
                 from engine.training.kd import require_shared_tokenizer
 
+                student_ref = resolve_model_ref(store, student.model, "student.model")
                 try:
-                    student_tok = AutoTokenizer.from_pretrained(student.model, revision=student.revision)
+                    student_tok = AutoTokenizer.from_pretrained(student_ref, revision=student.revision)
                 except (OSError, ValueError):
                     continue  # not loadable here (e.g. offline): the train job checks again
-                teacher_tok = AutoTokenizer.from_pretrained(teacher.model)
+                teacher_tok = AutoTokenizer.from_pretrained(teacher_ref)
                 require_shared_tokenizer(student_tok, teacher_tok, teacher.model)
         if student.effective_recipe == "gold" and cell.data.source == "dataset" and cell.data.dataset:
             try:

@@ -18,6 +18,7 @@ from engine.access import Actor, Right, check, done
 from engine.specs import ExperimentSpec, SpecError, parse_spec
 from engine.store import Store
 from engine.teacher.keys import check_spec_keys
+from engine.training.model_refs import check_spec_models
 
 if TYPE_CHECKING:
     from engine.ablation.curve import Curve
@@ -44,8 +45,9 @@ def extend_experiment(
     Raises:
         engine.access.AccessDenied: ``actor``'s role may not launch.
         engine.specs.SpecError: unknown experiment, a size beyond the pool of usable teacher
-            answers (with the cost of growing it), a spec the new grid makes invalid, or a
-            teacher key name the server no longer declares.
+            answers (with the cost of growing it), a spec the new grid makes invalid, a
+            teacher key name the server no longer declares, or a model folder outside the
+            model roots (:mod:`engine.training.model_refs`).
     """
     from engine.ablation.curve import teacher_cost_per_example, usable_pool
 
@@ -77,6 +79,7 @@ def extend_experiment(
             )
     new_spec = parse_spec(data, source=f"extend {experiment_id}")
     check_spec_keys(new_spec)  # new runs may call the teacher (DPO, versus-teacher judging)
+    check_spec_models(store, new_spec)  # and load the student (and a KD teacher)
     existing = {(r["train_size"], r["seed"], r.get("variant_value")) for r in store.list_runs(experiment_id)}
     cells = [c for c in grid_cells(new_spec) if tuple(c) not in existing]
     teacher = [j for j in store.list_jobs(experiment_id=experiment_id) if j["kind"] == "teacher"]

@@ -135,7 +135,8 @@ def teacher_target(store: Store, spec: ExperimentSpec, dataset_id: str | None, i
             return Target("teacher", None, t.model, note=str(err))
         return Target("teacher", t.base_url, t.model, mode="chat", api_key=key)
     if t.kind == "local":
-        info = serving.ensure_model_server(store, f"teacher-{spec.fingerprint()}", t.model)  # type: ignore[arg-type]
+        key = f"teacher-{spec.fingerprint()}"
+        info = serving.ensure_model_server(store, key, t.model, field="teacher.model")
         return Target("teacher", info.base_url, info.model, mode="chat")
     prompt = render_prompt(spec.task.prompt_template, input_text)
     if dataset_id:
@@ -195,12 +196,14 @@ def targets_for(
         engine.access.AccessDenied: ``actor``'s role may not launch (servers start, the
             teacher is paid).
         serving.ServeError: a model server could not be started.
+        engine.training.model_refs.ModelNotAllowed: the experiment's student (or local
+            teacher) is a folder outside the model roots.
     """
     check(store, actor, Right.LAUNCH, "ask models", run_id)
     exp = store.get_experiment(experiment_id) or {}
     spec = experiment_spec(store, experiment_id)
     base = serving.ensure_model_server(
-        store, f"base-{experiment_id}", base_model_dir(store, experiment_id, spec)
+        store, f"base-{experiment_id}", base_model_dir(store, experiment_id, spec), field="student.model"
     )
     student = serving.ensure_model_server(store, run_id, serving.run_model_dir(store, run_id))
     mode = run_mode(store, run_id)

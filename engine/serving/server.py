@@ -1,4 +1,4 @@
-"""Serve a run's model (or any model folder) for the UI through ``transformers serve``.
+"""Serve a run's model (or a Hub id or a folder under the model roots) through ``transformers serve``.
 
 The Compare page asks the base model, a run's student and the teacher the same prompt side
 by side. Students are served by ``transformers serve <folder>`` (transformers' own
@@ -36,6 +36,7 @@ import httpx
 from engine.devices import gpu_slots
 from engine.jobs import process_alive
 from engine.store import Store
+from engine.training.model_refs import resolve_model_ref
 
 STARTUP_TIMEOUT_S = 180.0
 """Seconds to wait for a server's ``/health``: loading a 7B model from disk takes a while."""
@@ -213,9 +214,24 @@ def _kill(info: ServerInfo, grace_s: float = 5.0) -> None:
 
 
 def ensure_model_server(
-    store: Store, key: str, model_dir: str | Path, timeout_s: float = STARTUP_TIMEOUT_S
+    store: Store,
+    key: str,
+    model_dir: str | Path,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+    *,
+    field: str = "model",
 ) -> ServerInfo:
-    """The running server registered as ``key`` for ``model_dir``, started if needed."""
+    """The running server registered as ``key`` for ``model_dir``, started if needed.
+
+    ``model_dir`` is a Hub id or a folder under the workspace's model roots (a run's own
+    folders are in the workspace); it is checked before anything looks at it.
+
+    Raises:
+        engine.training.model_refs.ModelNotAllowed: a folder outside the model roots (the
+            message names ``field``, e.g. ``student.model``).
+        ServeError: the server could not be started.
+    """
+    model_dir = resolve_model_ref(store, model_dir, field)
     info = read_server(store, key)
     if info is not None and Path(info.model_dir) == Path(model_dir):
         # A use: the guard counts idle time from the registry file's modification time.

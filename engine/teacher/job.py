@@ -34,6 +34,7 @@ from engine.teacher.breaker import EndpointDownError
 from engine.teacher.client import ChatClient, ChatResult, build_messages, request_hash
 
 if TYPE_CHECKING:
+    from engine.store import Store
     from engine.teacher.local import LocalTeacher
 
 FLUSH_EVERY = 16
@@ -47,13 +48,17 @@ OPENAI_SCOPE = "openai"
 ``teacher.name``), sampling and messages, which the request hash holds, not on its URL."""
 
 
-def cache_scope(spec: ExperimentSpec) -> str:
+def cache_scope(spec: ExperimentSpec, home: Store | Path | str) -> str:
     """What identifies the teacher in request hashes, besides model, sampling and messages.
 
     The demo teacher's answers depend on its behaviour (error rate and seed); a local model is
     identified by its folder (and a fingerprint of its files) or Hub id and revision; an
     endpoint by nothing more than its model (or ``teacher.name``): not its URL, so a teacher
     moved to another host or port keeps its cached answers.
+
+    Raises:
+        engine.training.model_refs.ModelNotAllowed: a local teacher's folder is outside the
+            model roots of the workspace ``home``.
     """
     t = spec.teacher
     if t.kind == "demo":
@@ -61,7 +66,7 @@ def cache_scope(spec: ExperimentSpec) -> str:
     if t.kind == "local":
         from engine.teacher.local import local_scope
 
-        return local_scope(t)
+        return local_scope(t, home)
     return OPENAI_SCOPE
 
 
@@ -90,6 +95,8 @@ def teacher_client(
     scope: str,
     url: str | None = None,
     api_key: str | None = None,
+    *,
+    home: Store | Path | str,
 ) -> ChatClient | LocalTeacher:
     """The client that answers for ``teacher``: a local model or an HTTP endpoint.
 
@@ -100,11 +107,12 @@ def teacher_client(
         url: endpoint to call instead of ``teacher.base_url`` (the demo teacher's port).
         api_key: the key itself (playground calls with a Streamlit secret); default: the
             environment variable named by ``teacher.api_key_env``.
+        home: the workspace: a local teacher's folder must be under its model roots.
     """
     if teacher.kind == "local":
         from engine.teacher.local import LocalTeacher
 
-        return LocalTeacher(teacher, cache_path, cache_scope=scope)
+        return LocalTeacher(teacher, cache_path, cache_scope=scope, home=home)
     return ChatClient(teacher, cache_path, base_url_override=url, cache_scope=scope, api_key=api_key)
 
 
@@ -148,7 +156,7 @@ def main(ctx: JobContext) -> None:
         ctx.progress(1.0, "gold recipe: no teacher answers needed", force=True)
         return
 
-    scope = cache_scope(spec)
+    scope = cache_scope(spec, store.home)  # checks a local teacher's folder, before it is read
     messages = [build_messages(task, ex["input"]) for ex in examples]
     hashes = [
         request_hash(scope, teacher.identity(), m, teacher.temperature, teacher.max_tokens) for m in messages
@@ -235,7 +243,7 @@ def main(ctx: JobContext) -> None:
         serving = demo_endpoint(exp_dir, spec, examples) if teacher.kind == "demo" else nullcontext(None)
         with serving as url:
             endpoint = redact_url(url) if url else endpoint
-            client = teacher_client(teacher, store.home / "llm_cache.db", scope, url)
+            client = teacher_client(teacher, store.home / "llm_cache.db", scope, url, home=store.home)
             try:
                 client.complete_many([messages[k] for k in todo], on_result)
             except EndpointDownError as err:

@@ -14,6 +14,10 @@ wall time of the batch it was generated in.
 
 Cache keys are scoped by what determines the answers: the resolved folder plus a fingerprint
 of its files (so retraining a model in place re-asks), or the Hub id plus revision.
+
+A folder is loaded only from under the model roots (:mod:`engine.training.model_refs`):
+:class:`LocalTeacher` and :func:`local_scope` check ``teacher.model`` before they look at it,
+in the playground and in the worker alike.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.data.prompts import has_chat_template, render_messages
 from engine.specs import TeacherSpec
@@ -37,6 +41,10 @@ from engine.teacher.client import (
     request_hash,
     serve_cached,
 )
+from engine.training.model_refs import resolve_model_ref
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 # One loaded model per process: a worker answers with one teacher, and the playground usually
 # tries the same one several times.
@@ -52,11 +60,16 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def local_scope(spec: TeacherSpec) -> str:
-    """What identifies a local teacher in request hashes (see the module docstring)."""
-    folder = Path(spec.model).expanduser()
+def local_scope(spec: TeacherSpec, home: Store | Path | str) -> str:
+    """What identifies a local teacher in request hashes (see the module docstring).
+
+    Raises:
+        engine.training.model_refs.ModelNotAllowed: a folder outside the model roots of the
+            workspace ``home``.
+    """
+    folder = Path(resolve_model_ref(home, spec.model, "teacher.model"))
     if folder.is_dir():
-        return f"local:{folder.resolve()}#{folder_fingerprint(folder)}"
+        return f"local:{folder}#{folder_fingerprint(folder)}"
     return f"hf:{spec.model}@{spec.revision or 'main'}"
 
 
@@ -86,17 +99,31 @@ class LocalTeacher:
         spec: a ``local``-kind teacher spec (model, revision, max_tokens, batch size).
         cache_path: the SQLite answer cache; None disables it.
         cache_scope: scope of request hashes; default :func:`local_scope`.
+        home: the workspace (or its folder), whose model roots ``spec.model`` must be under
+            when it is a folder.
 
     Attributes:
         stats: ``generated`` (prompts run through the model), ``cache_hits``, ``answered``,
             ``errors``, ``http_requests`` (always 0).
         throttled_s: always 0 (rate limits apply to endpoints only).
+
+    Raises:
+        engine.training.model_refs.ModelNotAllowed: ``spec.model`` is a folder outside the
+            model roots (checked here, before anything is loaded or cached).
     """
 
-    def __init__(self, spec: TeacherSpec, cache_path: Path | None, cache_scope: str | None = None):
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        cache_path: Path | None,
+        cache_scope: str | None = None,
+        *,
+        home: Store | Path | str,
+    ):
         self.spec = spec
+        self.model_ref = resolve_model_ref(home, spec.model, "teacher.model")
         self.cache_path = Path(cache_path) if cache_path else None
-        self.cache_scope = cache_scope or local_scope(spec)
+        self.cache_scope = cache_scope or local_scope(spec, home)
         self.stats: Counter[str] = Counter()
         self.throttled_s = 0.0
 
@@ -128,7 +155,7 @@ class LocalTeacher:
             todo = serve_cached(cache, requests, self.request_hash, deliver, self.stats)
             if not todo:
                 return results.done()
-            model, tokenizer = load_teacher_model(self.spec.model, self.spec.revision)
+            model, tokenizer = load_teacher_model(self.model_ref, self.spec.revision)
             keys = list(todo)
             for start in range(0, len(keys), self.spec.concurrency):
                 batch = keys[start : start + self.spec.concurrency]

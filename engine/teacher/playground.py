@@ -28,6 +28,7 @@ from engine.store import Store
 from engine.teacher import job as teacher_job
 from engine.teacher.client import ChatResult, build_messages
 from engine.teacher.keys import check_spec_keys, require_declared
+from engine.training.model_refs import check_spec_models, resolve_model_ref
 
 MAX_ROWS = 5
 """Rows one playground call may answer."""
@@ -76,14 +77,19 @@ def run_variant(
     Raises:
         ValueError: too many rows.
         engine.teacher.keys.UndeclaredKeyError: the key name is not declared on this server.
+        engine.training.model_refs.ModelNotAllowed: a local teacher's folder is outside the
+            model roots.
         engine.teacher.client.MissingApiKeyError: a key variable is named but unset and no key was given.
         RuntimeError: a local teacher's model cannot be loaded.
     """
     if len(rows) > MAX_ROWS:
         raise ValueError(f"the playground answers at most {MAX_ROWS} rows at once, got {len(rows)}")
     spec = variant.spec
-    # Before the cache: an answer cached under an undeclared name is not served either.
+    # Before the cache: an answer cached under an undeclared name (or a refused folder) is not
+    # served either.
     require_declared(spec.teacher.api_key_env, f"variant {variant.label}: teacher.api_key_env")
+    if spec.teacher.kind == "local":
+        resolve_model_ref(store, spec.teacher.model, f"variant {variant.label}: teacher.model")
     teacher = spec.teacher.model_copy(
         update={
             "max_retries": min(spec.teacher.max_retries, 1),
@@ -91,7 +97,7 @@ def run_variant(
         }
     )
     messages = [build_messages(spec.task, r["input"]) for r in rows]
-    scope = teacher_job.cache_scope(spec)
+    scope = teacher_job.cache_scope(spec, store.home)
     cache = store.home / "llm_cache.db"
     if teacher.kind == "demo":
         demo_rows = [
@@ -99,11 +105,12 @@ def run_variant(
             for r in rows
         ]
         with teacher_job.demo_endpoint(store.home / "playground", spec, demo_rows) as url:
-            results = teacher_job.teacher_client(teacher, cache, scope, url).complete_many(messages)
+            results = teacher_job.teacher_client(teacher, cache, scope, url, home=store.home).complete_many(
+                messages
+            )
     else:
-        results = teacher_job.teacher_client(teacher, cache, scope, api_key=variant.api_key).complete_many(
-            messages
-        )
+        client = teacher_job.teacher_client(teacher, cache, scope, api_key=variant.api_key, home=store.home)
+        results = client.complete_many(messages)
     return [_answer(spec, row, res) for row, res in zip(rows, results, strict=True)]
 
 
@@ -227,12 +234,15 @@ def launch_teacher_job(store: Store, spec: ExperimentSpec, *, actor: Actor) -> s
 
     Raises:
         engine.teacher.keys.UndeclaredKeyError: the teacher's key name is not declared.
+        engine.training.model_refs.ModelNotAllowed: a local teacher's folder (or the student's)
+            is outside the model roots.
         engine.access.AccessDenied: ``actor``'s role may not launch.
     """
     from engine.ui import common as ui
 
     check(store, actor, Right.LAUNCH, "launch teacher jobs", spec.name)
     check_spec_keys(spec)
+    check_spec_models(store, spec)
     spec = spec.model_copy(update={"name": f"{spec.name} · teacher only"[:200]})
     spec_dict = spec.model_dump(mode="json")
     with store.tx() as conn:

@@ -47,6 +47,7 @@ from engine.training.generate import generate
 from engine.training.health import HealthCallback, is_main_process, oom_guard
 from engine.training.kd_stage import run_kd_stage
 from engine.training.metadata import base_model_record, build_metadata, write_json
+from engine.training.model_refs import resolve_model_ref
 from engine.training.pools import gold_pool, tiny_base, training_pool
 from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
 from engine.training.sft import StoreCallback, TrainResult, split_validation, train_sft
@@ -129,7 +130,8 @@ def main(ctx: JobContext) -> None:
         model_ref: str = str(tiny_base(store, exp_id, dataset_id, spec))
         base = {**base_model_record(model_ref, None), "tiny": student.tiny.model_dump()}
     else:
-        model_ref = student.model
+        # Checked again here, not only at launch: a crafted job row must not load any folder.
+        model_ref = resolve_model_ref(store, student.model, "student.model")
         base = base_model_record(model_ref, student.revision)
     model, tokenizer = load_student(
         model_ref,

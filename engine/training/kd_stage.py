@@ -19,27 +19,30 @@ from engine.store import Store
 from engine.training.formats import PromptFormat, end_of_turn_id
 from engine.training.health import HealthCallback
 from engine.training.kd import require_shared_tokenizer, train_kd
+from engine.training.model_refs import resolve_model_ref
 from engine.training.sft import LOGGED_KEYS, StoreCallback, TrainResult
 from engine.training.student import load_student
 
 _TEACHERS: dict[tuple[str, str | None, str], Any] = {}
 
 
-def load_kd_teacher(spec: ExperimentSpec, tokenizer: Any, device: str | None = None) -> Any:
+def load_kd_teacher(store: Store, spec: ExperimentSpec, tokenizer: Any, device: str | None = None) -> Any:
     """The experiment's local teacher as a frozen model, after checking it shares ``tokenizer``.
 
     Raises:
-        engine.specs.SpecError: the teacher is not local, cannot be loaded, or has another
-            tokenizer (the message names the field).
+        engine.specs.SpecError: the teacher is not local, is a folder outside the workspace's
+            model roots (:class:`~engine.training.model_refs.ModelNotAllowed`), cannot be
+            loaded, or has another tokenizer (the message names the field).
     """
     teacher = spec.teacher
     if teacher.kind != "local":
         recipe = spec.student.recipe
         raise SpecError(f"student.recipe: {recipe} needs teacher.kind: local (got {teacher.kind})")
-    key = (teacher.model, teacher.revision, str(device))
+    ref = resolve_model_ref(store, teacher.model, "teacher.model")
+    key = (ref, teacher.revision, str(device))
     if key not in _TEACHERS:
         try:
-            model, teacher_tok = load_student(teacher.model, teacher.revision, device=device)
+            model, teacher_tok = load_student(ref, teacher.revision, device=device)
         except (OSError, ValueError) as err:
             raise SpecError(f"teacher.model: cannot load the KD teacher {teacher.model!r}: {err}") from err
         require_shared_tokenizer(tokenizer, teacher_tok, teacher.model)
@@ -82,7 +85,7 @@ def run_kd_stage(
     """
     student = spec.student
     device = "cpu" if student.gpus == 0 else None
-    teacher = load_kd_teacher(spec, tokenizer, device)
+    teacher = load_kd_teacher(ctx.store, spec, tokenizer, device)
     prefix = "kd/" if after_steps else ""
     callbacks = [
         StoreCallback(

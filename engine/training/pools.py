@@ -14,6 +14,7 @@ from typing import Any
 from engine.judges.curation import CurationResult, curate
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
+from engine.training.model_refs import resolve_model_ref
 from engine.training.student import ensure_tiny_base
 
 
@@ -90,7 +91,8 @@ def tiny_base(store: Store, exp_id: str, dataset_id: str, spec: ExperimentSpec) 
     if any(r.student.uses_kd for _, r in exp_spec.variant_specs()):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(spec.teacher.model)
+        teacher = resolve_model_ref(store, spec.teacher.model, "teacher.model")  # a crafted row too
+        tokenizer = AutoTokenizer.from_pretrained(teacher)
     pool = training_pool(store, dataset_id, exp_spec) or gold_pool(store, dataset_id, exp_spec)
     texts = [r["prompt"] for r in pool] + [r["completion"] for r in pool]
     return ensure_tiny_base(store, exp_id, texts, tiny, seed=spec.data.seed, tokenizer=tokenizer, name=name)

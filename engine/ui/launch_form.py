@@ -103,7 +103,8 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
         (
             "student.model",
             "Student model",
-            "`tiny` (built offline), a Hub id such as Qwen/Qwen2.5-0.5B, or a path.",
+            "`tiny` (built offline), a Hub id such as Qwen/Qwen2.5-0.5B, or a folder under the "
+            "workspace or a model root (SENSEI_MODEL_ROOTS).",
         ),
         ("student.revision", "Student revision", "Hub branch, tag or commit (Hub ids only)."),
         (
@@ -115,7 +116,12 @@ _GROUPS: dict[str, list[tuple[str, str, str | None]]] = {
     "Teacher": [
         ("teacher.kind", "Kind", "demo: simulated; openai: any OpenAI-compatible endpoint; local: HF model."),
         ("teacher.base_url", "Base URL", "e.g. http://localhost:8000/v1"),
-        ("teacher.model", "Model", "Name sent to the endpoint; for kind local, a Hub id or a folder."),
+        (
+            "teacher.model",
+            "Model",
+            "Name sent to the endpoint; for kind local, a Hub id or a folder under the workspace or a "
+            "model root (SENSEI_MODEL_ROOTS).",
+        ),
         ("teacher.revision", "Revision", "Local teacher only: Hub branch, tag or commit."),
         (
             "teacher.api_key_env",

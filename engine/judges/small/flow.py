@@ -117,7 +117,8 @@ def launch_training(
 
     Raises:
         engine.access.AccessDenied: ``actor``'s role may not launch.
-        engine.specs.SpecError: a bad name or setting (the message names it).
+        engine.specs.SpecError: a bad name or setting (the message names it), or an encoder
+            folder outside the model roots (:mod:`engine.training.model_refs`).
         ValueError: fewer than two accepted and two rejected answers to learn from.
     """
     check(store, actor, Right.LAUNCH, "train small judges", name)
@@ -132,11 +133,13 @@ def launch_training(
         )
     # torch and transformers load here, on a click, not when the Calibration page opens.
     from engine.judges.small.model import BUNDLED_ENCODER, SmallJudgeSpec
+    from engine.training.model_refs import resolve_model_ref
 
     try:
         spec = SmallJudgeSpec(name=name, encoder=encoder or BUNDLED_ENCODER, **settings)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "small judge")) from None
+    resolve_model_ref(store, spec.encoder, "small_judge.encoder")  # a folder under the model roots
     items = training_items(store, from_judge, use_reference)
     counts = Counter(answer.label for answer in merge_items(items)[0])  # SME labels win
     if min(counts[label] for label in LABELS) < 2:

@@ -23,6 +23,7 @@ from engine.context import JobContext
 from engine.judges.small.data import read_items
 from engine.judges.small.model import SmallJudgeSpec, train_small_judge
 from engine.specs import Spec, SpecError, format_validation_error
+from engine.training.model_refs import resolve_model_ref
 
 
 class SmallJudgeJobSpec(Spec):
@@ -48,19 +49,21 @@ def main(ctx: JobContext) -> None:
     """Job entry point: train a small judge from ``ctx.spec`` (see :class:`SmallJudgeJobSpec`).
 
     Raises:
-        engine.specs.SpecError: the spec is invalid (the message names the field).
+        engine.specs.SpecError: the spec is invalid (the message names the field), or its
+            encoder is a folder outside the model roots (:mod:`engine.training.model_refs`).
         ValueError: malformed items, or fewer than two answers of each label.
     """
     try:
         job = SmallJudgeJobSpec.model_validate(ctx.spec)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "small_judge job spec")) from None
+    # Checked again here, not only at launch: a crafted job row must not load any folder.
+    encoder = resolve_model_ref(ctx.store, job.small_judge.encoder, "small_judge.encoder")
+    spec = job.small_judge.model_copy(update={"encoder": encoder})
     items = job.items if job.items is not None else read_items(str(job.items_path))
     out = Path(job.out_dir) if job.out_dir else ctx.store.home / "judges" / ctx.job_id
     ctx.log.info("small judge %s: %d items -> %s", job.small_judge.name, len(items), out)
-    report = train_small_judge(
-        items, job.small_judge, out, lambda f, m: ctx.progress(0.95 * f, f"training: {m}")
-    )
+    report = train_small_judge(items, spec, out, lambda f, m: ctx.progress(0.95 * f, f"training: {m}"))
     ctx.log.info(
         "held-out accuracy %.3f (majority baseline %.3f), train %.1f s, $%.5f per 1,000 verdicts",
         report["accuracy"],
