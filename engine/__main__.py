@@ -61,6 +61,12 @@ def _print_curve(
         for value, curve, report in reports:
             print(f"--- {path} = {value}")
             _print_report(curve, report)
+        for value, stages in ablation.variant_losses(store, exp_id):
+            moves = ", ".join(
+                f"{s.stage} {s.first:.3f} -> {s.final:.3f}" + ("" if s.fell else " (did not fall)")
+                for s in stages
+            )
+            print(f"loss [{_label(value)}]: {moves or 'no finished run'}")
         for value, curve, _ in reports:
             print(curve.summary_line(_label(value)))
     return 0 if reports and all(c.points for _, c, _ in reports) else 1

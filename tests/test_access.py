@@ -38,6 +38,7 @@ from engine.judges import pairwise
 from engine.judges.small import flow as small_flow
 from engine.review import rules_file
 from engine.serving import compare as serving_compare
+from engine.serving import server as serving_server
 from engine.specs import TaskSpec, demo_spec
 from engine.store import Store
 from engine.teacher import playground
@@ -180,6 +181,11 @@ REFUSED_ONLY: dict[str, tuple[Right, Call]] = {
     "ask models in Compare": (
         Right.LAUNCH,
         lambda w, a: serving_compare.targets_for(w.store, w.pop.experiment_id, w.pop.run_id, "hi", actor=a),
+    ),
+    "stop model servers": (Right.LAUNCH, lambda w, a: serving_server.stop_all(w.store, actor=a)),
+    "embed a small dataset now": (
+        Right.LAUNCH,
+        lambda w, a: embed_job.embed_now(w.store, w.pop.dataset_id, actor=a),
     ),
     "sync a run to W&B": (
         Right.LAUNCH,

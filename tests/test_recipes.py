@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from engine import ablation
 from engine.context import JobContext
 from engine.data.datasets import dataset_hash
 from engine.demo.source import demo_rows
@@ -107,6 +108,12 @@ def test_each_recipes_training_loss_falls(
         assert base["model"]["vocab"] == teacher["model"]["vocab"]
     if recipe == "sft+dpo":
         assert store.metric_series([run["id"]], "dpo/loss")
+    # What `demo --recipes` prints as `loss [<recipe>]: ...`: each stage's loss, first to last.
+    ((value, stages),) = ablation.variant_losses(store, exp_id)
+    assert value is None and [s.stage for s in stages] == {"kd": ["kd"], "sft+kd": ["sft", "kd"]}.get(
+        recipe, ["sft"]
+    )
+    assert all(s.fell and s.runs == 1 for s in stages)
 
 
 def test_gold_trains_on_references_without_any_teacher_answer(
@@ -148,8 +155,6 @@ def test_the_teacher_job_asks_nothing_for_gold(store: Store, kd_teacher: Path) -
 
 
 def test_kd_launch_refuses_a_teacher_that_is_not_a_folder(store: Store, kd_teacher: Path) -> None:
-    from engine import ablation
-
     spec = _spec("kd", kd_teacher)
     spec.teacher.model = str(kd_teacher / "missing")
     with pytest.raises(SpecError, match=r"teacher\.model: student\.recipe kd distils a local model folder"):

@@ -13,6 +13,7 @@ from engine.serving import server as serving
 from engine.specs import TaskSpec, TinyModelSpec
 from engine.store import Store
 from engine.training.student import build_tiny_student
+from tests.actors import ADMIN
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_serve_a_run_ask_it_and_stop(store: Store, tmp_path: Path) -> None:
         assert answer.error is None and answer.answer is not None
         assert answer.tokens is not None and 0 < answer.tokens <= 6 and answer.latency_s is not None
     finally:
-        assert serving.stop_all(store) == 1
+        assert serving.stop_all(store, actor=ADMIN) == 1
     assert not process_alive(info.pid, info.started_at)
     assert serving.list_servers(store) == [] and serving.stop_server(store, run_id) is False
 

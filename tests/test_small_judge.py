@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from engine.context import JobContext
 from engine.data.prompts import render_prompt
+from engine.data.roots import PathNotAllowed
 from engine.demo.simulated_teacher import corrupt
 from engine.demo.task import DEMO_TEMPLATE, generate_examples
 from engine.jobs import REGISTRY, _resolve
@@ -177,9 +178,10 @@ def test_tiny_judge_trains_saves_and_reloads_identically(tiny_encoder: Path, tmp
     assert one.verdict in ("accept", "reject") and "P(accept)=" in one.reason
 
 
-def test_small_judge_job(tiny_encoder: Path, store: Store, tmp_path: Path) -> None:
+def test_small_judge_job(tiny_encoder: Path, store: Store) -> None:
     assert _resolve("small_judge").__name__ == "main" and "small_judge" in REGISTRY
-    path = tmp_path / "items.jsonl"
+    path = store.home / "judges" / "input" / "items.jsonl"
+    path.parent.mkdir(parents=True)
     path.write_text("".join(json.dumps(it) + "\n" for it in demo_items(120, seed=5)))
     job_id = store.enqueue("small_judge", {})
     spec = {
@@ -194,6 +196,32 @@ def test_small_judge_job(tiny_encoder: Path, store: Store, tmp_path: Path) -> No
     assert report["cost"]["big_over_small"] > 1
     assert store.get_job(job_id)["progress"] == pytest.approx(1.0)  # type: ignore[index]
     assert SmallJudgeSpec.model_validate_json((out / "spec.json").read_text()).epochs == 1
+
+
+@pytest.mark.parametrize("field", ["items_path", "out_dir"])
+def test_a_crafted_small_judge_job_reads_and_writes_only_under_judges(
+    field: str, tiny_encoder: Path, store: Store, tmp_path: Path
+) -> None:
+    """A job row is no way to read a server file or to write outside the workspace's judges/."""
+    inside = store.home / "judges" / "input" / "items.jsonl"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("".join(json.dumps(it) + "\n" for it in demo_items(40, seed=5)))
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(inside.read_text())
+    outside = {
+        "items_path": [str(secret), str(tmp_path / "absent.jsonl"), "judges/../../x.jsonl"],
+        "out_dir": [str(tmp_path / "out"), "judges/../../out"],
+    }[field]
+    messages = set()
+    for bad in outside:
+        spec = {"items_path": str(inside), field: bad, "small_judge": _tiny_spec(tiny_encoder).model_dump()}
+        job_id = store.enqueue("small_judge", {})
+        ctx = JobContext(store=store, job=store.get_job(job_id) or {}, spec=spec)
+        with pytest.raises(PathNotAllowed, match=f"{field} .* is not under the workspace's judges/") as err:
+            _resolve("small_judge")(ctx)
+        messages.add(str(err.value).replace(repr(bad), "PATH"))
+    assert len(messages) == 1  # the same words whether the file exists or not
+    assert not (tmp_path / "out").exists() and not (store.home.parent / "out").exists()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ may_ask = actor.can(Right.LAUNCH)
 
 
 def _stop_all(home: str) -> None:
-    n = serving.stop_all(Store(home))
+    n = serving.stop_all(Store(home), actor=st.session_state["actor"])
     st.session_state["compare_note"] = f"Stopped {plural(n, 'model server')}."
     st.session_state.pop("compare_answers", None)
 

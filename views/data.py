@@ -14,7 +14,7 @@ from engine.data import diversity as div
 from engine.data import embeddings as emb
 from engine.data.cleaning import list_rules
 from engine.data.dedup import DEFAULT_THRESHOLD as DEDUP_DEFAULT
-from engine.data.embed_job import latest_embed_job, queue_embed
+from engine.data.embed_job import embed_now, latest_embed_job, queue_embed
 from engine.data.importing import DEDUP_THRESHOLD_LABEL, import_info
 from engine.data.roots import DATA_ROOTS_VAR, MAX_IMPORT_MB, PathNotAllowed, data_roots, resolve_data_path
 from engine.specs import TaskSpec
@@ -387,7 +387,7 @@ def _embedding_section(ds_id: str, examples: list[dict[str, Any]]) -> emb.Embedd
             ui.start_scheduler(store)
             st.rerun()
         with st.spinner(f"Embedding {n} prompts…"):
-            emb.dataset_embeddings(store, ds_id)
+            embed_now(store, ds_id, actor=actor)
         st.rerun()
     k = st.slider("Clusters", 2, emb.MAX_K, emb.default_k(n), key=f"k.{ds_id}") if n > 2 else 1
     emap = _map(str(store.home), ds_id, k, n)

@@ -10,7 +10,15 @@
 * :mod:`engine.ablation.report` — a self-contained HTML report, PNG and CSV, W&B.
 """
 
-from engine.ablation.curve import ALL_VARIANTS, Curve, Point, experiment_curve, variant_curves
+from engine.ablation.curve import (
+    ALL_VARIANTS,
+    Curve,
+    Point,
+    StageLoss,
+    experiment_curve,
+    variant_curves,
+    variant_losses,
+)
 from engine.ablation.fit import choose_fit, fit_family
 from engine.ablation.grid import (
     Cell,
@@ -28,6 +36,7 @@ __all__ = [
     "Cell",
     "Curve",
     "Point",
+    "StageLoss",
     "check_sizes",
     "check_workspace",
     "choose_fit",
@@ -40,4 +49,5 @@ __all__ = [
     "launch_experiment",
     "suggest_next_size",
     "variant_curves",
+    "variant_losses",
 ]

@@ -370,6 +370,77 @@ def variant_curves(
     return out
 
 
+@dataclass(frozen=True)
+class StageLoss:
+    """How one training stage's loss moved, averaged over the runs of one vary value.
+
+    Attributes:
+        stage: ``sft`` (SFT on teacher or gold answers) or ``kd`` (token-level distillation).
+        first: Mean first logged loss.
+        final: Mean last logged loss.
+        runs: How many finished runs the means cover.
+    """
+
+    stage: str
+    first: float
+    final: float
+    runs: int
+
+    @property
+    def fell(self) -> bool:
+        return self.final < self.first
+
+
+def variant_losses(store: Store, experiment_id: str) -> list[tuple[Any, list[StageLoss]]]:
+    """Per value of ``ablation.vary`` (one ``None`` entry when nothing varies), the mean first
+    and last training loss of each stage, read from the finished runs' ``metadata.json``.
+
+    A run's stages are its first training (SFT, or KD when the recipe is ``kd``) and, for
+    ``sft+kd``, the KD stage after it. Runs without metadata (unfinished) are left out.
+    """
+    exp = store.get_experiment(experiment_id)
+    if exp is None:
+        return []
+    spec = ExperimentSpec.model_validate(exp["spec"])
+    path = spec.vary_path()
+    values = spec.ablation.vary[path] if path is not None else [ALL_VARIANTS]
+    runs = store.list_runs(experiment_id)
+    out: list[tuple[Any, list[StageLoss]]] = []
+    for value in values:
+        key = None if value is ALL_VARIANTS else variant_key(value)
+        by_stage: dict[str, list[tuple[float, float]]] = {}
+        for run in runs:
+            if key is not None and run.get("variant_value") != key:
+                continue
+            try:
+                train = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())["train"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            first_stage = "kd" if train.get("recipe") == "kd" else "sft"
+            stages = [(first_stage, train)] + (
+                [("kd", train["kd"])] if first_stage == "sft" and train.get("kd") else []
+            )
+            for stage, record in stages:
+                losses = (record.get("first_loss"), record.get("final_loss"))
+                if all(isinstance(x, int | float) and math.isfinite(x) for x in losses):
+                    by_stage.setdefault(stage, []).append(losses)  # type: ignore[arg-type]
+        out.append(
+            (
+                None if value is ALL_VARIANTS else value,
+                [
+                    StageLoss(
+                        stage,
+                        float(np.mean([f for f, _ in pairs])),
+                        float(np.mean([x for _, x in pairs])),
+                        len(pairs),
+                    )
+                    for stage, pairs in by_stage.items()
+                ],
+            )
+        )
+    return out
+
+
 def baseline_scores(
     store: Store, spec: ExperimentSpec, dataset_id: str | None, metric: str
 ) -> dict[str, float]:

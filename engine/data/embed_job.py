@@ -60,6 +60,20 @@ def queue_embed(store: Store, dataset_id: str, *, actor: Actor) -> str:
     return job_id
 
 
+def embed_now(store: Store, dataset_id: str, *, actor: Actor) -> None:
+    """Embed a small dataset in this process (the page's inline path); cached like the job's.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch.
+        KeyError: no such dataset.
+    """
+    check(store, actor, Right.LAUNCH, "embed datasets", dataset_id)
+    if store.get_dataset(dataset_id) is None:
+        raise KeyError(f"no dataset {dataset_id}")
+    dataset_embeddings(store, dataset_id)
+    done(store, actor, "embed", dataset_id, dataset=dataset_id)
+
+
 def latest_embed_job(store: Store, dataset_id: str) -> dict[str, Any] | None:
     """The newest ``embed`` job of a dataset, whatever its status."""
     for job in store.list_jobs():

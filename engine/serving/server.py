@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from engine.access import Actor, Right, check, done
 from engine.devices import gpu_slots
 from engine.jobs import process_alive
 from engine.store import Store
@@ -301,6 +302,14 @@ def stop_server(store: Store, key: str) -> bool:
     return True
 
 
-def stop_all(store: Store) -> int:
-    """Stop every registered server of the workspace; returns how many were running."""
-    return sum(stop_server(store, p.stem) for p in sorted(servers_dir(store).glob("*.json")))
+def stop_all(store: Store, *, actor: Actor) -> int:
+    """Stop every registered server of the workspace; returns how many were running.
+
+    Raises:
+        engine.access.AccessDenied: ``actor``'s role may not launch (servers are started by
+            asking models, which needs the same right).
+    """
+    check(store, actor, Right.LAUNCH, "stop model servers")
+    n = sum(stop_server(store, p.stem) for p in sorted(servers_dir(store).glob("*.json")))
+    done(store, actor, "stop model servers", stopped=n)
+    return n
