@@ -86,15 +86,20 @@ def openai_spec(url: str, key_env: str | None) -> ExperimentSpec:
     return demo_spec("fast").model_copy(update={"teacher": teacher})
 
 
+def set_undeclared(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    """Unset the undeclared variable (``None``) or set it to ``value``."""
+    if value is None:
+        monkeypatch.delenv(UNDECLARED, raising=False)
+    else:
+        monkeypatch.setenv(UNDECLARED, value)
+
+
 def refusals(monkeypatch: pytest.MonkeyPatch, attempt: Callable[[], object]) -> str:
     """The refusal of ``attempt`` with the undeclared variable unset and then set; asserts
     that both are the same and that the value is not in it, and returns it."""
     messages = []
     for value in (None, SECRET):
-        if value is None:
-            monkeypatch.delenv(UNDECLARED, raising=False)
-        else:
-            monkeypatch.setenv(UNDECLARED, value)
+        set_undeclared(monkeypatch, value)
         with pytest.raises(UndeclaredKeyError) as err:
             attempt()
         messages.append(str(err.value))
@@ -214,10 +219,7 @@ def test_the_teacher_page_refuses_an_undeclared_name_in_its_state(
     words whether or not that variable is set, and its status never probes it."""
     shown = []
     for value in (None, SECRET):
-        if value is None:
-            monkeypatch.delenv(UNDECLARED, raising=False)
-        else:
-            monkeypatch.setenv(UNDECLARED, value)
+        set_undeclared(monkeypatch, value)
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.switch_page("views/teacher.py")
         at.session_state["tp.A.teacher.kind"] = "openai"
@@ -242,10 +244,7 @@ def test_the_launch_page_picks_declared_names_and_refuses_yaml_with_others(
     assert at.selectbox(key="f.teacher.api_key_env").options == ["no key", DECLARED]
     errors = []
     for value in (None, SECRET):
-        if value is None:
-            monkeypatch.delenv(UNDECLARED, raising=False)
-        else:
-            monkeypatch.setenv(UNDECLARED, value)
+        set_undeclared(monkeypatch, value)
         at.text_area(key="spec_yaml").set_value(openai_spec(endpoint, UNDECLARED).to_yaml())
         at.button(key="yaml_validate").click().run()
         assert f"teacher.api_key_env: {UNDECLARED} is not" in at.error[0].value

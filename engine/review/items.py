@@ -273,6 +273,19 @@ def _base_answers(store: Store, run: dict[str, Any]) -> dict[int, str]:
     return {}
 
 
+def _verdicts_and_labels(
+    store: Store, prefix: str
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Judge verdicts (by item ref, then judge) and SME labels (by item ref) under ``prefix``."""
+    verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for v in store.list_judge_verdicts(prefix=prefix):
+        verdicts[v["item_ref"]][v["judge_name"]] = v
+    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in store.annotations(prefix=prefix):
+        labels[a["item_ref"]].append(a)
+    return verdicts, labels
+
+
 def build_items(store: Store, run_id: str, rules: Sequence[Rule] = ()) -> list[ReviewItem]:
     """Every output of ``run_id`` as a review item, in example order.
 
@@ -288,12 +301,7 @@ def build_items(store: Store, run_id: str, rules: Sequence[Rule] = ()) -> list[R
     if run is None:
         return []
     teacher, base = _teacher_answers(store, run), _base_answers(store, run)
-    verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for v in store.list_judge_verdicts(prefix=run_prefix(run_id)):
-        verdicts[v["item_ref"]][v["judge_name"]] = v
-    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for a in store.annotations(prefix=run_prefix(run_id)):
-        labels[a["item_ref"]].append(a)
+    verdicts, labels = _verdicts_and_labels(store, run_prefix(run_id))
     items = []
     for o in store.list_outputs(run_id):
         ref = run_ref(run_id, o["idx"])
@@ -332,12 +340,7 @@ def build_teacher_items(
     task = TaskSpec.model_validate(dataset["task"])
     prefix = teacher_prefix(dataset_id, teacher_key)
     answers = store.get_teacher_responses(dataset_id, teacher_key)
-    verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for v in store.list_judge_verdicts(prefix=prefix):
-        verdicts[v["item_ref"]][v["judge_name"]] = v
-    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for a in store.annotations(prefix=prefix):
-        labels[a["item_ref"]].append(a)
+    verdicts, labels = _verdicts_and_labels(store, prefix)
     items = []
     for ex in store.get_examples(dataset_id):
         answer = (answers.get(ex["idx"]) or {}).get("output")
