@@ -11,7 +11,7 @@ worker process (its start-up included, as in real use). The scheduler is this pr
 
 Run::
 
-    .venv/bin/python bench/grid_scaling.py [--steps 100] [--size 50]
+    .venv/bin/python bench/grid_scaling.py [--steps 80] [--size 50]
 
 The last line is ``speedup=<x>``: the one-worker wall time over the two-worker one
 (target >= 1.6; two cores at best give 2.0).
@@ -78,7 +78,7 @@ def run_grid(home: Path, spec: ExperimentSpec, size: int, max_jobs: int | None) 
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100, help="training steps per cell")
+    parser.add_argument("--steps", type=int, default=80, help="training steps per cell")
     parser.add_argument("--size", type=int, default=50, help="training examples per cell")
     args = parser.parse_args(argv)
     for var, value in {

@@ -74,6 +74,16 @@ def test_an_unknown_executor_is_refused_naming_the_setting(monkeypatch: pytest.M
         jobs.make_executor()
 
 
+def test_a_ray_job_left_by_an_earlier_scheduler_is_reconciled_as_failed(store: Store) -> None:
+    job_id = store.enqueue("sleep", {"seconds": 60})
+    assert store.mark_started(job_id, None, None, [])
+    store.set_executor_ref(job_id, "ray:0123abcd")
+    assert jobs.reconcile(store) == [job_id]  # a new scheduler: it holds no task for this job
+    job = store.get_job(job_id)
+    assert job["status"] == "failed" and "ray:0123abcd" in job["error"]
+    assert "ended with the scheduler that submitted it" in job["error"]
+
+
 def test_jobs_run_and_cancel_as_ray_tasks(store: Store, executor: jobs.Executor) -> None:
     quick = store.enqueue("sleep", {"seconds": 0.5})
     slow = store.enqueue("sleep", {"seconds": 120})
