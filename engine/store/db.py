@@ -342,10 +342,10 @@ class Store(ReviewRecords, AccessRecords):
             return [_row(r) for r in conn.execute(sql, args)]  # type: ignore[misc]
 
     def mark_started(
-        self, job_id: str, pid: int, pid_started_at: float | None, devices: list[str] | None = None
+        self, job_id: str, pid: int | None, pid_started_at: float | None, devices: list[str] | None = None
     ) -> bool:
-        """queued -> running with the worker's pid and the GPUs it holds. False if the job was
-        no longer queued."""
+        """queued -> running with the worker's pid (None: not a local process, e.g. a Ray task)
+        and the GPUs it holds. False if the job was no longer queued."""
         with self.tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status='running', pid=?, pid_started_at=?, started_at=?,"
@@ -394,6 +394,11 @@ class Store(ReviewRecords, AccessRecords):
     def set_exit_code(self, job_id: str, exit_code: int) -> None:
         with self.tx() as conn:
             conn.execute("UPDATE jobs SET exit_code=? WHERE id=?", (exit_code, job_id))
+
+    def set_executor_ref(self, job_id: str, ref: str) -> None:
+        """Record where a running job's worker runs when it is not a local pid (a Ray task)."""
+        with self.tx() as conn:
+            conn.execute("UPDATE jobs SET executor_ref=? WHERE id=?", (ref, job_id))
 
     # -------------------------------------------------------------------- runs
     def add_run(

@@ -311,4 +311,10 @@ MIGRATIONS: list[tuple[str, Migration]] = [
         UPDATE experiment_notes SET author_sub = 'local:' || author
         """,
     ),
+    (
+        # Where a job's worker runs when it is not a local process: ``ray:<task id>`` for a Ray
+        # task (engine.ray_executor); NULL for a local subprocess (its pid says where).
+        "0009_job_executor_ref",
+        "ALTER TABLE jobs ADD COLUMN executor_ref TEXT",
+    ),
 ]
