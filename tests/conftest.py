@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 from collections.abc import Iterator
@@ -24,8 +25,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests marked ``both_backends`` (store tests) run once per database."""
-    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+    """Tests marked ``both_backends`` run once per database if they use the store (its fixture,
+    or ``backend`` to open their own)."""
+    asked = "backend" in inspect.signature(metafunc.function).parameters
+    uses_store = asked or "store" in metafunc.fixturenames
+    if metafunc.definition.get_closest_marker("both_backends") and uses_store:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -40,11 +41,22 @@ ACTIVE = ("queued", "running")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_last_id = [0, 0]  # (milliseconds, random part) of this process's latest id
+_id_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    """A sortable unique id: prefix, millisecond time (base 36, fixed width), randomness."""
-    ms = int(time.time() * 1000)
-    stamp = _base36(ms).rjust(9, "0")
-    return f"{prefix}-{stamp}{secrets.token_hex(3)}"
+    """A sortable unique id: prefix, millisecond time (base 36, fixed width), randomness.
+
+    Ids made by one process sort in the order they were made, even within one millisecond
+    (the random part then counts up, as in monotonic ULIDs).
+    """
+    with _id_lock:
+        ms, rand = int(time.time() * 1000), secrets.randbelow(1 << 23)
+        if ms <= _last_id[0] and _last_id[1] + 1 < 1 << 24:
+            ms, rand = _last_id[0], _last_id[1] + 1
+        _last_id[:] = [ms, rand]
+    return f"{prefix}-{_base36(ms).rjust(9, '0')}{rand:06x}"
 
 
 def _base36(n: int) -> str:
