@@ -95,6 +95,13 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "workspace")
 
 
+@pytest.fixture
+def empty_store(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Store:
+    """A second, empty workspace beside ``store``: its own folder and, on PostgreSQL, its own database."""
+    url = request.getfixturevalue("pg_server").new_database() if backend == "postgresql" else None
+    return Store(tmp_path / "empty-workspace", db_url=url)
+
+
 def kill_workspace_processes(home: Path) -> None:
     """Stop every scheduler/worker process started for ``home`` (tests must not leak them)."""
     home_s = str(home)
