@@ -117,3 +117,20 @@ def test_the_dashboard_names_the_database_without_its_password(pg_server: Postgr
     captions = "\n".join(c.value for c in at.sidebar.caption)
     assert f"postgresql://***@127.0.0.1:{pg_server.port}/" in captions
     assert pg_server.password not in captions and pg_server.password not in str(at)
+
+
+@on_postgresql
+def test_connections_the_server_dropped_are_replaced(
+    store: Store, pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from engine.store import backends
+
+    monkeypatch.setattr(backends._POOL, "check_after_s", 0.0)  # check every idle connection
+    job_id = store.enqueue("sleep", {})
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:  # as a server restart would
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname <> current_database()"
+        )
+    assert store.get_job(job_id)["status"] == "queued"

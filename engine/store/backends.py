@@ -256,22 +256,29 @@ def _bool_dumper() -> type:
 
 
 class _Pool:
-    """Idle PostgreSQL connections of this process, a few, across URLs (oldest closed first)."""
+    """Idle PostgreSQL connections of this process, a few, across URLs (oldest closed first).
 
-    def __init__(self, size: int = 4):
-        self.size = size
-        self._idle: list[tuple[str, Any]] = []
+    One idle for a while is checked before reuse: the server may have restarted, or a proxy
+    dropped it, meanwhile.
+    """
+
+    def __init__(self, size: int = 4, check_after_s: float = 30.0):
+        self.size, self.check_after_s = size, check_after_s
+        self._idle: list[tuple[str, Any, float]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def take(self, url: str) -> Any | None:
-        with self._lock:
-            self._forget_after_fork()
-            for i, (u, conn) in enumerate(self._idle):
-                if u == url:
-                    del self._idle[i]
-                    return conn
-        return None
+        while True:
+            with self._lock:
+                self._forget_after_fork()
+                i = next((i for i, (u, _, _) in enumerate(self._idle) if u == url), None)
+                if i is None:
+                    return None
+                _, conn, since = self._idle.pop(i)
+            if time.monotonic() - since < self.check_after_s or _alive(conn):
+                return conn
+            conn.close()
 
     def give(self, url: str, conn: Any) -> None:
         from psycopg.pq import TransactionStatus
@@ -281,9 +288,9 @@ class _Pool:
             return
         with self._lock:
             self._forget_after_fork()
-            self._idle.append((url, conn))
+            self._idle.append((url, conn, time.monotonic()))
             extra, self._idle = self._idle[: -self.size], self._idle[-self.size :]
-        for _, old in extra:
+        for _, old, _ in extra:
             old.close()
 
     def _forget_after_fork(self) -> None:
@@ -294,7 +301,15 @@ class _Pool:
             self._idle, self._pid = [], os.getpid()
 
 
-_ORPHANS: list[tuple[str, Any]] = []
+def _alive(conn: Any) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except Exception:  # any failure means: open a new one
+        return False
+    return True
+
+
+_ORPHANS: list[tuple[str, Any, float]] = []
 _POOL = _Pool()
 
 
