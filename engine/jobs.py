@@ -548,7 +548,7 @@ def run_worker(store: Store, job_id: str) -> int:
         handler.addFilter(RedactingFilter())
     job = store.get_job(job_id)
     if job is None:
-        print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
+        print(f"no job {job_id} in {store.location}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:
         # Under `accelerate launch` only rank 0 owns the job row; other ranks just compute.
