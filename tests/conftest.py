@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from engine.store import Store
+from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
 
 
 @pytest.fixture(scope="session", autouse=True)
