@@ -12,14 +12,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from engine import jobs
+from engine.ablation.curve import experiment_curve
+from engine.serving import compare
 from engine.specs import ExperimentSpec, TinyModelSpec, demo_spec
 from engine.store import Store
 from engine.store.artifacts import Artifacts, ArtifactsError, artifacts
 from engine.training.resume import resume_job
+from engine.training.uploads import CheckpointUploader
 from tests.actors import ADMIN
 from tests.inline_jobs import run_queued
 from tests.s3 import FAKE_SECRET, S3Server, bucket_files, s3_env
@@ -114,6 +118,11 @@ def test_a_run_lands_in_the_bucket_and_exports_from_an_empty_workspace(
     _no_secret_in(store.home)
 
     other = _another_machine(store, tmp_path / "elsewhere")
+    # The Ablation page and Compare on the other machine find the run through the bucket.
+    curve = experiment_curve(other, exp_id, with_fit=False)
+    assert curve is not None and curve.runs[0]["stop"] == "steps"  # from metadata.json
+    assert [r["id"] for r in compare.servable_runs(other, exp_id)] == [run_id]
+    assert compare.run_mode(other, run_id) == "completion"
     out = tmp_path / "export"
     cmd = [sys.executable, "-m", "engine", "--home", str(other.home), "export", run_id, str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -174,6 +183,24 @@ def test_a_killed_run_resumes_on_another_machine_from_its_uploaded_checkpoint(
     files = bucket_files(s3_server, url)
     assert f"runs/{run_id}/model/config.json" in files and not any(k.startswith(prefix) for k in files)
     assert all(FAKE_SECRET.encode() not in body for body in files.values())
+
+
+def test_a_failed_checkpoint_upload_warns_and_training_goes_on(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(s3_server, monkeypatch)
+    arts = Artifacts(tmp_path, "s3://no-such-bucket/sensei")
+    ckpt = tmp_path / "runs" / "run-x" / "checkpoints" / "checkpoint-5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    warnings: list[str] = []
+    args, state = (
+        SimpleNamespace(output_dir=str(ckpt.parent)),
+        SimpleNamespace(global_step=5, is_world_process_zero=True),
+    )
+    CheckpointUploader(arts, warnings.append).on_save(args, state, None)
+    assert len(warnings) == 1 and "checkpoint-5 was not uploaded" in warnings[0]
+    assert "SENSEI_ARTIFACTS=s3://no-such-bucket/sensei" in warnings[0] and FAKE_SECRET not in warnings[0]
 
 
 def test_workspace_store_names_its_artifacts(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -187,7 +187,7 @@ def main(ctx: JobContext) -> None:
             HealthCallback(writer, ctx.job_id, run_id),
         ]
         if arts.remote and main_proc:
-            callbacks.append(CheckpointUploader(arts))
+            callbacks.append(CheckpointUploader(arts, lambda m: _event(ctx, run_id, "warning", "upload", m)))
         ckpt_dir = run_dir / CHECKPOINTS_DIR
         # An earlier attempt may have run on another machine: its last upload is the start.
         pull_last_checkpoint(arts, ckpt_dir)
@@ -305,7 +305,10 @@ def main(ctx: JobContext) -> None:
         store.set_run_metrics(run_id, metrics)
         # The final model is saved: checkpoints (optimizer state included) are dead weight now.
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        arts.remove(ckpt_dir)
+        try:
+            arts.remove(ckpt_dir)
+        except ArtifactsError as err:  # the run is done; leftovers only cost storage
+            _event(ctx, run_id, "warning", "upload", f"uploaded checkpoints were not deleted: {err}")
         failed = False
     finally:
         tracking.finish_run(wandb_run, metrics, failed=failed)
