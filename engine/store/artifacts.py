@@ -161,30 +161,24 @@ class Artifacts:
             raise self._fail("download", rel, err) from err
 
     # ------------------------------------------------------------------ public
-    def push(self, path: str | Path, *, last: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
+    def push(self, path: str | Path, *, last: Iterable[str] = ()) -> None:
         """Upload a file, or a folder's files, to the remote copy (no-op without one).
 
         Args:
             path: A file or folder under the workspace.
             last: File names uploaded after all others, in this order: the folder's
                 completion marker (readers trust a folder once its marker is there).
-            skip: Names of entries (files or sub-folders) of ``path`` not to upload.
         """
         path = Path(path)
         if not self.remote or not path.exists():
             return
-        skipped = set(skip)
-        if path.is_file():
-            files = [path]
-        else:
-            files = [
-                p for p in path.rglob("*") if p.is_file() and p.relative_to(path).parts[0] not in skipped
-            ]
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        files = [p for p in files if p.suffix != ".part"]  # not a download cut short (see _get)
         order = {name: k + 1 for k, name in enumerate(last)}
         for file in sorted(files, key=lambda p: (order.get(p.name, 0), str(p))):
             self._put(file, self._rel(file))
 
-    def pull(self, path: str | Path, *, skip: Iterable[str] = (), into: Path | None = None) -> Path:
+    def pull(self, path: str | Path, *, last: Iterable[str] = (), into: Path | None = None) -> Path:
         """Download a file, or a folder's files, from the remote copy into the workspace.
 
         A file already here is kept when its size matches (artifacts are written once).
@@ -192,7 +186,8 @@ class Artifacts:
 
         Args:
             path: A file or folder under the workspace.
-            skip: Names of entries of ``path`` not to download (e.g. ``checkpoints``).
+            last: File names downloaded after all others, in this order: the folder's
+                completion marker, so a download cut short never looks complete.
             into: Download a folder's files here instead (e.g. a temporary folder that the
                 caller renames into place once complete).
 
@@ -203,11 +198,11 @@ class Artifacts:
         if not self.remote:
             return path
         rel = self._rel(path)
-        skipped = set(skip)
-        for name, size in self._listing(rel).items():
+        order = {name: k + 1 for k, name in enumerate(last)}
+        listing = self._listing(rel)
+        for name in sorted(listing, key=lambda n: (order.get(PurePosixPath(n).name, 0), n)):
+            size = listing[name]
             inner = PurePosixPath(name).relative_to(rel).parts if name != rel else ()
-            if inner and inner[0] in skipped:
-                continue
             local = into.joinpath(*inner) if into is not None else self.home / name
             if local.is_file() and local.stat().st_size == size:
                 continue

@@ -146,5 +146,5 @@ def pull_last_checkpoint(arts: Artifacts, folder: str | Path) -> Path | None:
     name = remote_last_checkpoint(arts, folder)
     here = last_checkpoint(folder)
     if name is not None and (here is None or checkpoint_step(here) < checkpoint_step(name)):
-        arts.pull(Path(folder) / name)
+        arts.pull(Path(folder) / name, last=("trainer_state.json",))
     return last_checkpoint(folder)

@@ -160,11 +160,11 @@ def ensure_tiny_base(
     with file_lock(exp_dir / "base_model.lock"):
         if (final / "config.json").exists():
             return final
-        # Built by a job on another machine: the same base for every run of the experiment.
+        # Built by a job on another machine: every run of the experiment shares that base.
         pulled = arts.exists(final / "config.json")
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=exp_dir))
         try:
-            if pulled:  # built by a job on another machine: every run shares the same base
+            if pulled:
                 arts.pull(final, into=tmp)
             else:
                 build_tiny_student(texts, spec, tmp, seed, tokenizer)
