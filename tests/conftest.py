@@ -47,6 +47,7 @@ def pg_server() -> Iterator[PostgresServer]:
 def backend(request: pytest.FixtureRequest) -> str:
     """The store's database in this test: "sqlite" unless the test is marked ``both_backends``."""
     return getattr(request, "param", "sqlite")
+from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
 
 
 @pytest.fixture(scope="session", autouse=True)
