@@ -14,6 +14,7 @@ import pytest
 
 from engine.store import Store
 from tests.pg_server import PostgresServer, postgres_server
+from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -47,7 +48,6 @@ def pg_server() -> Iterator[PostgresServer]:
 def backend(request: pytest.FixtureRequest) -> str:
     """The store's database in this test: "sqlite" unless the test is marked ``both_backends``."""
     return getattr(request, "param", "sqlite")
-from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -413,8 +413,9 @@ def variant_losses(store: Store, experiment_id: str) -> list[tuple[Any, list[Sta
             if key is not None and run.get("variant_value") != key:
                 continue
             try:
-                train = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())["train"]
-            except (OSError, ValueError, KeyError, TypeError):
+                meta_path = artifacts(store).pull_file(run_folder(store, run) / "metadata.json")
+                train = json.loads(meta_path.read_text())["train"]
+            except (OSError, ValueError, KeyError, TypeError, ArtifactsError):
                 continue
             first_stage = "kd" if train.get("recipe") == "kd" else "sft"
             stages = [(first_stage, train)] + (
