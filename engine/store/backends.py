@@ -371,7 +371,15 @@ class PostgresBackend(Backend):
             yield PostgresConnection(raw)
 
     def schema_version(self, conn: Connection) -> int:
-        if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        # A scan of pg_tables, not to_regclass(): that reads the backend's catalog cache, which
+        # an advisory lock does not refresh, so a process that waited for another's migration
+        # could still see no table and migrate again (DuplicateTable). A query's MVCC snapshot,
+        # taken after the lock, sees the other's commit.
+        found = conn.execute(
+            "SELECT count(*) FROM pg_catalog.pg_tables"
+            " WHERE schemaname = current_schema() AND tablename = 'schema_version'"
+        ).fetchone()[0]
+        if not found:
             return 0
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         return int(row[0]) if row else 0
