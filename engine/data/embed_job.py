@@ -45,6 +45,13 @@ def main(ctx: JobContext) -> None:
     ctx.progress(1.0, f"embedded {len(emb)} prompts", force=True)
 
 
+def _may_embed(store: Store, dataset_id: str, actor: Actor) -> None:
+    """Refuse (and audit) an actor who may not launch, then a dataset that does not exist."""
+    check(store, actor, Right.LAUNCH, "embed datasets", dataset_id)
+    if store.get_dataset(dataset_id) is None:
+        raise KeyError(f"no dataset {dataset_id}")
+
+
 def queue_embed(store: Store, dataset_id: str, *, actor: Actor) -> str:
     """Queue an ``embed`` job for a dataset; returns the job id.
 
@@ -52,9 +59,7 @@ def queue_embed(store: Store, dataset_id: str, *, actor: Actor) -> str:
         engine.access.AccessDenied: ``actor``'s role may not launch.
         KeyError: no such dataset.
     """
-    check(store, actor, Right.LAUNCH, "embed datasets", dataset_id)
-    if store.get_dataset(dataset_id) is None:
-        raise KeyError(f"no dataset {dataset_id}")
+    _may_embed(store, dataset_id, actor)
     job_id = store.enqueue("embed", {"dataset_id": dataset_id})
     done(store, actor, "embed", job_id, dataset=dataset_id)
     return job_id
@@ -67,9 +72,7 @@ def embed_now(store: Store, dataset_id: str, *, actor: Actor) -> None:
         engine.access.AccessDenied: ``actor``'s role may not launch.
         KeyError: no such dataset.
     """
-    check(store, actor, Right.LAUNCH, "embed datasets", dataset_id)
-    if store.get_dataset(dataset_id) is None:
-        raise KeyError(f"no dataset {dataset_id}")
+    _may_embed(store, dataset_id, actor)
     dataset_embeddings(store, dataset_id)
     done(store, actor, "embed", dataset_id, dataset=dataset_id)
 

@@ -53,11 +53,13 @@ class PathNotAllowed(SpecError):
     """A path outside the data roots (or one that uses ``..``); the message names the roots."""
 
 
-def _home(where: Store | Path | str) -> Path:
+def workspace_home(where: Store | Path | str) -> Path:
+    """The workspace folder of a :class:`~engine.store.Store`, or the folder itself."""
     return Path(where) if isinstance(where, str | Path) else where.home
 
 
-def _real(path: Path) -> Path:
+def real_path(path: Path) -> Path:
+    """``path`` with symlinks resolved (as written, made absolute, when a symlink loops)."""
     try:
         return path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: compare the path as written
@@ -67,13 +69,13 @@ def _real(path: Path) -> Path:
 def data_roots(where: Store | Path | str) -> list[Path]:
     """The data roots of a workspace (a :class:`~engine.store.Store` or its home), resolved:
     ``uploads/``, ``data/``, then ``SENSEI_DATA_ROOTS`` in order. They need not exist."""
-    home = _home(where)
+    home = workspace_home(where)
     roots = [home / name for name in WORKSPACE_ROOTS]
     for entry in os.environ.get(DATA_ROOTS_VAR, "").split(os.pathsep):
         if entry.strip():
             path = Path(entry.strip()).expanduser()
             roots.append(path if path.is_absolute() else home / path)
-    return list(dict.fromkeys(_real(r) for r in roots))
+    return list(dict.fromkeys(real_path(r) for r in roots))
 
 
 def roots_text(where: Store | Path | str) -> str:
@@ -108,7 +110,7 @@ def resolve_data_path(where: Store | Path | str, user_path: str | Path) -> Path:
     if ".." in path.parts:  # even one that stays inside: resolving it would probe outside
         raise not_allowed
     if not path.is_absolute():
-        path = _home(where) / path
+        path = workspace_home(where) / path
     roots = data_roots(where)
     try:
         real = path.resolve()
@@ -126,7 +128,7 @@ def _links_out(folder: Path, roots: list[Path]) -> bool:
     for parent, dirs, files in os.walk(folder):
         for name in (*dirs, *files):
             entry = Path(parent) / name
-            if entry.is_symlink() and not any(_real(entry).is_relative_to(r) for r in roots):
+            if entry.is_symlink() and not any(real_path(entry).is_relative_to(r) for r in roots):
                 return True
     return False
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from engine.data.roots import data_roots
+from engine.data.roots import data_roots, real_path, workspace_home
 from engine.specs import SpecError
 
 if TYPE_CHECKING:
@@ -50,33 +50,22 @@ class ModelNotAllowed(SpecError):
     """A model reference that is neither a Hub id nor a folder under the model roots."""
 
 
-def _home(where: Store | Path | str) -> Path:
-    return Path(where).resolve() if isinstance(where, str | Path) else where.home
-
-
-def _real(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop: compare the path as written
-        return Path(os.path.abspath(path))
-
-
 def model_roots(where: Store | Path | str) -> list[Path]:
     """The folders of a workspace (a :class:`~engine.store.Store` or its home) models may be
     loaded from, resolved: the workspace, the data roots, then ``SENSEI_MODEL_ROOTS``."""
-    home = _home(where)
-    roots = [_real(home), *data_roots(home)]
+    home = workspace_home(where)
+    roots = [real_path(home), *data_roots(home)]
     for entry in os.environ.get(MODEL_ROOTS_VAR, "").split(os.pathsep):
         if entry.strip():
             path = Path(entry.strip()).expanduser()
-            roots.append(_real(path if path.is_absolute() else home / path))
-    excluded = {_real(home / name) for name in NOT_MODEL_ROOTS}
+            roots.append(real_path(path if path.is_absolute() else home / path))
+    excluded = {real_path(home / name) for name in NOT_MODEL_ROOTS}
     return [r for r in dict.fromkeys(roots) if r not in excluded]
 
 
 def _allowed(real: Path, where: Store | Path | str) -> bool:
-    home = _home(where)
-    if any(real.is_relative_to(_real(home / name)) for name in NOT_MODEL_ROOTS):
+    home = workspace_home(where)
+    if any(real.is_relative_to(real_path(home / name)) for name in NOT_MODEL_ROOTS):
         return False
     return any(real.is_relative_to(root) for root in model_roots(where))
 
@@ -125,7 +114,7 @@ def _resolve(where: Store | Path | str, text: str, field: str, adapters: int) ->
     refused = ModelNotAllowed(refusal(field, text, where))
     if not text or "\0" in text:
         raise refused
-    home = _home(where)
+    home = workspace_home(where)
     if is_hub_id(text):
         # A Hub-shaped name can also be a folder: the workspace's, or the working directory's,
         # where transformers would load it from instead of the Hub. A link counts even when
@@ -169,7 +158,7 @@ def _links_out(folder: Path, where: Store | Path | str) -> bool:
         entries = list(folder.iterdir())
     except OSError:
         return False
-    return any(e.is_symlink() and not _allowed(_real(e), where) for e in entries)
+    return any(e.is_symlink() and not _allowed(real_path(e), where) for e in entries)
 
 
 def _adapter_base(folder: Path) -> str | None:
