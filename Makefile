@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: run serve test check demo bench clean-workspace chromium
+.PHONY: run serve test check demo bench clean-workspace chromium postgresql
 
 # The project itself is installed editable (engine/ only, no dependencies: requirements.txt
 # pins those), so `import engine` works from any directory, not only the repository root.
@@ -41,6 +41,13 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
+## postgresql: Debian's PostgreSQL server binaries; the store tests start a throwaway server
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 ## check: lint, format and types
 check: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
@@ -48,7 +55,7 @@ check: $(VENV)/.dev
 	$(VENV)/bin/mypy engine
 
 ## test: install what is missing, then lint and run the whole suite
-test: $(VENV)/.dev chromium check
+test: $(VENV)/.dev chromium postgresql check
 	$(VENV)/bin/pytest
 
 ## bench: speed benchmarks (ratios against a baseline in the same run)

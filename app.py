@@ -108,6 +108,8 @@ with st.sidebar:
         st.markdown(f":material/person: Signed in as {who}")
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=st.logout)
     st.caption(f"Workspace: `{store.home}`")
+    if store.db_path is None:  # the database is elsewhere (SENSEI_DB_URL), shown without credentials
+        st.caption(f"Database: `{store.location}`")
 
     @st.fragment(run_every=5)
     def _scheduler_status() -> None:

@@ -299,6 +299,7 @@ def cmd_resume(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    from engine.store.artifacts import ArtifactsError, pull_base, pull_run
     from engine.training.export import ArtifactMismatch, merge_run
 
     run = store.get_run(args.run_id)
@@ -306,8 +307,11 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
         print(f"no run {args.run_id}", file=sys.stderr)
         return 2
     try:
-        out = merge_run(run["run_dir"], args.out_dir, args.base, metrics=run.get("metrics") or None)
-    except (ArtifactMismatch, FileExistsError, FileNotFoundError) as err:
+        # Trained on another machine: its model and records come from SENSEI_ARTIFACTS first.
+        run_dir = pull_run(store, run)
+        base = args.base or pull_base(store, run_dir)
+        out = merge_run(run_dir, args.out_dir, base, metrics=run.get("metrics") or None)
+    except (ArtifactMismatch, ArtifactsError, FileExistsError, FileNotFoundError) as err:
         print(f"refused: {err}", file=sys.stderr)
         return 2
     print(out)

@@ -10,6 +10,11 @@ Streamlit server: both are detached sessions and keep going when the app closes.
 Status moves queued -> running -> succeeded | failed | cancelled. Only the first move to a
 terminal status counts (``Store.finish_job``), so a worker finishing and a cancel or a
 reconcile racing each other can never overwrite one another.
+
+Where workers run is the scheduler's executor (``SENSEI_EXECUTOR``): subprocesses on this
+machine (:class:`LocalExecutor`, the default) or one Ray task per job on a cluster
+(:mod:`engine.ray_executor`). Either way the worker is the same process and reports through the
+store and its log file.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -173,10 +178,100 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
+# ------------------------------------------------------------------------- executors
+EXECUTORS = ("local", "ray")
+
+
+def executor_name() -> str:
+    """``SENSEI_EXECUTOR``: ``local`` (subprocesses on this machine, the default) or ``ray``.
+
+    Raises:
+        ValueError: any other value (the message names the setting).
+    """
+    value = (os.environ.get("SENSEI_EXECUTOR") or "local").strip().lower()
+    if value not in EXECUTORS:
+        raise ValueError(
+            f"SENSEI_EXECUTOR={value!r}: use 'local' (subprocesses on this machine, the default) or 'ray'"
+        )
+    return value
+
+
+class Worker(Protocol):
+    """A started worker as the scheduler tracks it: a :class:`subprocess.Popen`, or a Ray task."""
+
+    def poll(self) -> int | None:
+        """None while the worker runs, then its exit code."""
+
+
+class Executor(Protocol):
+    """Where the scheduler starts workers."""
+
+    def start(self, store: Store, runnable: list[dict[str, Any]], children: dict[str, Worker]) -> int:
+        """Start what fits of ``runnable`` (oldest first), adding each worker to ``children``;
+        return how many started."""
+
+    def stop_cancelled(self, store: Store, children: dict[str, Worker]) -> None:
+        """Stop the workers of jobs that were cancelled but still run."""
+
+
+class LocalExecutor:
+    """Subprocesses on this machine: each GPU job on its own free GPUs, CPU jobs up to
+    :func:`max_concurrency` at once."""
+
+    def __repr__(self) -> str:
+        return f"local subprocesses, max {max_concurrency()} CPU job(s) at once"
+
+    def start(self, store: Store, runnable: list[dict[str, Any]], children: dict[str, Worker]) -> int:
+        running = store.list_jobs(statuses=("running",))
+        slots = gpu_slots()
+        busy = {d for j in running for d in (j.get("devices") or [])}
+        cpu_running = sum(1 for j in running if not j.get("devices"))
+        started = 0
+        for job in runnable:
+            need = job_gpus(job) if slots else 0
+            if need > len(slots):
+                error = f"needs {need} GPUs, this machine has {len(slots)}"
+                store.finish_job(job["id"], "failed", error=error)
+                continue
+            if need == 0:
+                if cpu_running >= max_concurrency():
+                    continue
+                devices: list[str] | None = [] if slots else None
+            else:
+                devices = assign(need, slots, busy)
+                if devices is None:
+                    continue
+            proc = spawn_worker(store, job, devices)
+            if proc is not None:
+                children[job["id"]] = proc
+                busy.update(devices or [])
+                cpu_running += 0 if devices else 1
+                started += 1
+        return started
+
+    def stop_cancelled(self, store: Store, children: dict[str, Worker]) -> None:
+        """Nothing to do: :func:`cancel_job` signals a local worker's process group itself."""
+
+
+def make_executor() -> Executor:
+    """The executor ``SENSEI_EXECUTOR`` names; Ray's connects to its cluster (``RAY_ADDRESS``).
+
+    Raises:
+        ValueError: ``SENSEI_EXECUTOR`` is neither ``local`` nor ``ray``.
+    """
+    if executor_name() == "ray":
+        from engine.ray_executor import RayExecutor
+
+        return RayExecutor()
+    return LocalExecutor()
+
+
 # ------------------------------------------------------------------------ queue logic
 def cancel_job(store: Store, job_id: str, reason: str | None = None, *, actor: Actor) -> bool:
     """Cancel a queued or running job. A running worker's process group gets SIGTERM, then
-    SIGKILL if it has not exited after a grace period. Returns False if already finished.
+    SIGKILL if it has not exited after a grace period; a Ray task has no local process, and
+    the scheduler that owns it cancels it (``ray.cancel(force=True)``) on its next tick.
+    Returns False if already finished.
 
     The job's error and event say who cancelled it (``reason`` defaults to
     ``cancelled by <name>``), and the audit log records it.
@@ -216,11 +311,27 @@ def cancel_experiment(store: Store, experiment_id: str, *, actor: Actor) -> int:
     return sum(cancel_job(store, j["id"], reason, actor=actor) for j in jobs)
 
 
-def reconcile(store: Store, children: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
-    """Mark running jobs whose worker process is gone as failed ("worker died").
+def _death(child: Worker, code: int) -> tuple[int | None, str]:
+    """Why a tracked worker that ended without finishing its row died: (exit code, reason)."""
+    failure = getattr(child, "failure", None)  # a Ray task whose worker process or node died
+    if failure:
+        return None, failure
+    return code, (f"worker died (exit code {code})" if code >= 0 else f"worker died (signal {-code})")
 
-    Jobs whose worker is our own child are judged by its exit code; others (left by an
-    earlier scheduler) by whether their pid still runs.
+
+def _untracked_death(job: dict[str, Any]) -> str:
+    if (job.get("executor_ref") or "").startswith("ray:"):
+        # A scheduler's Ray tasks end with it (Ray stops a driver's tasks when it disconnects).
+        return f"worker died: its Ray task ({job['executor_ref']}) ended with the scheduler that submitted it"
+    return "worker died"
+
+
+def reconcile(store: Store, children: dict[str, Worker] | None = None) -> list[str]:
+    """Mark running jobs whose worker is gone as failed ("worker died ...").
+
+    Jobs whose worker is our own child (or Ray task) are judged by how it ended; others (left
+    by an earlier scheduler) by whether their pid still runs. A Ray failure's reason is also
+    appended to the job's log, which is otherwise kept as the worker left it.
     """
     children = children or {}
     died = []
@@ -230,16 +341,23 @@ def reconcile(store: Store, children: dict[str, subprocess.Popen[bytes]] | None 
             code = child.poll()
             if code is None:
                 continue
-            reason = f"worker died (exit code {code})" if code >= 0 else f"worker died (signal {-code})"
+            exit_code, reason = _death(child, code)
         elif process_alive(job["pid"], job["pid_started_at"]):
             continue
         else:
-            code, reason = None, "worker died"
+            exit_code, reason = None, _untracked_death(job)
         # A worker that finished cleanly has already moved its row; this only catches deaths.
-        if store.finish_job(job["id"], "failed", error=reason, exit_code=code):
+        if store.finish_job(job["id"], "failed", error=reason, exit_code=exit_code):
             store.add_event("error", "worker_died", reason, job_id=job["id"], run_id=job.get("run_id"))
+            if child is not None and getattr(child, "failure", None):
+                _append_log(job, f"[scheduler] {reason}")
             died.append(job["id"])
     return died
+
+
+def _append_log(job: dict[str, Any], line: str) -> None:
+    with contextlib.suppress(OSError), open(job["log_path"], "a", encoding="utf-8") as fh:
+        fh.write(f"\n{redact_url(line)}\n")
 
 
 def _propagate_failures(store: Store) -> None:
@@ -263,44 +381,23 @@ def runnable_jobs(store: Store) -> list[dict[str, Any]]:
     return [j for j in queued if all(status.get(d) == "succeeded" for d in j["depends_on"])]
 
 
-def schedule_once(store: Store, children: dict[str, subprocess.Popen[bytes]]) -> int:
-    """One scheduler tick: reap, reconcile, propagate failures, start what fits. Returns the
-    number of jobs started."""
+def schedule_once(store: Store, children: dict[str, Worker], executor: Executor | None = None) -> int:
+    """One scheduler tick: stop cancelled workers, reap, reconcile, propagate failures, start
+    what fits (on ``executor``, local subprocesses by default). Returns the number started."""
+    executor = executor or LocalExecutor()
+    executor.stop_cancelled(store, children)
     for job_id, child in list(children.items()):
         code = child.poll()
         if code is not None:
             job = store.get_job(job_id)
-            if job and job["status"] in TERMINAL and job["exit_code"] is None:
-                store.set_exit_code(job_id, code)
+            exit_code = _death(child, code)[0]
+            if job and job["status"] in TERMINAL and job["exit_code"] is None and exit_code is not None:
+                store.set_exit_code(job_id, exit_code)
     reconcile(store, children)
     for job_id in [j for j, c in children.items() if c.poll() is not None]:
         del children[job_id]
     _propagate_failures(store)
-    running = store.list_jobs(statuses=("running",))
-    slots = gpu_slots()
-    busy = {d for j in running for d in (j.get("devices") or [])}
-    cpu_running = sum(1 for j in running if not j.get("devices"))
-    started = 0
-    for job in runnable_jobs(store):
-        need = job_gpus(job) if slots else 0
-        if need > len(slots):
-            store.finish_job(job["id"], "failed", error=f"needs {need} GPUs, this machine has {len(slots)}")
-            continue
-        if need == 0:
-            if cpu_running >= max_concurrency():
-                continue
-            devices: list[str] | None = [] if slots else None
-        else:
-            devices = assign(need, slots, busy)
-            if devices is None:
-                continue
-        proc = spawn_worker(store, job, devices)
-        if proc is not None:
-            children[job["id"]] = proc
-            busy.update(devices or [])
-            cpu_running += 0 if devices else 1
-            started += 1
-    return started
+    return executor.start(store, runnable_jobs(store), children)
 
 
 # ------------------------------------------------------------------------- scheduler
@@ -390,21 +487,23 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    executor = make_executor()
+    children: dict[str, Worker] = {}
     died = reconcile(store)
     if died:
         log.warning("reconciled %d job(s) whose worker had died: %s", len(died), ", ".join(died))
     idle_since = time.monotonic()
-    log.info("scheduler up for %s (max %d job(s) at once)", store.home, max_concurrency())
+    log.info("scheduler up for %s (%s)", store.home, executor)
     while not stop:
-        schedule_once(store, children)
+        schedule_once(store, children, executor)
         if children or store.list_jobs(statuses=("queued",)):
             idle_since = time.monotonic()
         elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
             log.info("idle for %.0f s, exiting", idle_exit_s)
             break
         time.sleep(poll_s)
-    # Workers are detached sessions: they keep running and a later scheduler reconciles them.
+    # Local workers are detached sessions: they keep running and a later scheduler reconciles
+    # them. Ray tasks end with this process (their driver): the next scheduler fails them.
     fcntl.flock(fh, fcntl.LOCK_UN)
     fh.close()
     return 0
@@ -412,7 +511,12 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
 
 def ensure_scheduler(store: Store, idle_exit_s: float = 900.0) -> bool:
     """Start a detached scheduler for this workspace unless one runs or is starting. True if
-    started; until it holds its lock, :func:`scheduler_state` says ``starting``."""
+    started; until it holds its lock, :func:`scheduler_state` says ``starting``.
+
+    Raises:
+        ValueError: ``SENSEI_EXECUTOR`` is not a known executor (said here, not in its log).
+    """
+    executor_name()
     if scheduler_state(store) != "idle":
         return False
     proc = _spawn_scheduler(store, idle_exit_s)
@@ -444,7 +548,7 @@ def run_worker(store: Store, job_id: str) -> int:
         handler.addFilter(RedactingFilter())
     job = store.get_job(job_id)
     if job is None:
-        print(f"no job {job_id} in {store.db_path}", file=sys.stderr)
+        print(f"no job {job_id} in {store.location}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:
         # Under `accelerate launch` only rank 0 owns the job row; other ranks just compute.

@@ -3,14 +3,51 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from engine.store import Store
+from tests.pg_server import PostgresServer, postgres_server
+from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test on SQLite and on PostgreSQL (the `backend` fixture)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_backends`` run once per database if they use the store (its fixture,
+    or ``backend`` to open their own)."""
+    asked = "backend" in inspect.signature(metafunc.function).parameters
+    uses_store = asked or "store" in metafunc.fixturenames
+    if metafunc.definition.get_closest_marker("both_backends") and uses_store:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (Debian's binaries), started on first use."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except FileNotFoundError as err:
+        pytest.skip(f"PostgreSQL tests need Debian's postgresql package ({err}); `make test` installs it")
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store's database in this test: "sqlite" unless the test is marked ``both_backends``."""
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,9 +73,15 @@ def _restore_environ():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _restore_environ: None) -> None:
+def _isolated_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _restore_environ: None, backend: str, request
+) -> None:
     home = tmp_path / "workspace"
     monkeypatch.setenv("SENSEI_HOME", str(home))
+    if backend == "postgresql":  # a fresh database; workers inherit the variable
+        monkeypatch.setenv("SENSEI_DB_URL", request.getfixturevalue("pg_server").new_database())
+    else:
+        monkeypatch.delenv("SENSEI_DB_URL", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -51,6 +94,13 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _restore_envi
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "workspace")
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Store:
+    """A second, empty workspace beside ``store``: its own folder and, on PostgreSQL, its own database."""
+    url = request.getfixturevalue("pg_server").new_database() if backend == "postgresql" else None
+    return Store(tmp_path / "empty-workspace", db_url=url)
 
 
 def kill_workspace_processes(home: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,8 @@ from tests.actors import ADMIN, person
 from tests.review_data import Populated, populate
 
 # ------------------------------------------------------------------------- the matrix
+
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
 
 
 def test_each_role_holds_the_rights_of_the_lesser_ones() -> None:
@@ -196,16 +197,21 @@ REFUSED_ONLY: dict[str, tuple[Right, Call]] = {
 }
 
 
+TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type='table'",
+    "postgresql": "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+}
+
+
 def _snapshot(store: Store) -> dict[str, Any]:
     """Everything a guarded function could write (the audit log and users aside)."""
-    conn = sqlite3.connect(store.db_path)
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    out: dict[str, Any] = {
-        t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
-        for t in tables
-        if t not in ("audit_log", "sqlite_sequence")
-    }
-    conn.close()
+    with store.read() as conn:
+        tables = [r[0] for r in conn.execute(TABLES[store.db.name])]
+        out: dict[str, Any] = {
+            t: sorted((tuple(r) for r in conn.execute(f"SELECT * FROM {t}")), key=repr)
+            for t in tables
+            if t not in ("audit_log", "sqlite_sequence", "schema_version")
+        }
     files = [p for p in store.home.rglob("*") if p.is_file() and not p.name.startswith("sensei.db")]
     out["files"] = {str(p.relative_to(store.home)): p.read_bytes() for p in files}
     return out

@@ -8,6 +8,8 @@ import pytest
 from engine.judges.calibration import calibrate, cohen_kappa, compare_judges
 from engine.judges.judge import Verdict
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 # The SME table. "accept" is the positive class; the unparsable reply counts as not-accept.
 #
 #   #   SME     judge        SME error category

@@ -18,6 +18,8 @@ from engine.training.job import training_pool
 from engine.training.pairs import build_dpo_pairs
 from tests.actors import person
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 TASK = TaskSpec(output_kind="json", json_fields=["a"])
 RULES_YAML = "- {kind: keywords_forbidden, name: no-acme, keywords: [Acme]}\n"
 ANSWERS = {

@@ -16,6 +16,8 @@ from engine.store import Store
 from tests.actors import ADMIN
 from tests.curve_data import finished_experiment
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 
 def truth(n: np.ndarray | float) -> np.ndarray | float:
     return 0.9 - 2.0 * np.asarray(n, float) ** -0.5

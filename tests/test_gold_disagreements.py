@@ -15,6 +15,8 @@ from engine.store import Store
 from tests.actors import ADMIN, person
 from tests.gold_data import DIFFERENT, N_TRAIN, gold_experiment
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 
 def test_training_examples_whose_teacher_answer_differs_come_most_different_first(store: Store) -> None:
     case = gold_experiment(store)

@@ -14,6 +14,8 @@ from engine.data.report import ISSUE_KINDS
 from engine.specs import TaskSpec
 from engine.store import Store
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 DATA = Path(__file__).parent / "data"
 BAD, GOOD = DATA / "bad", DATA / "good"
 MANIFEST: dict[str, dict] = json.loads((BAD / "MANIFEST.json").read_text())

@@ -42,6 +42,7 @@ def _status(store: Store, job_id: str) -> str:
     return store.get_job(job_id)["status"]
 
 
+@pytest.mark.both_backends
 def test_job_runs_to_success_with_progress_and_log(store: Store) -> None:
     job_id = store.enqueue("sleep", {"seconds": 0.5})
     sched = _start_scheduler(store)
@@ -66,6 +67,7 @@ def test_failing_job_records_reason(store: Store) -> None:
     assert job_id in store.get_job(dependent)["error"]
 
 
+@pytest.mark.both_backends
 def test_sigkilled_worker_is_marked_failed_and_log_kept(store: Store) -> None:
     job_id = store.enqueue("sleep", {"seconds": 60})
     _start_scheduler(store)
@@ -103,6 +105,7 @@ def test_worker_survives_scheduler_exit(store: Store) -> None:
     _wait_for(lambda: _status(store, job_id) == "succeeded", what="success without scheduler")
 
 
+@pytest.mark.both_backends
 def test_cancel_running_job_stops_its_process_group(store: Store) -> None:
     job_id = store.enqueue("sleep", {"seconds": 60})
     queued = store.enqueue("sleep", {"seconds": 60})

@@ -136,6 +136,7 @@ def test_sidebar_shows_workspace_and_who_acts(monkeypatch: pytest.MonkeyPatch) -
 
 
 # -------------------------------------------------------------------------- populated
+@pytest.mark.both_backends
 def test_overview_lists_experiments_with_counts(store: Store) -> None:
     queued = queued_experiment(store)
     finished_experiment(store)
@@ -160,6 +161,7 @@ def test_run_the_demo_queues_an_experiment_and_opens_runs(
     assert "Status: queued" in texts(at)
 
 
+@pytest.mark.both_backends
 def test_runs_page_shows_jobs_and_cancels_one(store: Store) -> None:
     exp_id = queued_experiment(store)
     at = app("views/runs.py")
@@ -185,6 +187,7 @@ def test_runs_page_shows_jobs_and_cancels_one(store: Store) -> None:
     assert "resumes from its last checkpoint" in texts(at)
 
 
+@pytest.mark.both_backends
 def test_runs_page_finished_shows_loss_log_and_events(store: Store) -> None:
     exp_id = finished_experiment(store)
     job = store.list_jobs(experiment_id=exp_id)[0]
@@ -205,6 +208,7 @@ def test_ablation_page_queued_says_runs_are_in_progress(store: Store) -> None:
     assert not at.get("plotly_chart")
 
 
+@pytest.mark.both_backends
 def test_ablation_page_finished_draws_the_curve(store: Store) -> None:
     exp_id = finished_experiment(store)
     queued_experiment(store)  # newer, but the selector can pick the finished one

@@ -21,6 +21,8 @@ from engine.ui import review as review_view
 from tests.actors import person
 from tests.review_data import MISTAKES, N, populate, write_labels
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 
 # --------------------------------------------------------------------------- store
 def test_a_workspace_from_before_annotations_is_upgraded(tmp_path: Path) -> None:

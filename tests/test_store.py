@@ -8,22 +8,28 @@ import pytest
 
 from engine.store import SCHEMA_VERSION, Store
 
+pytestmark = pytest.mark.both_backends
 
-def test_new_workspace_is_migrated_and_reopens(tmp_path) -> None:
+
+def test_new_workspace_is_migrated_and_reopens(tmp_path, backend: str) -> None:
     s = Store(tmp_path / "ws")
-    assert s.schema_version() == SCHEMA_VERSION
-    assert s.db_path.exists()
-    mode = sqlite3.connect(s.db_path).execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    assert s.db.name == backend and s.schema_version() == SCHEMA_VERSION
+    if backend == "sqlite":
+        assert s.db_path.exists()
+        mode = sqlite3.connect(s.db_path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    else:  # only the database moved: the artifacts stay in the workspace
+        assert s.db_path is None and not (tmp_path / "ws" / "sensei.db").exists()
+        assert (tmp_path / "ws" / "runs").is_dir()
     s2 = Store(tmp_path / "ws")  # reopening an existing workspace must not re-run migrations
     assert s2.schema_version() == SCHEMA_VERSION
+    assert [c["name"] for c in s2.list_categories()][-1] == "other"  # the taxonomy's rows once
 
 
 def test_newer_schema_is_refused(tmp_path) -> None:
     s = Store(tmp_path / "ws")
-    conn = sqlite3.connect(s.db_path)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.close()
+    with s.tx() as conn:
+        s.db.set_schema_version(conn, SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="newer"):
         Store(tmp_path / "ws")
 

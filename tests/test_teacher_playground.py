@@ -26,6 +26,8 @@ from engine.ui import teacher as teacher_view
 from tests.actors import ADMIN
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 
+pytestmark = pytest.mark.both_backends  # the store tests run on SQLite and PostgreSQL
+
 FAST = demo_spec("fast")
 
 
@@ -146,7 +148,9 @@ def test_rows_from_text_and_labels() -> None:
     assert teacher_view.row_label({"idx": 3, "input": "a  b\nc" + "x" * 100}, width=10) == "#3 · a b cxxxxx…"
 
 
-def test_a_teacher_only_launch_queues_one_job_and_shows_in_the_jobs_table(store: Store) -> None:
+def test_a_teacher_only_launch_queues_one_job_and_shows_in_the_jobs_table(
+    store: Store, empty_store: Store
+) -> None:
     exp_id = launch_teacher_job(store, FAST, actor=ADMIN)
     exp = store.get_experiment(exp_id)
     assert exp is not None and exp["name"] == "demo-fast · teacher only"
@@ -157,4 +161,4 @@ def test_a_teacher_only_launch_queues_one_job_and_shows_in_the_jobs_table(store:
     frame = teacher_view.teacher_jobs_frame(store)
     assert frame.iloc[0].to_dict()["message"] == "teacher 70/140 · $0.0123"
     assert frame.iloc[0]["status"] == "running" and frame.iloc[0]["eta"] != ""
-    assert teacher_view.teacher_jobs_frame(Store(store.home / "empty")).empty
+    assert teacher_view.teacher_jobs_frame(empty_store).empty

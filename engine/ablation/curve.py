@@ -17,7 +17,6 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from engine.ablation import fit as fitting
 from engine.specs import ExperimentSpec, SpecError, variant_key
 from engine.store import Store
+from engine.store.artifacts import ArtifactsError, artifacts, run_folder
 
 BOOTSTRAP = 1000
 """Draws of the per-point bootstrap."""
@@ -249,13 +249,13 @@ def _seed_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _stop_reason(run: dict[str, Any]) -> str | None:
+def _stop_reason(store: Store, run: dict[str, Any]) -> str | None:
     """Why a run stopped training (``early_stop``, ``max_steps``, ...), from its metadata."""
     if run["train_size"] == 0:
         return "zero_shot"
     try:
-        meta = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())
-    except (OSError, ValueError, TypeError, KeyError):
+        meta = json.loads(artifacts(store).pull_file(run_folder(store, run) / "metadata.json").read_text())
+    except (OSError, ValueError, TypeError, KeyError, ArtifactsError):
         return None
     return (meta.get("train") or {}).get("stop_reason")
 
@@ -332,7 +332,7 @@ def experiment_curve(
                 metric: float(r["metrics"][metric]),
                 "steps": r["metrics"].get("train_steps"),
                 "epochs": r["metrics"].get("train_epochs"),
-                "stop": _stop_reason(r),
+                "stop": _stop_reason(store, r),
             }
             for r in scored
         ],
@@ -413,8 +413,9 @@ def variant_losses(store: Store, experiment_id: str) -> list[tuple[Any, list[Sta
             if key is not None and run.get("variant_value") != key:
                 continue
             try:
-                train = json.loads((Path(run["run_dir"]) / "metadata.json").read_text())["train"]
-            except (OSError, ValueError, KeyError, TypeError):
+                meta_path = artifacts(store).pull_file(run_folder(store, run) / "metadata.json")
+                train = json.loads(meta_path.read_text())["train"]
+            except (OSError, ValueError, KeyError, TypeError, ArtifactsError):
                 continue
             first_stage = "kd" if train.get("recipe") == "kd" else "sft"
             stages = [(first_stage, train)] + (
@@ -516,8 +517,8 @@ def teacher_cost_per_example(store: Store, experiment_id: str) -> float | None:
     """Dollars per answered prompt, from the teacher job's summary (cache hits count as paid)."""
     path = store.experiments_dir / experiment_id / "teacher_summary.json"
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+        summary = json.loads(artifacts(store).pull_file(path).read_text())
+    except (OSError, ValueError, ArtifactsError):
         return None
     answered = summary.get("answered") or 0
     return float(summary.get("cost_usd") or 0.0) / answered if answered else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -24,6 +23,7 @@ from engine.data.prompts import render_prompt
 from engine.serving import server as serving
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
+from engine.store.artifacts import ArtifactsError, artifacts, pull_run, run_folder
 from engine.teacher.client import build_messages, resolve_api_key
 from engine.training.metadata import read_metadata
 
@@ -160,8 +160,8 @@ def teacher_target(store: Store, spec: ExperimentSpec, dataset_id: str | None, i
 
 def base_model_dir(store: Store, experiment_id: str, spec: ExperimentSpec) -> str:
     """What the experiment's runs started from: the shared tiny base, or the student model."""
-    if spec.student.model == "tiny":
-        return str(store.experiments_dir / experiment_id / "base_model")
+    if spec.student.model == "tiny":  # trained elsewhere: its base comes from SENSEI_ARTIFACTS
+        return str(artifacts(store).pull(store.experiments_dir / experiment_id / "base_model"))
     return spec.student.model
 
 
@@ -180,9 +180,11 @@ def experiment_spec(store: Store, experiment_id: str) -> ExperimentSpec:
 def run_mode(store: Store, run_id: str) -> Literal["completion", "chat"]:
     """How a run's student is asked: as it was trained (runs before prompt formats were raw)."""
     run = store.get_run(run_id)
+    if run is None:
+        return "completion"
     try:
-        fmt = read_metadata(run["run_dir"]).get("prompt_format") if run else None
-    except (OSError, ValueError):
+        fmt = read_metadata(pull_run(store, run, names=("metadata.json",))).get("prompt_format")
+    except (OSError, ValueError, ArtifactsError):
         return "completion"
     return "chat" if fmt == "chat" else "completion"
 
@@ -224,10 +226,13 @@ def example_inputs(store: Store, experiment_id: str, limit: int = 20) -> list[st
 
 def servable_runs(store: Store, experiment_id: str) -> list[dict[str, Any]]:
     """Runs of the experiment that saved a model (full or adapter), smallest size first."""
+    arts = artifacts(store)
     runs = [
         r
         for r in store.list_runs(experiment_id)
-        if any((Path(r["run_dir"]) / "model" / f).exists() for f in ("config.json", "adapter_config.json"))
+        # A run trained on another machine counts once its model is uploaded (metadata.json last).
+        if any((run_folder(store, r) / "model" / f).exists() for f in ("config.json", "adapter_config.json"))
+        or (r.get("status") == "succeeded" and arts.exists(run_folder(store, r) / "metadata.json"))
     ]
     return sorted(runs, key=lambda r: (r["train_size"] or 0, r["seed"] or 0, r["id"]))
 

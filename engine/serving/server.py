@@ -37,6 +37,7 @@ from engine.access import Actor, Right, check, done
 from engine.devices import gpu_slots
 from engine.jobs import process_alive
 from engine.store import Store
+from engine.store.artifacts import ArtifactsError, pull_base, pull_run
 from engine.training.model_refs import resolve_model_ref
 
 STARTUP_TIMEOUT_S = 180.0
@@ -244,14 +245,15 @@ def ensure_model_server(
     return start_server(store, key, Path(model_dir), timeout_s)
 
 
-def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge a PEFT adapter into its base and save the full model to ``out_dir`` (once)."""
+def merge_adapter(adapter_dir: Path, out_dir: Path, base: str | None = None) -> Path:
+    """Merge a PEFT adapter into its base (default: the one it records) and save the full
+    model to ``out_dir`` (once)."""
     if (out_dir / "config.json").exists():
         return out_dir
     try:  # the export module, when present, is the one place that knows how to merge
         from engine.training import export
 
-        export.merge_run(adapter_dir.parent, out_dir)
+        export.merge_run(adapter_dir.parent, out_dir, base)
         return out_dir
     except ImportError:
         pass
@@ -279,11 +281,19 @@ def run_model_dir(store: Store, run_id: str) -> Path:
     run = store.get_run(run_id)
     if run is None:
         raise ServeError(f"run {run_id} does not exist")
-    model_dir = Path(run["run_dir"]) / "model"
+    try:  # trained on another machine: its model comes from SENSEI_ARTIFACTS
+        run_dir = pull_run(store, run, names=("model", "metadata.json"))
+    except ArtifactsError as err:
+        raise ServeError(f"run {run_id}: {err}") from None
+    model_dir = run_dir / "model"
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
         raise ServeError(f"run {run_id} has no saved model yet (expected {model_dir})")
     if (model_dir / "adapter_config.json").exists():
-        return merge_adapter(model_dir, Path(run["run_dir"]) / "served")
+        try:  # on a tiny base trained on another machine: that base, from SENSEI_ARTIFACTS
+            base = pull_base(store, run_dir)
+        except ArtifactsError as err:
+            raise ServeError(f"run {run_id}: {err}") from None
+        return merge_adapter(model_dir, run_dir / "served", base)
     return model_dir
 
 

@@ -1,6 +1,8 @@
 """The workspace store: one database plus artifact folders.
 
 * :mod:`engine.store.db` — :class:`Store`: experiments, datasets, jobs, runs, metrics, outputs;
+* :mod:`engine.store.backends` — where the database lives: SQLite (default) or PostgreSQL
+  (``SENSEI_DB_URL``), one SQL path for both;
 * :mod:`engine.store.migrations` — the schema as ordered, named, append-only migrations;
 * :mod:`engine.store.review` — review records (SME annotations, taxonomy, judge verdicts),
   mixed into :class:`Store`;

@@ -8,7 +8,6 @@ The audit log is append-only. It holds subjects, display names, roles, action na
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -17,6 +16,7 @@ from typing import Any
 from engine.access.guard import check, done
 from engine.access.roles import ROLES, Actor, Right
 from engine.redaction import redact_url
+from engine.store.backends import Connection
 
 AUDIT_OUTCOMES = ("done", "refused")
 
@@ -25,8 +25,8 @@ class AccessRecords:
     """User and audit-log methods of :class:`~engine.store.Store`."""
 
     # Provided by Store: short-lived write and read connections.
-    tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    tx: Callable[[], AbstractContextManager[Connection]]
+    read: Callable[[], AbstractContextManager[Connection]]
 
     # ------------------------------------------------------------------- audit
     def record_audit(

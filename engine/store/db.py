@@ -1,8 +1,10 @@
-"""The workspace: one SQLite database (WAL mode) plus artifact folders.
+"""The workspace: one database plus artifact folders.
 
-Layout under ``SENSEI_HOME`` (default ``./workspace``)::
+The database is SQLite in WAL mode (``sensei.db`` in the workspace), or PostgreSQL when
+``SENSEI_DB_URL`` names one (:mod:`engine.store.backends`); the artifacts stay on disk either
+way. Layout under ``SENSEI_HOME`` (default ``./workspace``)::
 
-    sensei.db            jobs, experiments, datasets, runs, metrics, outputs
+    sensei.db            jobs, experiments, datasets, runs, metrics, outputs (SQLite only)
     llm_cache.db         the teacher/judge request cache (engine.teacher.client)
     runs/<run_id>/       spec, checkpoints, model/adapter, metadata.json
     experiments/<id>/    shared artifacts of one experiment (e.g. the tiny base model)
@@ -11,7 +13,8 @@ Layout under ``SENSEI_HOME`` (default ``./workspace``)::
 Every public method opens its own short connection, so any process (Streamlit, scheduler,
 workers, CLI) can use a :class:`Store` safely at the same time. Writes are transactions:
 nothing half-written is ever visible. Schema changes are ordered, named migrations; the
-applied version lives in ``PRAGMA user_version`` so old workspaces keep loading.
+applied version lives in ``PRAGMA user_version`` (SQLite) or a ``schema_version`` table
+(PostgreSQL) so old workspaces keep loading.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from engine.redaction import redact_url
 from engine.store.access import AccessRecords
+from engine.store.backends import Backend, Connection, SQLiteBackend, open_backend, upsert_sql
 from engine.store.migrations import MIGRATIONS
 from engine.store.review import ReviewRecords
 
@@ -37,11 +41,22 @@ ACTIVE = ("queued", "running")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_last_id = [0, 0]  # (milliseconds, random part) of this process's latest id
+_id_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    """A sortable unique id: prefix, millisecond time (base 36, fixed width), randomness."""
-    ms = int(time.time() * 1000)
-    stamp = _base36(ms).rjust(9, "0")
-    return f"{prefix}-{stamp}{secrets.token_hex(3)}"
+    """A sortable unique id: prefix, millisecond time (base 36, fixed width), randomness.
+
+    Ids made by one process sort in the order they were made, even within one millisecond
+    (the random part then counts up, as in monotonic ULIDs).
+    """
+    with _id_lock:
+        ms, rand = int(time.time() * 1000), secrets.randbelow(1 << 23)
+        if ms <= _last_id[0] and _last_id[1] + 1 < 1 << 24:
+            ms, rand = _last_id[0], _last_id[1] + 1
+        _last_id[:] = [ms, rand]
+    return f"{prefix}-{_base36(ms).rjust(9, '0')}{rand:06x}"
 
 
 def _base36(n: int) -> str:
@@ -58,7 +73,7 @@ def default_home() -> Path:
     return Path(os.environ.get("SENSEI_HOME") or "workspace").resolve()
 
 
-def _row(r: sqlite3.Row | None) -> dict[str, Any] | None:
+def _row(r: Any) -> dict[str, Any] | None:
     if r is None:
         return None
     d = dict(r)
@@ -69,14 +84,20 @@ def _row(r: sqlite3.Row | None) -> dict[str, Any] | None:
 
 
 class Store(ReviewRecords, AccessRecords):
-    """Access to one workspace. Cheap to create; holds no open connection."""
+    """Access to one workspace. Cheap to create; holds no open connection.
 
-    def __init__(self, home: str | Path | None = None):
+    Args:
+        home: The workspace folder (artifacts; the SQLite database); ``$SENSEI_HOME`` by default.
+        db_url: The database, ``postgresql://...``; ``$SENSEI_DB_URL`` by default, SQLite if unset.
+    """
+
+    def __init__(self, home: str | Path | None = None, db_url: str | None = None):
         self.home = Path(home).resolve() if home else default_home()
+        self.db: Backend = open_backend(self.home, db_url)
         self.home.mkdir(parents=True, exist_ok=True)
         for sub in ("runs", "experiments", "logs"):
             (self.home / sub).mkdir(exist_ok=True)
-        self.db_path = self.home / "sensei.db"
+        self.db_path: Path | None = self.db.path if isinstance(self.db, SQLiteBackend) else None
         self._migrate()
 
     # ----------------------------------------------------------------- plumbing
@@ -92,63 +113,51 @@ class Store(ReviewRecords, AccessRecords):
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
+    @property
+    def location(self) -> str:
+        """Where the database is, for people: a file, or a URL without its credentials."""
+        return self.db.location
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``): all or nothing."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+    def tx(self) -> AbstractContextManager[Connection]:
+        """A write transaction, exclusive among writers (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL
+        advisory lock): all or nothing."""
+        return self.db.tx()
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> AbstractContextManager[Connection]:
         """A read-only connection (sees the last committed state)."""
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        return self.db.read()
 
     def _migrate(self) -> None:
+        with self.read() as conn:
+            if self._check_version(conn) == SCHEMA_VERSION:
+                return  # the usual start: a read, no write lock
         with self.tx() as conn:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.db_path}: schema version {current} is newer than this Sensei "
-                    f"({SCHEMA_VERSION}); upgrade Sensei"
-                )
+            current = self._check_version(conn)  # again: another process may have migrated meanwhile
             for version, (_name, migration) in enumerate(MIGRATIONS, start=1):
                 if version > current:
                     if callable(migration):
                         migration(conn)
                     else:
-                        for statement in migration.split(";"):
+                        for statement in self.db.ddl(migration).split(";"):
                             if statement.strip():
                                 conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={version}")
+                    self.db.set_schema_version(conn, version)
+
+    def _check_version(self, conn: Connection) -> int:
+        current = self.db.schema_version(conn)
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.location}: schema version {current} is newer than this Sensei "
+                f"({SCHEMA_VERSION}); upgrade Sensei"
+            )
+        return current
 
     def schema_version(self) -> int:
         with self.read() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            return self.db.schema_version(conn)
 
     # ------------------------------------------------------------- experiments
-    def add_experiment(self, conn: sqlite3.Connection, name: str, spec: dict, spec_hash: str) -> str:
+    def add_experiment(self, conn: Connection, name: str, spec: dict, spec_hash: str) -> str:
         exp_id = new_id("exp")
         conn.execute(
             "INSERT INTO experiments(id, name, spec_json, spec_hash, created_at) VALUES (?,?,?,?,?)",
@@ -156,7 +165,7 @@ class Store(ReviewRecords, AccessRecords):
         )
         return exp_id
 
-    def set_experiment_spec(self, conn: sqlite3.Connection, exp_id: str, spec: dict, spec_hash: str) -> None:
+    def set_experiment_spec(self, conn: Connection, exp_id: str, spec: dict, spec_hash: str) -> None:
         """Replace an experiment's spec (its grid grew); inside the caller's transaction."""
         conn.execute(
             "UPDATE experiments SET spec_json=?, spec_hash=? WHERE id=?",
@@ -251,9 +260,24 @@ class Store(ReviewRecords, AccessRecords):
         now = time.time()
         with self.tx() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO teacher_responses(dataset_id, teacher_key, idx, request_hash,"
-                " output, valid, input_tokens, output_tokens, latency_s, cost_usd, error, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                upsert_sql(
+                    "teacher_responses",
+                    (
+                        "dataset_id",
+                        "teacher_key",
+                        "idx",
+                        "request_hash",
+                        "output",
+                        "valid",
+                        "input_tokens",
+                        "output_tokens",
+                        "latency_s",
+                        "cost_usd",
+                        "error",
+                        "created_at",
+                    ),
+                    key=("dataset_id", "teacher_key", "idx"),
+                ),
                 [
                     (
                         dataset_id,
@@ -285,7 +309,7 @@ class Store(ReviewRecords, AccessRecords):
     # -------------------------------------------------------------------- jobs
     def add_job(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         kind: str,
         spec: dict[str, Any],
         experiment_id: str | None = None,
@@ -342,10 +366,10 @@ class Store(ReviewRecords, AccessRecords):
             return [_row(r) for r in conn.execute(sql, args)]  # type: ignore[misc]
 
     def mark_started(
-        self, job_id: str, pid: int, pid_started_at: float | None, devices: list[str] | None = None
+        self, job_id: str, pid: int | None, pid_started_at: float | None, devices: list[str] | None = None
     ) -> bool:
-        """queued -> running with the worker's pid and the GPUs it holds. False if the job was
-        no longer queued."""
+        """queued -> running with the worker's pid (None: not a local process, e.g. a Ray task)
+        and the GPUs it holds. False if the job was no longer queued."""
         with self.tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status='running', pid=?, pid_started_at=?, started_at=?,"
@@ -395,10 +419,15 @@ class Store(ReviewRecords, AccessRecords):
         with self.tx() as conn:
             conn.execute("UPDATE jobs SET exit_code=? WHERE id=?", (exit_code, job_id))
 
+    def set_executor_ref(self, job_id: str, ref: str) -> None:
+        """Record where a running job's worker runs when it is not a local pid (a Ray task)."""
+        with self.tx() as conn:
+            conn.execute("UPDATE jobs SET executor_ref=? WHERE id=?", (ref, job_id))
+
     # -------------------------------------------------------------------- runs
     def add_run(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         experiment_id: str | None,
         train_size: int | None,
         seed: int | None,
@@ -424,7 +453,7 @@ class Store(ReviewRecords, AccessRecords):
         )
         return run_id
 
-    def link_run_job(self, conn: sqlite3.Connection, run_id: str, job_id: str) -> None:
+    def link_run_job(self, conn: Connection, run_id: str, job_id: str) -> None:
         conn.execute("UPDATE runs SET job_id=? WHERE id=?", (job_id, run_id))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -488,8 +517,11 @@ class Store(ReviewRecords, AccessRecords):
         """Per-example outputs of a run on the test split, with their scores."""
         with self.tx() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO outputs(run_id, idx, prompt, output, reference, scores_json)"
-                " VALUES (?,?,?,?,?,?)",
+                upsert_sql(
+                    "outputs",
+                    ("run_id", "idx", "prompt", "output", "reference", "scores_json"),
+                    key=("run_id", "idx"),
+                ),
                 [
                     (
                         run_id,
@@ -546,12 +578,13 @@ class Store(ReviewRecords, AccessRecords):
             )
 
     def list_events(self, job_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM events WHERE 1=1", []
+        for column, value in (("job_id", job_id), ("run_id", run_id)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                args.append(value)
         with self.read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM events WHERE (? IS NULL OR job_id=?) AND (? IS NULL OR run_id=?) ORDER BY ts",
-                (job_id, job_id, run_id, run_id),
-            )
-            return [dict(r) for r in rows]
+            return [dict(r) for r in conn.execute(sql + " ORDER BY ts", args)]
 
     # ----------------------------------------------------------------- summary
     def summary(self) -> dict[str, int]:

@@ -1,9 +1,13 @@
 """The workspace database's schema: ordered, named, append-only migrations.
 
 A migration is SQL, or a function of the open connection for what SQL alone cannot compute
-(new hashes of old records). Each runs once, in the same transaction that bumps
-``PRAGMA user_version``. A function migration keeps its own frozen copy of every formula it
-needs: the live code may change later, what an old workspace holds does not.
+(new hashes of old records). Each runs once, in the same transaction that bumps the schema
+version. A function migration keeps its own frozen copy of every formula it needs: the live
+code may change later, what an old workspace holds does not.
+
+The SQL is SQLite's; on PostgreSQL :meth:`engine.store.backends.Backend.ddl` maps its types.
+The function migrations rewrite records that releases before the PostgreSQL backend wrote, so
+they only have work on SQLite: a PostgreSQL database starts empty at 0001.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Migration = str | Callable[[sqlite3.Connection], None]
+if TYPE_CHECKING:
+    from engine.store.backends import Connection
+
+Migration = str | Callable[["Connection"], None]
+
+BUILTIN_CATEGORIES = ("wrong field value", "invalid format", "extra prose", "hallucination", "other")
+"""The error taxonomy 0002 starts with, in its order (all ``created_at`` 0)."""
 
 
 def _spec_hash(obj: Any) -> str:
@@ -66,7 +76,7 @@ def _messages(task: dict[str, Any], input_text: str) -> list[dict[str, str]]:
     return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
 
 
-def _teacher_keys_without_url(conn: sqlite3.Connection) -> None:
+def _teacher_keys_without_url(conn: Connection) -> None:
     """Re-key stored teacher answers (and their request hashes) off the endpoint URL.
 
     Up to 0003 ``teacher_key`` hashed ``teacher.base_url``, and an ``openai``-kind teacher's
@@ -79,6 +89,8 @@ def _teacher_keys_without_url(conn: sqlite3.Connection) -> None:
     Where two old keys meet in one new key, an answer wins over a failure; the loser stays
     under its old key, unread.
     """
+    if conn.dialect != "sqlite":
+        return  # no record from before 0005 (see the module's docstring)
     db_file = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
     cache_copies: list[tuple[str, str]] = []  # (new hash, old hash)
     seen: set[tuple[str, str]] = set()
@@ -158,7 +170,7 @@ def _copy_cache_entries(path: Path, pairs: list[tuple[str, str]]) -> None:
         cache.close()
 
 
-def _mask_stored_credentials(conn: sqlite3.Connection) -> None:
+def _mask_stored_credentials(conn: Connection) -> None:
     """Mask credentials that earlier releases stored inside URLs (``base_url`` with a key).
 
     Specs (experiments and jobs), job errors and messages, and events are rewritten through
@@ -166,6 +178,8 @@ def _mask_stored_credentials(conn: sqlite3.Connection) -> None:
     only masks more). A queued job whose endpoint needed such a key then fails saying to use
     ``api_key_env``, as a new one would. Worker logs and run folders on disk are not touched.
     """
+    if conn.dialect != "sqlite":
+        return  # no record from before 0006 (see the module's docstring)
     from engine.redaction import redact_url
 
     for table, key, columns in (
@@ -310,5 +324,11 @@ MIGRATIONS: list[tuple[str, Migration]] = [
         ALTER TABLE experiment_notes ADD COLUMN author_sub TEXT;
         UPDATE experiment_notes SET author_sub = 'local:' || author
         """,
+    ),
+    (
+        # Where a job's worker runs when it is not a local process: ``ray:<task id>`` for a Ray
+        # task (engine.ray_executor); NULL for a local subprocess (its pid says where).
+        "0009_job_executor_ref",
+        "ALTER TABLE jobs ADD COLUMN executor_ref TEXT",
     ),
 ]

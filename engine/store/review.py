@@ -9,7 +9,6 @@ changes go to the audit log.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -17,6 +16,8 @@ from typing import Any
 
 from engine.access.guard import check, done
 from engine.access.roles import Actor, Right
+from engine.store.backends import Connection, upsert_sql
+from engine.store.migrations import BUILTIN_CATEGORIES
 
 ANNOTATION_LABELS = ("accept", "reject")
 NOTE_KINDS = ("comment", "decision")
@@ -27,8 +28,8 @@ class ReviewRecords:
     """Annotation, taxonomy and judge-verdict methods of :class:`~engine.store.Store`."""
 
     # Provided by Store: short-lived write and read connections.
-    tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    tx: Callable[[], AbstractContextManager[Connection]]
+    read: Callable[[], AbstractContextManager[Connection]]
     record_audit: Callable[..., None]  # engine.store.access.AccessRecords
 
     # ------------------------------------------------------------- annotations
@@ -51,10 +52,10 @@ class ReviewRecords:
         with self.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO annotations(item_ref, annotator, annotator_sub, label, category, note, ts)"
-                " VALUES (?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?) RETURNING id",
                 (item_ref, actor.name, actor.subject, label, category or None, note.strip(), time.time()),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def annotations(
         self,
@@ -95,8 +96,11 @@ class ReviewRecords:
 
     def list_categories(self) -> list[dict[str, Any]]:
         """The error taxonomy: ``name, description, created_at`` (0 for the built-in ones)."""
+        # The built-in ones share created_at 0: they keep the order 0002 gave them.
+        rank = " ".join(f"WHEN ? THEN {i}" for i in range(len(BUILTIN_CATEGORIES)))
+        sql = f"SELECT * FROM error_categories ORDER BY created_at, CASE name {rank} ELSE ? END, name"
         with self.read() as conn:
-            rows = conn.execute("SELECT * FROM error_categories ORDER BY created_at, rowid")
+            rows = conn.execute(sql, (*BUILTIN_CATEGORIES, len(BUILTIN_CATEGORIES)))
             return [dict(r) for r in rows]
 
     def add_category(self, name: str, description: str = "", *, actor: Actor) -> bool:
@@ -137,8 +141,11 @@ class ReviewRecords:
         now = time.time()
         with self.tx() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO judge_verdicts(judge_name, item_ref, verdict, reason, raw, ts)"
-                " VALUES (?,?,?,?,?,?)",
+                upsert_sql(
+                    "judge_verdicts",
+                    ("judge_name", "item_ref", "verdict", "reason", "raw", "ts"),
+                    key=("judge_name", "item_ref"),
+                ),
                 [
                     (judge_name, r["item_ref"], r["verdict"], r.get("reason") or "", r.get("raw"), now)
                     for r in rows
@@ -190,10 +197,10 @@ class ReviewRecords:
                 raise ValueError(f"no experiment {experiment_id}")
             cur = conn.execute(
                 "INSERT INTO experiment_notes(experiment_id, kind, author, author_sub, text, ts)"
-                " VALUES (?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?) RETURNING id",
                 (experiment_id, kind, actor.name, actor.subject, text, time.time()),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def list_notes(self, experiment_id: str) -> list[dict[str, Any]]:
         """An experiment's comments and decisions, oldest first."""

@@ -30,6 +30,7 @@ from engine.data.datasets import ensure_dataset
 from engine.data.validate import parse_output
 from engine.redaction import redact_url
 from engine.specs import ExperimentSpec, TeacherSpec, parse_spec
+from engine.store.artifacts import artifacts
 from engine.teacher.breaker import EndpointDownError
 from engine.teacher.client import ChatClient, ChatResult, build_messages, request_hash
 
@@ -152,7 +153,7 @@ def main(ctx: JobContext) -> None:
         log.info("dataset %s: %d examples; gold recipe: no teacher answers", dataset_id, len(examples))
         summary = {"requested": 0, "answered": 0, "cost_usd": 0.0, "dataset_id": dataset_id}
         summary["total"] = len(examples)
-        (exp_dir / "teacher_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        _write_summary(store, exp_dir, summary)
         ctx.progress(1.0, "gold recipe: no teacher answers needed", force=True)
         return
 
@@ -263,7 +264,7 @@ def main(ctx: JobContext) -> None:
         "unanswered": total - done,
         "endpoint_down": down is not None,
     }
-    (exp_dir / "teacher_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    _write_summary(store, exp_dir, summary)
     log.info(
         "teacher done: %d requested, %d answered (%d invalid, %d cached), %d errors, %d HTTP requests, "
         "%d input + %d output tokens, $%.4f",
@@ -310,3 +311,11 @@ def progress_message(answered: int, total: int, failed: int, cost_usd: float) ->
     """The job's progress line: answered prompts (never attempts), failures, money spent."""
     failures = f" · {failed} failed" if failed else ""
     return f"teacher {answered}/{total}{failures} · ${cost_usd:.4f}"
+
+
+def _write_summary(store: Store, exp_dir: Path, summary: dict[str, Any]) -> None:
+    """``teacher_summary.json`` of the experiment, here and in ``SENSEI_ARTIFACTS`` (the
+    Ablation page's cost per example reads it from any machine)."""
+    path = exp_dir / "teacher_summary.json"
+    path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    artifacts(store).push(path)

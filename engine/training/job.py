@@ -19,7 +19,9 @@ against the references -> per-example outputs and aggregate metrics into the sto
 (``ablation.vary``) gets the spec resolved for its value: it trains exactly as a plain
 experiment with that value would.
 SFT checkpoints into ``<run_dir>/checkpoints``; a re-run of the run (``python -m engine
-resume``) continues from the newest one, and they are deleted once the run succeeds. Loss
+resume``) continues from the newest one, and they are deleted once the run succeeds. With
+``SENSEI_ARTIFACTS`` (:mod:`engine.store.artifacts`) each checkpoint is uploaded as it is
+saved and the model with its records once trained, so the re-run may happen on any machine. Loss
 spikes and out-of-memory errors become run events (:mod:`engine.training.health`).
 """
 
@@ -34,6 +36,7 @@ from engine.context import JobContext
 from engine.judges.curation import curate
 from engine.scoring.metrics import aggregate, score
 from engine.specs import ExperimentSpec, parse_spec
+from engine.store.artifacts import ArtifactsError, artifacts, push_run, run_folder
 from engine.training.dpo_stage import DPO_SPAN, run_dpo_stage
 from engine.training.formats import (
     example_length,
@@ -49,7 +52,7 @@ from engine.training.kd_stage import run_kd_stage
 from engine.training.metadata import base_model_record, build_metadata, write_json
 from engine.training.model_refs import resolve_model_ref
 from engine.training.pools import gold_pool, tiny_base, training_pool
-from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint
+from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint, pull_last_checkpoint
 from engine.training.sft import StoreCallback, TrainResult, split_validation, train_sft
 from engine.training.student import (
     causal_lm,
@@ -58,6 +61,7 @@ from engine.training.student import (
     require_quantization_support,
     save_student,
 )
+from engine.training.uploads import CheckpointUploader, push_wandb
 
 TRAIN_SPAN = (0.02, 0.85)
 """Share of the job's progress bar filled by training; evaluation fills the rest."""
@@ -87,8 +91,11 @@ def main(ctx: JobContext) -> None:
     run = store.get_run(run_id)
     if run is None:
         raise RuntimeError(f"run {run_id} does not exist")
-    run_dir = Path(run["run_dir"])
+    arts = artifacts(store)  # a malformed SENSEI_ARTIFACTS fails here, before any work
+    run_dir = run_folder(store, run)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if arts.remote:
+        ctx.log.info("artifacts: %s (this machine's copy: %s)", arts.shown, run_dir)
     experiment = store.get_experiment(exp_id)
     dataset_id = experiment.get("dataset_id") if experiment else None
     if not dataset_id:
@@ -179,7 +186,11 @@ def main(ctx: JobContext) -> None:
             StoreCallback(writer, ctx if main_proc else None, run_id, progress_span=sft_span),
             HealthCallback(writer, ctx.job_id, run_id),
         ]
+        if arts.remote and main_proc:
+            callbacks.append(CheckpointUploader(arts, lambda m: _event(ctx, run_id, "warning", "upload", m)))
         ckpt_dir = run_dir / CHECKPOINTS_DIR
+        # An earlier attempt may have run on another machine: its last upload is the start.
+        pull_last_checkpoint(arts, ckpt_dir)
         resume_from = _resume_point(ctx, run_id, ckpt_dir) if main_proc else last_checkpoint(ckpt_dir)
         zero_shot = train_size == 0
         dpo_alone = recipe == "sft+dpo" and not student.dpo.after_sft
@@ -284,6 +295,9 @@ def main(ctx: JobContext) -> None:
             ),
         )
 
+        if arts.remote:
+            ctx.progress(TRAIN_SPAN[1], f"uploading the model to {arts.shown}", force=True)
+            push_run(store, run_dir)
         metrics = evaluate_run(ctx, run_id, spec, dataset_id, trained, tokenizer, wandb_run)
         metrics["n_train"] = float(len(train_rows))
         if stages:
@@ -291,9 +305,18 @@ def main(ctx: JobContext) -> None:
         store.set_run_metrics(run_id, metrics)
         # The final model is saved: checkpoints (optimizer state included) are dead weight now.
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        try:
+            arts.remove(ckpt_dir)
+        except ArtifactsError as err:  # the run is done; leftovers only cost storage
+            _event(ctx, run_id, "warning", "upload", f"uploaded checkpoints were not deleted: {err}")
         failed = False
     finally:
         tracking.finish_run(wandb_run, metrics, failed=failed)
+        if wandb_run is not None and arts.remote:
+            try:
+                push_wandb(arts, store.home, run_id)
+            except ArtifactsError as err:  # W&B files are a mirror: never worth a run
+                _event(ctx, run_id, "warning", "wandb", f"the W&B files were not uploaded: {err}")
     if report:
         _log_curve_when_last(ctx, exp_id, run_id)
     ctx.progress(1.0, "done", force=True)

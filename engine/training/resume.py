@@ -16,11 +16,13 @@ from pathlib import Path
 
 from engine.access import Actor, Right, check, done
 from engine.store import Store
+from engine.store.artifacts import Artifacts, ArtifactsError, artifacts, run_folder
 
 CHECKPOINTS_DIR = "checkpoints"
 """Sub-folder of a run folder that holds the trainer's checkpoints."""
 RESUMABLE = ("failed", "cancelled")
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+"""A checkpoint folder's name; the group is its step."""
 
 
 class ResumeError(ValueError):
@@ -38,7 +40,7 @@ def last_checkpoint(folder: str | Path) -> Path | None:
         return None
     found = []
     for path in folder.iterdir():
-        match = _CHECKPOINT.match(path.name)
+        match = CHECKPOINT_NAME.match(path.name)
         if match and (path / "trainer_state.json").is_file():
             found.append((int(match.group(1)), path))
     return max(found)[1] if found else None
@@ -46,7 +48,7 @@ def last_checkpoint(folder: str | Path) -> Path | None:
 
 def checkpoint_step(checkpoint: str | Path) -> int:
     """The optimizer step a ``checkpoint-<step>`` folder was saved at."""
-    match = _CHECKPOINT.match(Path(checkpoint).name)
+    match = CHECKPOINT_NAME.match(Path(checkpoint).name)
     if not match:
         raise ValueError(f"{checkpoint} is not a checkpoint-<step> folder")
     return int(match.group(1))
@@ -105,10 +107,44 @@ def resume_job(store: Store, job_or_run_id: str, *, actor: Actor) -> str:
         )
         store.link_run_job(conn, run_id, new_id)
     run = store.get_run(run_id)
-    ckpt = last_checkpoint(Path(run["run_dir"]) / CHECKPOINTS_DIR) if run else None
-    where = f"from {ckpt.name}" if ckpt else "from the start (no checkpoint was saved)"
+    name = _checkpoint_name(store, run_folder(store, run) / CHECKPOINTS_DIR) if run else None
+    where = f"from {name}" if name else "from the start (no checkpoint was saved)"
     store.add_event(
         "info", "resumed", f"resume of {job['id']} queued as {new_id}, {where}", job_id=new_id, run_id=run_id
     )
     done(store, actor, "resume", job["id"], job=new_id, run=run_id)
     return new_id
+
+
+def _checkpoint_name(store: Store, ckpt_dir: Path) -> str | None:
+    """The checkpoint a resume will start from: the newest here or uploaded by the machine
+    that trained the run (for the event's message only: an unreachable store is not an error)."""
+    here = last_checkpoint(ckpt_dir)
+    found = [here.name] if here else []
+    try:
+        remote = remote_last_checkpoint(artifacts(store), ckpt_dir)
+    except ArtifactsError:
+        remote = None
+    found += [remote] if remote else []
+    return max(found, key=checkpoint_step) if found else None
+
+
+def remote_last_checkpoint(arts: Artifacts, folder: str | Path) -> str | None:
+    """The name of the newest complete checkpoint in ``folder``'s remote copy (``None``: none,
+    or no remote copy). Complete means its ``trainer_state.json``, uploaded last, is there."""
+    found = []
+    for name, files in arts.names(folder).items():
+        match = CHECKPOINT_NAME.match(name)
+        if match and "trainer_state.json" in files:
+            found.append((int(match.group(1)), name))
+    return max(found)[1] if found else None
+
+
+def pull_last_checkpoint(arts: Artifacts, folder: str | Path) -> Path | None:
+    """Download the remote copy's newest complete checkpoint into ``folder`` unless this machine
+    has it or a newer one (so a run resumes on any machine); returns :func:`last_checkpoint`."""
+    name = remote_last_checkpoint(arts, folder)
+    here = last_checkpoint(folder)
+    if name is not None and (here is None or checkpoint_step(here) < checkpoint_step(name)):
+        arts.pull(Path(folder) / name, last=("trainer_state.json",))
+    return last_checkpoint(folder)

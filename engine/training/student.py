@@ -152,18 +152,28 @@ def ensure_tiny_base(
     Returns:
         ``<workspace>/experiments/<experiment_id>/<name>``.
     """
+    from engine.store.artifacts import artifacts
+
+    arts = artifacts(store)
     exp_dir = store.experiments_dir / experiment_id
     final = exp_dir / name
     with file_lock(exp_dir / "base_model.lock"):
         if (final / "config.json").exists():
             return final
+        # Built by a job on another machine: every run of the experiment shares that base.
+        pulled = arts.exists(final / "config.json")
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=exp_dir))
         try:
-            build_tiny_student(texts, spec, tmp, seed, tokenizer)
+            if pulled:
+                arts.pull(final, into=tmp)
+            else:
+                build_tiny_student(texts, spec, tmp, seed, tokenizer)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if not pulled:
+            arts.push(final, last=("config.json",))
     return final
 
 

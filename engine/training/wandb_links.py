@@ -12,6 +12,7 @@ prints is written back into the sidecar.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 from engine.access import Actor, Right, check, done
 from engine.store import Store
+from engine.store.artifacts import Artifacts, ArtifactsError, artifacts, artifacts_url
 
 _URL = re.compile(r"https://\S+/runs/[A-Za-z0-9_-]+")
 
@@ -62,12 +64,13 @@ def wandb_root(store_home: Path) -> Path:
     return Path(os.environ.get("WANDB_DIR") or Path(store_home) / "wandb") / "wandb"
 
 
-def _sidecar(store_home: Path, run_id: str) -> Path:
+def sidecar_path(store_home: Path, run_id: str) -> Path:
+    """Where :func:`record_run` keeps what it knows of ``run_id``'s W&B run."""
     return Path(store_home) / "wandb" / "sensei-runs" / f"{run_id}.json"
 
 
 def _write(store_home: Path, info: WandbRun) -> None:
-    path = _sidecar(store_home, info.run_id)
+    path = sidecar_path(store_home, info.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(info), indent=2))
 
@@ -85,9 +88,15 @@ def record_run(store_home: Path, run_id: str, run: Any) -> None:
 def find_run(store_home: Path, run_id: str) -> WandbRun | None:
     """The W&B record of ``run_id``: from its sidecar, else by scanning offline folders."""
     try:
-        return WandbRun(**json.loads(_sidecar(store_home, run_id).read_text()))
-    except (OSError, ValueError, TypeError):
+        arts = Artifacts(store_home, artifacts_url())
+        # Trained on another machine: its sidecar (and later its folder) come from SENSEI_ARTIFACTS.
+        info = WandbRun(**json.loads(arts.pull_file(sidecar_path(store_home, run_id)).read_text()))
+    except (OSError, ValueError, TypeError, ArtifactsError):
         pass
+    else:
+        if arts.remote and info.path and not Path(info.path).is_dir():
+            info.path = str(wandb_root(store_home) / Path(info.path).name)
+        return info
     needle = run_id.encode()
     for folder in sorted(wandb_root(store_home).glob("*run-*"), reverse=True):
         for record in folder.glob("run-*.wandb"):
@@ -113,6 +122,9 @@ def sync_offline(store: Store, info: WandbRun, timeout_s: float = 300.0, *, acto
     check(store, actor, Right.LAUNCH, "sync runs to W&B", info.run_id)
     if not sync_available():
         raise WandbSyncError("set WANDB_API_KEY (or run `wandb login`) before syncing runs to W&B")
+    if info.path and not Path(info.path).is_dir():
+        with contextlib.suppress(ArtifactsError):
+            artifacts(store).pull(info.path)
     if not info.path or not Path(info.path).is_dir():
         raise WandbSyncError(f"the run's W&B folder is missing: {info.path}")
     cmd = [sys.executable, "-m", "wandb", "sync", info.path]
