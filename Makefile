@@ -54,9 +54,11 @@ check: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy engine
 
-## test: install what is missing, then lint and run the whole suite
+## test: install what is missing, then lint and run the whole suite, one pytest worker per
+## core (at most 4; each trains with one thread, see tests/conftest.py). `pytest` alone runs
+## it in one process.
 test: $(VENV)/.dev chromium postgresql check
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --maxprocesses=4 --dist worksteal
 
 ## bench: speed benchmarks (ratios against a baseline in the same run)
 bench: $(VENV)/.dev

@@ -120,7 +120,11 @@ with st.sidebar:
         if state == "starting":  # asked for (here, by a launch or by another tab), not up yet
             st.caption(":orange[●] Scheduler starting…")
             return
-        st.caption(":gray[●] Scheduler idle — it starts when you launch")
+        error = jobs.scheduler_error(store)
+        if error:  # the last one could not start (e.g. no Ray head at RAY_ADDRESS)
+            st.caption(f":red[●] Scheduler stopped: {error}")
+        else:
+            st.caption(":gray[●] Scheduler idle — it starts when you launch")
         st.button(
             "Start scheduler",
             key="start_scheduler",

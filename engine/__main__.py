@@ -174,6 +174,10 @@ def _wait(store: Store, exp_id: str) -> str:
                 )
         if all(j["status"] in TERMINAL for j in job_rows):
             return ablation.experiment_status(store, exp_id)
+        error = jobs.scheduler_error(store)
+        if error and jobs.scheduler_state(store) == "idle":
+            print(f"the scheduler cannot start: {error}", file=sys.stderr, flush=True)
+            return "waiting: no scheduler"
         jobs.ensure_scheduler(store, idle_exit_s=60)
         time.sleep(1.0)
 

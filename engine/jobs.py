@@ -40,6 +40,7 @@ from engine.context import JobCancelled, JobContext
 from engine.devices import assign, gpu_slots, job_gpus, worker_command
 from engine.redaction import RedactingFilter, redact_url
 from engine.store import TERMINAL, Store
+from engine.store.artifacts import Artifacts, ArtifactsError, artifacts_url, job_log
 
 log = logging.getLogger("sensei.jobs")
 
@@ -356,8 +357,17 @@ def reconcile(store: Store, children: dict[str, Worker] | None = None) -> list[s
 
 
 def _append_log(job: dict[str, Any], line: str) -> None:
-    with contextlib.suppress(OSError), open(job["log_path"], "a", encoding="utf-8") as fh:
-        fh.write(f"\n{redact_url(line)}\n")
+    """Add the scheduler's line to a job's log: to the whole log, also when the job ran on
+    another node (its uploaded copy is fetched first, and the result uploaded again)."""
+    path = Path(job["log_path"])
+    arts = Artifacts(path.parent.parent, artifacts_url()) if artifacts_url() else None
+    with contextlib.suppress(OSError, ArtifactsError):
+        if arts is not None and not path.is_file():
+            arts.pull(path)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"\n{redact_url(line)}\n")
+        if arts is not None:
+            arts.push(path)
 
 
 def _propagate_failures(store: Store) -> None:
@@ -440,6 +450,19 @@ def scheduler_state(store: Store, now: float | None = None) -> str:
     return "starting" if fresh and process_alive(pid, created) else "idle"
 
 
+def _error_path(store: Store) -> Path:
+    return store.home / "scheduler.error"
+
+
+def scheduler_error(store: Store) -> str | None:
+    """Why the last scheduler for this workspace could not start (``None`` once one did):
+    its executor could not be made (e.g. ``RAY_ADDRESS`` names no Ray head)."""
+    try:
+        return _error_path(store).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def _spawn_scheduler(store: Store, idle_exit_s: float) -> subprocess.Popen[bytes]:
     log_path = store.logs_dir / "scheduler.log"
     with open(log_path, "ab") as out:
@@ -466,7 +489,8 @@ def _spawn_scheduler(store: Store, idle_exit_s: float) -> subprocess.Popen[bytes
 def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None = None) -> int:
     """Run the scheduler loop until SIGTERM/SIGINT (or idle for ``idle_exit_s``).
 
-    Returns 0, or 3 if another scheduler already owns this workspace.
+    Returns 0, 2 if its executor cannot be made (the reason goes to the log and to
+    :func:`scheduler_error`), or 3 if another scheduler already owns this workspace.
     """
     fh = open(_lock_path(store), "a+")  # noqa: SIM115 - held for the process lifetime
     try:
@@ -487,7 +511,15 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    executor = make_executor()
+    try:
+        executor = make_executor()
+    except (RuntimeError, ValueError) as err:  # a bad SENSEI_EXECUTOR, an unreachable Ray head
+        reason = redact_url(str(err))
+        log.error("scheduler cannot start: %s", reason)
+        _error_path(store).write_text(reason + "\n", encoding="utf-8")
+        fh.close()
+        return 2
+    _error_path(store).unlink(missing_ok=True)
     children: dict[str, Worker] = {}
     died = reconcile(store)
     if died:
@@ -600,7 +632,9 @@ def read_log(job: dict[str, Any], max_bytes: int | None = None) -> str:
 
     A cut starts at the next whole line, so the first line shown is never half a line.
     """
-    path = Path(job.get("log_path") or "")
+    if not job.get("log_path"):
+        return ""
+    path = job_log(job["log_path"])  # a job that ran on another node: the copy it uploaded
     if not path.is_file():
         return ""
     with open(path, "rb") as fh:

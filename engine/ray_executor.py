@@ -23,7 +23,9 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,63 @@ def run_task(job_id: str, home: str, log_path: str, env: dict[str, str], gpus: i
             cwd=str(REPO_ROOT),
             preexec_fn=_die_with_parent,
         )
-    return proc.wait()
+    with LogMirror(home, log_path, env):
+        return proc.wait()
+
+
+LOG_PUSH_S = 5.0
+"""How often a running task uploads its job's log when it has grown (``SENSEI_ARTIFACTS``)."""
+
+
+class LogMirror:
+    """While a task runs, upload its job's log to the artifacts every :data:`LOG_PUSH_S`
+    seconds when it has grown, and once more at the end; without ``SENSEI_ARTIFACTS``,
+    nothing. So the pages on any machine read the log of a job that ran on another node
+    (:func:`engine.store.artifacts.job_log`), and a node that dies takes at most its last
+    few seconds of log with it. An upload that fails is retried at the next tick; the job
+    goes on either way.
+    """
+
+    def __init__(self, home: str, log_path: str, env: dict[str, str], every_s: float = LOG_PUSH_S):
+        from engine.store.artifacts import ENV, Artifacts
+
+        self.path = Path(log_path)
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pushed = -1
+        url = env.get(ENV, "").strip()
+        # The keys an upload needs (AWS_*) are in the job's environment, not this Ray worker's.
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        self._arts = Artifacts(home, url) if url else None
+
+    def push(self) -> None:
+        from engine.store.artifacts import ArtifactsError
+
+        size = self.path.stat().st_size if self.path.is_file() else -1
+        if self._arts is None or size == self._pushed:
+            return
+        try:
+            self._arts.push(self.path)
+            self._pushed = size
+        except ArtifactsError as err:
+            log.warning("log upload: %s", err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.push()
+
+    def __enter__(self) -> LogMirror:
+        if self._arts is not None:
+            self._thread = threading.Thread(target=self._run, name="sensei-log-mirror", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.push()
 
 
 def _die_with_parent() -> None:
@@ -107,6 +165,34 @@ def describe_failure(err: BaseException) -> str:
         return "worker died: its Ray worker process crashed or was killed (WorkerCrashedError)"
     lines = str(err).strip().splitlines()
     return f"worker died: its Ray task failed ({type(err).__name__}: {lines[0] if lines else ''})"
+
+
+PROBE_TIMEOUT_S = 10.0
+
+
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``).
+
+    ``ray.init`` itself retries an unreachable head for minutes without a word to the caller;
+    the scheduler would hang and every job stay queued. ``auto`` and ``local`` are Ray's to
+    resolve and are not probed.
+
+    Raises:
+        RuntimeError: the address is malformed or no process accepts connections there
+            within ``timeout_s`` (the message names ``RAY_ADDRESS``).
+    """
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"RAY_ADDRESS={address}: expected HOST:PORT (what `ray start --head` prints)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise RuntimeError(
+            f"RAY_ADDRESS={address}: no Ray head answers there ({err.strerror or err}); "
+            "start one with `ray start --head`, or correct the address"
+        ) from None
 
 
 class RayTask:
@@ -169,6 +255,8 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS") or None
+            if address:
+                probe(address)
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as err:

@@ -14,12 +14,19 @@ import pytest
 
 from engine.store import Store
 from tests.pg_server import PostgresServer, postgres_server
+from tests.ray_head import local_ray_head
 from tests.s3 import s3_server  # noqa: F401  (fixture: moto's S3 on 127.0.0.1, one per session)
 
 BACKENDS = ("sqlite", "postgresql")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs one pytest worker per core (pytest-xdist): each, and every job process
+        # it starts, trains with one thread, as the scheduler's CPU slots do. Two threads per
+        # worker on two cores made the in-process trainings 2-4x slower than one.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
     config.addinivalue_line(
         "markers", "both_backends: run the test on SQLite and on PostgreSQL (the `backend` fixture)"
     )
@@ -42,6 +49,20 @@ def pg_server() -> Iterator[PostgresServer]:
             yield server
     except FileNotFoundError as err:
         pytest.skip(f"PostgreSQL tests need Debian's postgresql package ({err}); `make test` installs it")
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Ray head for the session (two CPUs: two worker processes), started on first use;
+    this process joins it as a driver (a scheduler in the test's own process)."""
+    with local_ray_head(tmp_path_factory.mktemp("ray"), num_cpus=2) as address:
+        import ray  # not before: Ray reads its loopback switch (see local_ray_head) on import
+
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            yield address
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""A real HTTP server on 127.0.0.1 for tests: a handler class in, its base URL out."""
+"""Loopback helpers for tests: a real HTTP server on 127.0.0.1 (a handler class in, its base URL
+out), and a free port for servers the tests start themselves."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,3 +21,10 @@ def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

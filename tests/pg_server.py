@@ -14,11 +14,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.loopback import free_port
 
 USER = "sensei"
 
@@ -29,18 +30,12 @@ def pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """One running cluster: :meth:`new_database` gives a fresh, empty database's URL."""
 
     def __init__(self, bin_dir: Path):
         self.bin_dir = bin_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.password = "pw-" + secrets.token_hex(8)  # tests check it never leaks
         self.root = Path(tempfile.mkdtemp(prefix="sensei-pg-"))
         self.data = self.root / "data"

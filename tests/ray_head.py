@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,11 +21,7 @@ from pathlib import Path
 
 import psutil
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.loopback import free_port
 
 
 @contextlib.contextmanager
@@ -38,7 +33,7 @@ def local_ray_head(temp_dir: Path, num_cpus: int = 2, timeout_s: float = 180) ->
     token, loopback mode); the previous values come back afterwards.
     """
     temp_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     ray_env = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

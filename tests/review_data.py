@@ -8,9 +8,9 @@ judges' verdicts; and a few SME labels. Used by the engine, AppTest and browser 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine import ablation
 from engine.demo.task import generate_examples
@@ -143,12 +143,14 @@ def populate(store: Store, labels: bool = True, judges: bool = True) -> Populate
     return pop
 
 
-def write_labels(home: str, annotator: str, n: int, start_at: float = 0.0, items: int = 10) -> None:
-    """Append ``n`` labels as ``annotator`` (item ``i % items``, label alternating), starting at
-    wall time ``start_at``: a concurrency worker, importable from a spawned process."""
+def write_labels(home: str, annotator: str, n: int, start: Any = None, items: int = 10) -> None:
+    """Append ``n`` labels as ``annotator`` (item ``i % items``, label alternating), once every
+    writer has reached the ``start`` barrier (threading's or multiprocessing's): a concurrency
+    worker, importable from a spawned process. A barrier, not a wall-clock start: a spawned
+    process on a loaded machine can take longer to import than any fixed head start."""
     store = Store(home)
-    while time.time() < start_at:
-        time.sleep(0.005)
+    if start is not None:
+        start.wait(timeout=120)
     for i in range(n):
         store.add_annotation(
             f"run:r:{i % items}", "accept" if i % 2 else "reject", note=str(i), actor=person(annotator)

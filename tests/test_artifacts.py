@@ -206,3 +206,41 @@ def test_a_failed_checkpoint_upload_warns_and_training_goes_on(
 def test_workspace_store_names_its_artifacts(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SENSEI_ARTIFACTS", raising=False)
     assert not artifacts(store).remote and artifacts(store).shown == str(store.home)
+
+
+def test_a_running_tasks_log_reaches_every_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.ray_executor import LogMirror
+
+    shared = tmp_path / "shared"
+    node_log = tmp_path / "node" / "logs" / "j1.log"
+    node_log.parent.mkdir(parents=True)
+    node_log.write_text("job j1 (train) starting\n")
+    remote = shared / "logs" / "j1.log"
+
+    def uploaded(text: str) -> bool:
+        deadline = time.monotonic() + 60
+        while not (remote.is_file() and remote.read_text() == text):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    with LogMirror(
+        str(node_log.parents[1]), str(node_log), {"SENSEI_ARTIFACTS": shared.as_uri()}, every_s=0.05
+    ):
+        assert uploaded("job j1 (train) starting\n")  # while the task runs
+        with node_log.open("a") as fh:
+            fh.write("step 5 loss 2.1\n")
+        assert uploaded("job j1 (train) starting\nstep 5 loss 2.1\n")
+        with node_log.open("a") as fh:
+            fh.write("done\n")
+    assert remote.read_text().endswith("done\n")  # the last lines, on the way out
+
+    node_log.unlink()  # a machine that never ran the job (or the node is gone)
+    job = {"log_path": str(node_log)}
+    assert jobs.read_log(job) == ""  # SENSEI_ARTIFACTS unset: nothing to read
+    monkeypatch.setenv("SENSEI_ARTIFACTS", shared.as_uri())
+    assert jobs.read_log(job) == "job j1 (train) starting\nstep 5 loss 2.1\ndone\n"
+    with remote.open("a") as fh:
+        fh.write("resumed\n")
+    assert jobs.read_log(job).endswith("done\nresumed\n")  # fetched again once it grew

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from engine import ablation
 from engine.store import Store
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -41,12 +41,6 @@ CHROMIUM_ARGS = [
 DEMO_TIMEOUT_MS = 240_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -124,7 +118,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
         pytest.skip(f"{CHROMIUM} is missing: install it with `make chromium` (required in CI)")
     home = Path(os.environ.get("SENSEI_HOME") or tmp_path / "workspace").resolve()
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ, SENSEI_HOME=str(home), SENSEI_DEMO_PRESET="fast", WANDB_MODE="offline", HF_HUB_OFFLINE="1"
     )

@@ -23,11 +23,11 @@ import pytest
 
 from engine.access import AccessDenied, Actor
 from engine.store import Store
+from tests.loopback import free_port
 from tests.review_data import Populated, populate
 from tests.test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    _free_port,
     dashboard,
     shots,
 )
@@ -65,7 +65,7 @@ def team_server(store: Store, oidc: str, tmp_path: Path) -> Iterator[tuple[str, 
         pytest.skip(f"{CHROMIUM} is missing: install it with `make chromium` (required in CI)")
     pop = populate(store)
     (store.home / "roles.toml").write_text(f'roles_claim = "{ROLE_CLAIM}"\n', encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     secrets_file = tmp_path / "secrets.toml"
     secrets_file.write_text(
         "[auth]\n"

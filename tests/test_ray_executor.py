@@ -5,36 +5,28 @@ with its log kept; ``resume`` then finishes it with no row lost or duplicated.""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from engine import jobs
 from engine.specs import TinyModelSpec, demo_spec
 from engine.store import Store
 from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint, resume_job
 from tests.actors import ADMIN
-from tests.ray_head import local_ray_head
+from tests.loopback import free_port
 from tests.test_resume import _add_train_job
 from tests.test_train_job import _setup
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="session")
-def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Ray head for the session; this process joins it as the scheduler's driver."""
-    with local_ray_head(tmp_path_factory.mktemp("ray"), num_cpus=2) as address:
-        import ray  # not before: Ray reads its loopback switch (see local_ray_head) on import
-
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-        try:
-            yield address
-        finally:
-            ray.shutdown()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -72,6 +64,23 @@ def test_an_unknown_executor_is_refused_naming_the_setting(monkeypatch: pytest.M
     monkeypatch.setenv("SENSEI_EXECUTOR", "slurm")
     with pytest.raises(ValueError, match="SENSEI_EXECUTOR='slurm'"):
         jobs.make_executor()
+
+
+def test_an_unreachable_ray_head_stops_the_scheduler_at_once_and_says_why(
+    cleanup_processes: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = cleanup_processes
+    port = free_port()  # nothing listens there (ray.init alone would retry it for minutes)
+    monkeypatch.setenv("SENSEI_EXECUTOR", "ray")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    cmd = [sys.executable, "-m", "engine", "--home", str(store.home), "demo", "--preset", "fast"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    reason = f"RAY_ADDRESS=127.0.0.1:{port}: no Ray head answers there"
+    assert proc.returncode == 1 and f"the scheduler cannot start: {reason}" in proc.stderr
+    assert {j["status"] for j in store.list_jobs()} == {"queued"}  # nothing lost: they wait for a head
+    assert reason in (jobs.scheduler_error(store) or "")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert any(reason in c.value and "Scheduler stopped" in c.value for c in at.sidebar.caption)
 
 
 def test_a_ray_job_left_by_an_earlier_scheduler_is_reconciled_as_failed(store: Store) -> None:

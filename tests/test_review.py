@@ -74,12 +74,12 @@ def test_bad_labels_are_refused(store: Store) -> None:
 @pytest.mark.parametrize("how", ["threads", "processes"])
 def test_two_annotators_at_once_lose_nothing(store: Store, how: str) -> None:
     home, n = str(store.home), 200
-    start_at = time.time() + (3.0 if how == "processes" else 0.2)  # both begin writing together
-    args = [(home, who, n, start_at) for who in ("ada", "bob")]
+    ctx = multiprocessing.get_context("spawn")
+    start = threading.Barrier(2) if how == "threads" else ctx.Barrier(2)  # both begin writing together
+    args = [(home, who, n, start) for who in ("ada", "bob")]
     if how == "threads":
         workers: list = [threading.Thread(target=write_labels, args=a) for a in args]
     else:
-        ctx = multiprocessing.get_context("spawn")
         workers = [ctx.Process(target=write_labels, args=a) for a in args]
     for w in workers:
         w.start()

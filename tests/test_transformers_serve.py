@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from engine.specs import AblationSpec, DataSpec, TeacherSpec, TinyModelSpec, dem
 from engine.store import Store
 from engine.teacher import job as teacher_job
 from engine.training.student import build_tiny_student
+from tests.loopback import free_port
 from tests.test_teacher_job import dataset_of, make_ctx, summary
 
 pytestmark = pytest.mark.slow
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.slow
 CLI = Path(sys.executable).with_name("transformers")
 # The server applies the tokenizer's chat template; the tiny tokenizer has none of its own.
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

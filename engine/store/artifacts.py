@@ -21,6 +21,7 @@ logged or shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -260,6 +261,29 @@ def artifacts(store: Any) -> Artifacts:
         ArtifactsError: the setting is malformed (unknown protocol, no bucket, ...).
     """
     return Artifacts(store.home, artifacts_url())
+
+
+LOG_CACHE = "remote"
+"""Folder under the workspace's ``logs/`` where the logs of jobs that ran on other machines
+are downloaded (the job's own path is kept for the machine that runs it)."""
+
+
+def job_log(log_path: str | Path) -> Path:
+    """Where this machine reads a job's log: its own file when the job ran here, else the
+    copy its node uploaded (``SENSEI_ARTIFACTS``), downloaded again whenever it has grown.
+
+    ``log_path`` is ``<workspace>/logs/<job>.log``, the same path on every machine (each has
+    its workspace at the same ``SENSEI_HOME``). Without a remote copy, or when it cannot be
+    reached, the local path is returned even if it does not exist (a log not written yet).
+    """
+    path = Path(log_path)
+    url = artifacts_url()
+    if path.is_file() or url is None:
+        return path
+    cache = path.parent / LOG_CACHE / path.name
+    with contextlib.suppress(ArtifactsError, OSError):  # unreachable: say "no log yet", not crash
+        Artifacts(path.parent.parent, url).pull(path, into=cache)
+    return cache if cache.is_file() else path
 
 
 def run_folder(store: Any, run: Mapping[str, Any]) -> Path:
