@@ -38,9 +38,10 @@ import psutil
 from engine.access import Actor, Right, check, done
 from engine.context import JobCancelled, JobContext
 from engine.devices import assign, gpu_slots, job_gpus, worker_command
+from engine.procs import die_with_parent_if_asked
 from engine.redaction import RedactingFilter, redact_url
 from engine.store import TERMINAL, Store
-from engine.store.artifacts import Artifacts, ArtifactsError, artifacts_url, job_log
+from engine.store.artifacts import ArtifactsError, artifacts, job_log
 
 log = logging.getLogger("sensei.jobs")
 
@@ -148,7 +149,6 @@ def spawn_worker(
 ) -> subprocess.Popen[bytes] | None:
     """Start the job's worker in its own session on ``devices``; mark the job running."""
     log_path = Path(job["log_path"])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = _worker_env()
     if devices is not None:
         # An empty list hides every GPU: a CPU job on a GPU machine must not grab one.
@@ -156,22 +156,34 @@ def spawn_worker(
     if not devices:  # a CPU job shares the cores with the other CPU slots (unless told otherwise)
         for var in THREAD_VARS:
             env.setdefault(var, str(cpu_threads()))
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            worker_command(job["id"], str(store.home), devices or []),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
+    proc = popen_worker(job["id"], str(store.home), log_path, devices or [], env, start_new_session=True)
     if not store.mark_started(job["id"], proc.pid, _proc_start_time(proc.pid), devices):
         # Cancelled between our read and now: stop the worker we just started.
         _kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
         return None
     return proc
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def popen_worker(
+    job_id: str, home: str, log_path: str | Path, devices: list[str], env: dict[str, str], **popen: Any
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m engine worker JOB`` (``accelerate launch`` across several ``devices``)
+    with ``env``, its output appended to the job's log file; ``popen`` goes to ``Popen``."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            worker_command(job_id, home, devices),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(REPO_ROOT),
+            **popen,
+        )
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -351,23 +363,22 @@ def reconcile(store: Store, children: dict[str, Worker] | None = None) -> list[s
         if store.finish_job(job["id"], "failed", error=reason, exit_code=exit_code):
             store.add_event("error", "worker_died", reason, job_id=job["id"], run_id=job.get("run_id"))
             if child is not None and getattr(child, "failure", None):
-                _append_log(job, f"[scheduler] {reason}")
+                _append_log(store, job, f"[scheduler] {reason}")
             died.append(job["id"])
     return died
 
 
-def _append_log(job: dict[str, Any], line: str) -> None:
+def _append_log(store: Store, job: dict[str, Any], line: str) -> None:
     """Add the scheduler's line to a job's log: to the whole log, also when the job ran on
     another node (its uploaded copy is fetched first, and the result uploaded again)."""
     path = Path(job["log_path"])
-    arts = Artifacts(path.parent.parent, artifacts_url()) if artifacts_url() else None
-    with contextlib.suppress(OSError, ArtifactsError):
-        if arts is not None and not path.is_file():
+    with contextlib.suppress(OSError, ArtifactsError):  # a log line never stops the scheduler
+        arts = artifacts(store)
+        if not path.is_file():
             arts.pull(path)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(f"\n{redact_url(line)}\n")
-        if arts is not None:
-            arts.push(path)
+        arts.push(path)
 
 
 def _propagate_failures(store: Store) -> None:
@@ -426,14 +437,15 @@ def _starting_path(store: Store) -> Path:
 
 
 def scheduler_running(store: Store) -> bool:
-    """True if some process holds this workspace's scheduler lock."""
+    """True if some process holds this workspace's scheduler lock, or (PostgreSQL) some
+    machine's scheduler holds its database's."""
     with open(_lock_path(store), "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    return store.db.scheduler_lock_taken()
 
 
 def scheduler_state(store: Store, now: float | None = None) -> str:
@@ -482,7 +494,7 @@ def _spawn_scheduler(store: Store, idle_exit_s: float) -> subprocess.Popen[bytes
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=_worker_env(),
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=str(REPO_ROOT),
         )
 
 
@@ -490,13 +502,21 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
     """Run the scheduler loop until SIGTERM/SIGINT (or idle for ``idle_exit_s``).
 
     Returns 0, 2 if its executor cannot be made (the reason goes to the log and to
-    :func:`scheduler_error`), or 3 if another scheduler already owns this workspace.
+    :func:`scheduler_error`), or 3 if another scheduler already owns this workspace, or its
+    database (PostgreSQL shared by several machines: one scheduler for all of them, so none
+    takes another's running jobs for dead ones).
     """
     fh = open(_lock_path(store), "a+")  # noqa: SIM115 - held for the process lifetime
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.info("another scheduler is running for %s", store.home)
+        return 3
+    db_lock = store.db.take_scheduler_lock()
+    if db_lock is None:
+        log.info("another scheduler is running for the database %s", store.location)
+        _starting_path(store).unlink(missing_ok=True)
+        fh.close()
         return 3
     fh.seek(0)
     fh.truncate()
@@ -513,10 +533,11 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
     signal.signal(signal.SIGINT, _stop)
     try:
         executor = make_executor()
-    except (RuntimeError, ValueError) as err:  # a bad SENSEI_EXECUTOR, an unreachable Ray head
+    except Exception as err:  # a bad SENSEI_EXECUTOR, an unreachable Ray head, Ray missing
         reason = redact_url(str(err))
         log.error("scheduler cannot start: %s", reason)
         _error_path(store).write_text(reason + "\n", encoding="utf-8")
+        db_lock.release()
         fh.close()
         return 2
     _error_path(store).unlink(missing_ok=True)
@@ -527,6 +548,9 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
     idle_since = time.monotonic()
     log.info("scheduler up for %s (%s)", store.home, executor)
     while not stop:
+        if not db_lock.alive():  # the database server restarted: another scheduler may own it now
+            log.error("lost the database's scheduler lock (%s), exiting", store.location)
+            break
         schedule_once(store, children, executor)
         if children or store.list_jobs(statuses=("queued",)):
             idle_since = time.monotonic()
@@ -536,6 +560,7 @@ def run_scheduler(store: Store, poll_s: float = 0.5, idle_exit_s: float | None =
         time.sleep(poll_s)
     # Local workers are detached sessions: they keep running and a later scheduler reconciles
     # them. Ray tasks end with this process (their driver): the next scheduler fails them.
+    db_lock.release()
     fcntl.flock(fh, fcntl.LOCK_UN)
     fh.close()
     return 0
@@ -551,6 +576,7 @@ def ensure_scheduler(store: Store, idle_exit_s: float = 900.0) -> bool:
     executor_name()
     if scheduler_state(store) != "idle":
         return False
+    _error_path(store).unlink(missing_ok=True)  # an earlier failure is not this one's
     proc = _spawn_scheduler(store, idle_exit_s)
     mark = {"pid": proc.pid, "created": _proc_start_time(proc.pid), "ts": time.time()}
     tmp = _starting_path(store).with_suffix(".tmp")
@@ -578,6 +604,7 @@ def run_worker(store: Store, job_id: str) -> int:
     )
     for handler in logging.getLogger().handlers:  # the job log must not keep a key from a URL
         handler.addFilter(RedactingFilter())
+    die_with_parent_if_asked()  # under a Ray task: this rank ends with its launcher (engine.procs)
     job = store.get_job(job_id)
     if job is None:
         print(f"no job {job_id} in {store.location}", file=sys.stderr)

@@ -18,25 +18,21 @@ from its last checkpoint on whichever node runs the new task. Ray never retries 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
-from engine.devices import job_gpus, worker_command
-from engine.jobs import THREAD_VARS, Worker, _worker_env, max_concurrency
+from engine.devices import job_gpus
+from engine.jobs import THREAD_VARS, Worker, _worker_env, max_concurrency, popen_worker
+from engine.procs import DIE_WITH_PARENT_ENV, die_with_parent
 from engine.store import Store
 
 log = logging.getLogger("sensei.ray")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 NODE_VARS = ("CUDA_VISIBLE_DEVICES", "PWD", "OLDPWD", "HOSTNAME", "SHLVL", "_")
 """Variables of the scheduler's environment a task does not take: they belong to its own node
 (Ray gives each task its GPUs through ``CUDA_VISIBLE_DEVICES``)."""
@@ -70,25 +66,20 @@ def run_task(job_id: str, home: str, log_path: str, env: dict[str, str], gpus: i
     A subprocess rather than the job in the Ray worker itself: the job gets a fresh
     interpreter with its own threads, environment and log file, exactly as under the local
     executor. When the Ray worker dies (killed, ``ray.cancel(force=True)``, node lost) the
-    worker dies with it at once (``PR_SET_PDEATHSIG``), so no orphan keeps writing to the
-    store, and the job does not end as "cancelled" by the SIGTERM Ray's clean-up sends later.
+    worker dies with it at once (``PR_SET_PDEATHSIG``; so do the ranks of a multi-GPU run,
+    :data:`engine.procs.DIE_WITH_PARENT_ENV`), so no orphan keeps writing to the store, and
+    the job does not end as "cancelled" by the SIGTERM Ray's clean-up sends later.
     """
     import ray
 
     devices = [str(d) for d in ray.get_gpu_ids()] if gpus else []
-    child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            worker_command(job_id, home, devices),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=child_env,
-            cwd=str(REPO_ROOT),
-            preexec_fn=_die_with_parent,
+    own = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # Ray's token stays here
+    child_env = {**own, **env, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
+    child_env[DIE_WITH_PARENT_ENV] = str(int(signal.SIGKILL))
+    with LogMirror(home, log_path, env):  # first: nothing after the start below may raise
+        proc = popen_worker(
+            job_id, home, log_path, devices, child_env, preexec_fn=die_with_parent(signal.SIGKILL)
         )
-    with LogMirror(home, log_path, env):
         return proc.wait()
 
 
@@ -106,7 +97,7 @@ class LogMirror:
     """
 
     def __init__(self, home: str, log_path: str, env: dict[str, str], every_s: float = LOG_PUSH_S):
-        from engine.store.artifacts import ENV, Artifacts
+        from engine.store.artifacts import ENV, Artifacts, ArtifactsError
 
         self.path = Path(log_path)
         self.every_s = every_s
@@ -114,9 +105,16 @@ class LogMirror:
         self._thread: threading.Thread | None = None
         self._pushed = -1
         url = env.get(ENV, "").strip()
-        # The keys an upload needs (AWS_*) are in the job's environment, not this Ray worker's.
-        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-        self._arts = Artifacts(home, url) if url else None
+        # The keys an upload needs (AWS_*) are in the job's environment, not this Ray worker's:
+        # lent to it while the task runs, and taken back at the end (Ray reuses the process).
+        self._keys = {k: v for k, v in env.items() if k.startswith("AWS_")} if url else {}
+        self._saved = {k: os.environ.get(k) for k in self._keys}
+        os.environ.update(self._keys)
+        try:
+            self._arts = Artifacts(home, url) if url else None
+        except ArtifactsError as err:  # a malformed setting: the job itself will say so
+            log.warning("log upload off: %s", err)
+            self._arts = None
 
     def push(self) -> None:
         from engine.store.artifacts import ArtifactsError
@@ -145,12 +143,11 @@ class LogMirror:
         if self._thread is not None:
             self._thread.join()
         self.push()
-
-
-def _die_with_parent() -> None:
-    """In the forked child before exec: SIGKILL this process when its parent (the task) dies."""
-    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere Ray's clean-up
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def describe_failure(err: BaseException) -> str:
@@ -274,8 +271,8 @@ class RayExecutor:
         cluster_gpus = int(res.get("GPU", 0))
         per_job = cpus_per_job()
         cpu_slots = max(1, int(res.get("CPU", 1)) // per_job)
-        if os.environ.get("SENSEI_MAX_JOBS") is not None:
-            cpu_slots = max_concurrency()
+        if os.environ.get("SENSEI_MAX_JOBS") is not None:  # a cap, never more than the cluster holds
+            cpu_slots = min(cpu_slots, max_concurrency())
         tasks = [c for c in children.values() if isinstance(c, RayTask)]
         cpu_busy = sum(1 for t in tasks if not t.gpus)
         gpu_busy = sum(t.gpus for t in tasks)

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine import jobs
 from engine.store import SCHEMA_VERSION, Store
+from tests.actors import ADMIN
 from tests.pg_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +110,39 @@ def test_a_job_runs_through_the_scheduler_with_the_store_in_postgresql(
     files = [p.read_bytes() for p in store.home.rglob("*") if p.is_file()]
     assert not any(pg_server.password.encode() in blob for blob in files)  # logs, specs, exports
     assert pg_server.password not in _database_text(store)
+
+
+@on_postgresql
+@pytest.mark.slow
+def test_machines_that_share_the_database_share_one_scheduler(
+    cleanup_processes: Store, tmp_path: Path
+) -> None:
+    store = cleanup_processes
+    second = Store(tmp_path / "second-machine")  # its own folder (lock file), the same database
+    job_id = store.enqueue("sleep", {"seconds": 300})  # runs until cancelled below
+    sched = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while store.get_job(job_id)["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert jobs.scheduler_state(second) == "running"  # its sidebar says so, and nothing starts
+        assert not jobs.ensure_scheduler(second)
+        cmd = [sys.executable, "-m", "engine", "--home", str(second.home), "scheduler"]
+        there = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        assert there.returncode == 3, there.stdout + there.stderr
+        assert "another scheduler is running for the database postgresql://***@" in there.stderr
+        assert store.get_job(job_id)["status"] == "running"  # the first machine's job was not taken for dead
+        assert jobs.cancel_job(store, job_id, actor=ADMIN)
+        while store.get_job(job_id)["exit_code"] is None and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+    finally:
+        sched.terminate()
+        sched.wait(10)
+    assert store.get_job(job_id)["status"] == "cancelled"
+    assert jobs.scheduler_state(second) == "idle"  # the lock went with the scheduler
 
 
 @on_postgresql

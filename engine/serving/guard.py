@@ -19,8 +19,6 @@ the server ends by itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -29,14 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from engine.procs import die_with_parent
+
 POLL_S = 1.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the guard dies (Linux; elsewhere a no-op)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(child: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
@@ -90,7 +83,7 @@ def should_stop(
 
 def guard(cmd: list[str], registry: Path, idle_s: float, startup_s: float, poll_s: float = POLL_S) -> int:
     """Run ``cmd`` until it exits or :func:`should_stop` says so; see the module docstring."""
-    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent(signal.SIGTERM))  # no orphan server
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started, seen, me = time.time(), False, os.getpid()
     try:

@@ -25,6 +25,7 @@ about the database show the URL redacted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -44,6 +45,22 @@ DB_URL_VAR = "SENSEI_DB_URL"
 
 BUSY_TIMEOUT_S = 30.0
 _WRITE_LOCK = 0x53454E53  # "SENS": the advisory lock every write transaction takes on PostgreSQL
+_SCHEDULER_LOCK = 0x53434844  # "SCHD": held by the one scheduler of a PostgreSQL database
+
+
+class SchedulerLock:
+    """What a scheduler holds beyond its workspace's lock file, for as long as it runs.
+
+    On SQLite the file lock is the whole story (the database is a file of that workspace);
+    this lock is then always held and never lost.
+    """
+
+    def alive(self) -> bool:
+        """Whether it is still held (a database server restart drops it)."""
+        return True
+
+    def release(self) -> None:
+        """Let another scheduler take it."""
 
 
 class Connection(Protocol):
@@ -83,6 +100,14 @@ class Backend:
     def ddl(self, sql: str) -> str:
         """A migration's SQL (written for SQLite) in this database's words."""
         return sql
+
+    def take_scheduler_lock(self) -> SchedulerLock | None:
+        """The database's scheduler lock, or ``None`` when another scheduler holds it."""
+        return SchedulerLock()
+
+    def scheduler_lock_taken(self) -> bool:
+        """Whether some scheduler (on any machine) holds the database's scheduler lock."""
+        return False
 
 
 def open_backend(home: Path, url: str | None = None) -> Backend:
@@ -384,6 +409,26 @@ class PostgresBackend(Backend):
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         return int(row[0]) if row else 0
 
+    def take_scheduler_lock(self) -> SchedulerLock | None:
+        """A session advisory lock on a connection of its own, held while the scheduler runs:
+        every machine that shares this database (each with its own workspace folder, so its
+        own lock file) sees one scheduler, which alone starts and reconciles jobs."""
+        conn = self._connect()
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_SCHEDULER_LOCK,)).fetchone()[0]:
+            return _PostgresSchedulerLock(conn)
+        conn.close()
+        return None
+
+    def scheduler_lock_taken(self) -> bool:
+        with self._session() as raw:
+            row = raw.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = 0 AND objid = %s AND objsubid = 1"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (_SCHEDULER_LOCK,),
+            ).fetchone()
+        return bool(row[0])
+
     def set_schema_version(self, conn: Connection, version: int) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         conn.execute("DELETE FROM schema_version")
@@ -393,6 +438,18 @@ class PostgresBackend(Backend):
         for pattern, replacement in _DDL:
             sql = pattern.sub(replacement, sql)
         return sql
+
+
+class _PostgresSchedulerLock(SchedulerLock):
+    def __init__(self, conn: Any):
+        self._conn = conn
+
+    def alive(self) -> bool:
+        return _alive(self._conn)
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()  # the session's advisory lock goes with it
 
 
 def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
