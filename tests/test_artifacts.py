@@ -244,3 +244,23 @@ def test_a_running_tasks_log_reaches_every_machine(tmp_path: Path, monkeypatch: 
     with remote.open("a") as fh:
         fh.write("resumed\n")
     assert jobs.read_log(job).endswith("done\nresumed\n")  # fetched again once it grew
+
+
+def test_compare_offers_this_machines_runs_while_the_bucket_is_unreachable(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import ablation
+    from engine.store.artifacts import run_folder
+    from tests.loopback import free_port
+
+    exp_id = ablation.launch_experiment(store, demo_spec("fast"), actor=ADMIN)
+    train = [j for j in store.list_jobs(experiment_id=exp_id) if j["kind"] == "train"]
+    for job in train:
+        store.finish_job(job["id"], "succeeded")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing answers
+    monkeypatch.setenv("SENSEI_ARTIFACTS", "s3://team-bucket/sensei")
+    here, elsewhere = sorted(store.list_runs(exp_id), key=lambda r: r["train_size"])
+    (run_folder(store, here) / "model").mkdir(parents=True)
+    (run_folder(store, here) / "model" / "config.json").write_text("{}")
+    assert elsewhere["status"] == "succeeded"  # its model could only be in the bucket: it asks, in vain
+    assert [r["id"] for r in compare.servable_runs(store, exp_id)] == [here["id"]]

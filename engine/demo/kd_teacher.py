@@ -61,8 +61,9 @@ def ensure_demo_kd_teacher(
     Returns:
         ``<workspace>/demo/kd_teacher-<hash>``: a model folder for ``teacher.kind: local``.
     """
+    from engine.store.artifacts import file_lock
     from engine.training.sft import train_sft
-    from engine.training.student import build_tiny_student, file_lock, load_student, save_student
+    from engine.training.student import build_tiny_student, load_student, save_student
 
     ident = {
         "data": spec.data.model_dump(mode="json"),

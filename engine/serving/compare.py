@@ -23,7 +23,14 @@ from engine.data.prompts import render_prompt
 from engine.serving import server as serving
 from engine.specs import ExperimentSpec, TaskSpec
 from engine.store import Store
-from engine.store.artifacts import ArtifactsError, artifacts, pull_run, run_folder
+from engine.store.artifacts import (
+    ArtifactsError,
+    artifacts,
+    artifacts_url,
+    pull_run,
+    pull_tiny_base,
+    run_folder,
+)
 from engine.teacher.client import build_messages, resolve_api_key
 from engine.training.metadata import read_metadata
 
@@ -161,7 +168,10 @@ def teacher_target(store: Store, spec: ExperimentSpec, dataset_id: str | None, i
 def base_model_dir(store: Store, experiment_id: str, spec: ExperimentSpec) -> str:
     """What the experiment's runs started from: the shared tiny base, or the student model."""
     if spec.student.model == "tiny":  # trained elsewhere: its base comes from SENSEI_ARTIFACTS
-        return str(artifacts(store).pull(store.experiments_dir / experiment_id / "base_model"))
+        try:
+            return str(pull_tiny_base(store, experiment_id))
+        except ArtifactsError as err:
+            raise serving.ServeError(f"experiment {experiment_id}: {err}") from None
     return spec.student.model
 
 
@@ -226,14 +236,21 @@ def example_inputs(store: Store, experiment_id: str, limit: int = 20) -> list[st
 
 def servable_runs(store: Store, experiment_id: str) -> list[dict[str, Any]]:
     """Runs of the experiment that saved a model (full or adapter), smallest size first."""
-    arts = artifacts(store)
-    runs = [
-        r
-        for r in store.list_runs(experiment_id)
-        # A run trained on another machine counts once its model is uploaded (metadata.json last).
-        if any((run_folder(store, r) / "model" / f).exists() for f in ("config.json", "adapter_config.json"))
-        or (r.get("status") == "succeeded" and arts.exists(run_folder(store, r) / "metadata.json"))
-    ]
+    runs, elsewhere = [], []
+    for r in store.list_runs(experiment_id):
+        model = run_folder(store, r) / "model"
+        if any((model / f).exists() for f in ("config.json", "adapter_config.json")):
+            runs.append(r)
+        elif r.get("status") == "succeeded":
+            elsewhere.append(r)
+    if elsewhere and artifacts_url():
+        # Trained on another machine: servable once its model is uploaded (metadata.json last).
+        # One listing for all of them; an unreachable bucket leaves this machine's runs.
+        try:
+            uploaded = artifacts(store).names(store.runs_dir)
+        except ArtifactsError:
+            uploaded = {}
+        runs += [r for r in elsewhere if "metadata.json" in uploaded.get(str(r["id"]), set())]
     return sorted(runs, key=lambda r: (r["train_size"] or 0, r["seed"] or 0, r["id"]))
 
 

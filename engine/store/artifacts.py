@@ -22,11 +22,14 @@ logged or shown.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -221,6 +224,12 @@ class Artifacts:
         path = Path(path)
         if path.exists() or not self.remote:
             return path.exists()
+        return self.exists_remotely(path)
+
+    def exists_remotely(self, path: str | Path) -> bool:
+        """Whether the remote copy has ``path`` (False without one)."""
+        if not self.remote:
+            return False
         rel = self._rel(path)
         try:
             return bool(self._fs.exists(self._remote(rel)))
@@ -319,6 +328,56 @@ def pull_run(store: Any, run: Mapping[str, Any], *, names: Iterable[str] = RUN_F
     return run_dir
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock across processes (released when the file closes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def base_lock(final: Path) -> AbstractContextManager[None]:
+    """The lock every process takes to build or fetch an experiment's tiny base ``final``."""
+    return file_lock(final.parent / "base_model.lock")
+
+
+def into_place(final: Path, make: Callable[[Path, Path], Any], marker: str = "config.json") -> bool:
+    """Fill a temporary folder beside ``final`` with ``make(final, tmp)`` and rename it into place
+    once ``marker`` is in it: a reader never sees half a folder, and a download cut short
+    leaves nothing. Call under :func:`base_lock`. Returns whether ``final`` now exists."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        make(final, tmp)
+        if not (tmp / marker).is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return True
+
+
+def pull_tiny_base(store: Any, experiment_id: str, name: str = "base_model") -> Path:
+    """An experiment's tiny base, fetched from the artifacts when this machine lacks it (under
+    :func:`base_lock`, so never beside a train job building or fetching the same folder).
+    Returns its path, which exists only when some machine made it."""
+    final = Path(store.experiments_dir) / experiment_id / name
+    if (final / "config.json").is_file():
+        return final
+    arts = artifacts(store)
+    if arts.remote:
+        with base_lock(final):
+            if not (final / "config.json").is_file():
+                into_place(final, lambda f, tmp: arts.pull(f, into=tmp))
+    return final
+
+
 def pull_base(store: Any, run_dir: Path) -> str | None:
     """The base of an adapter run trained on its experiment's tiny base on another machine.
 
@@ -332,6 +391,5 @@ def pull_base(store: Any, run_dir: Path) -> str | None:
     recorded = Path(str(json.loads(cfg.read_text()).get("base_model_name_or_path") or ""))
     if recorded.is_dir() or len(recorded.parts) < 3 or recorded.parts[-3] != "experiments":
         return None
-    local = Path(store.experiments_dir) / recorded.parts[-2] / recorded.parts[-1]
-    artifacts(store).pull(local)
+    local = pull_tiny_base(store, recorded.parts[-2], recorded.parts[-1])
     return str(local) if (local / "config.json").is_file() else None

@@ -8,13 +8,7 @@ ablation compares data sizes, not initialisations.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,18 +115,6 @@ def build_tiny_student(
     return out_dir
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock across processes (released when the file closes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def ensure_tiny_base(
     store: Store,
     experiment_id: str,
@@ -152,27 +134,16 @@ def ensure_tiny_base(
     Returns:
         ``<workspace>/experiments/<experiment_id>/<name>``.
     """
-    from engine.store.artifacts import artifacts
+    from engine.store.artifacts import artifacts, base_lock, into_place
 
     arts = artifacts(store)
-    exp_dir = store.experiments_dir / experiment_id
-    final = exp_dir / name
-    with file_lock(exp_dir / "base_model.lock"):
-        if (final / "config.json").exists():
-            return final
-        # Built by a job on another machine: every run of the experiment shares that base.
-        pulled = arts.exists(final / "config.json")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=exp_dir))
-        try:
-            if pulled:
-                arts.pull(final, into=tmp)
-            else:
-                build_tiny_student(texts, spec, tmp, seed, tokenizer)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if not pulled:
+    final = store.experiments_dir / experiment_id / name
+    with base_lock(final):
+        if (final / "config.json").exists():  # built here earlier (its upload may have failed then)
+            if arts.remote and not arts.exists_remotely(final / "config.json"):
+                arts.push(final, last=("config.json",))
+        elif not into_place(final, lambda f, tmp: arts.pull(f, into=tmp)):  # another machine's?
+            into_place(final, lambda _, tmp: build_tiny_student(texts, spec, tmp, seed, tokenizer))
             arts.push(final, last=("config.json",))
     return final
 
