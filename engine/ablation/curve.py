@@ -249,15 +249,22 @@ def _seed_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _run_train_record(store: Store, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``train`` section of a run's ``metadata.json`` (fetched from the artifacts when the
+    run trained on another machine), or ``None`` while there is none."""
+    try:
+        meta = json.loads(artifacts(store).pull_file(run_folder(store, run) / "metadata.json").read_text())
+        train = meta["train"]
+    except (OSError, ValueError, TypeError, KeyError, ArtifactsError):
+        return None
+    return train if isinstance(train, dict) else None
+
+
 def _stop_reason(store: Store, run: dict[str, Any]) -> str | None:
     """Why a run stopped training (``early_stop``, ``max_steps``, ...), from its metadata."""
     if run["train_size"] == 0:
         return "zero_shot"
-    try:
-        meta = json.loads(artifacts(store).pull_file(run_folder(store, run) / "metadata.json").read_text())
-    except (OSError, ValueError, TypeError, KeyError, ArtifactsError):
-        return None
-    return (meta.get("train") or {}).get("stop_reason")
+    return (_run_train_record(store, run) or {}).get("stop_reason")
 
 
 def _run_metrics(runs: list[dict[str, Any]]) -> list[str]:
@@ -412,10 +419,8 @@ def variant_losses(store: Store, experiment_id: str) -> list[tuple[Any, list[Sta
         for run in runs:
             if key is not None and run.get("variant_value") != key:
                 continue
-            try:
-                meta_path = artifacts(store).pull_file(run_folder(store, run) / "metadata.json")
-                train = json.loads(meta_path.read_text())["train"]
-            except (OSError, ValueError, KeyError, TypeError, ArtifactsError):
+            train = _run_train_record(store, run)
+            if train is None:
                 continue
             first_stage = "kd" if train.get("recipe") == "kd" else "sft"
             stages = [(first_stage, train)] + (

@@ -91,7 +91,6 @@ class Artifacts:
 
     def __init__(self, home: str | Path, url: str | None = None):
         self.home = Path(home).resolve()
-        self.url = url
         self.shown = redact_url(url) if url else str(self.home)
         self._fs: Any = None
         self._root, self._local_fs = "", False
