@@ -19,7 +19,7 @@ import pytest
 from engine import jobs
 from engine.ablation.curve import experiment_curve
 from engine.serving import compare
-from engine.specs import ExperimentSpec, TinyModelSpec, demo_spec
+from engine.specs import ExperimentSpec, demo_spec
 from engine.store import Store
 from engine.store.artifacts import Artifacts, ArtifactsError, artifacts
 from engine.training.resume import resume_job
@@ -27,22 +27,14 @@ from engine.training.uploads import CheckpointUploader
 from tests.actors import ADMIN
 from tests.inline_jobs import run_queued
 from tests.s3 import FAKE_SECRET, S3Server, bucket_files, s3_env
-from tests.test_resume import _add_train_job
+from tests.test_resume import _add_train_job, resumable_spec
 from tests.test_train_job import _setup
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _tiny_spec(max_steps: int = 10) -> ExperimentSpec:
-    spec = demo_spec("fast")
-    spec.data.test_size = 5
-    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=1, num_heads=4, vocab_size=384)
-    spec.student.max_steps = max_steps
-    spec.student.batch_size = 4
-    spec.student.save_steps = 5
-    spec.student.logging_steps = 5
-    spec.student.max_new_tokens = 8
-    return spec
+    return resumable_spec(max_steps, test_size=5, num_layers=1, max_new_tokens=8)
 
 
 def _another_machine(store: Store, home: Path) -> Store:

@@ -16,12 +16,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import jobs
-from engine.specs import TinyModelSpec, demo_spec
 from engine.store import Store
 from engine.training.resume import CHECKPOINTS_DIR, checkpoint_step, last_checkpoint, resume_job
 from tests.actors import ADMIN
 from tests.loopback import free_port
-from tests.test_resume import _add_train_job
+from tests.test_resume import _add_train_job, resumable_spec
 from tests.test_train_job import _setup
 
 pytestmark = pytest.mark.slow
@@ -118,14 +117,7 @@ def test_a_killed_ray_worker_fails_its_job_and_resume_finishes_it(
     store: Store, executor: jobs.Executor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    spec = demo_spec("fast")
-    spec.data.test_size = 10
-    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
-    spec.student.max_steps = 40
-    spec.student.batch_size = 4
-    spec.student.save_steps = 5
-    spec.student.logging_steps = 5
-    spec.student.max_new_tokens = 16
+    spec = resumable_spec(max_steps=40)
     exp_id, _ = _setup(store, spec)
     run_id, job_id = _add_train_job(store, spec.model_dump(mode="json"), exp_id, 32, 0)
     ckpt_dir = Path(store.get_run(run_id)["run_dir"]) / CHECKPOINTS_DIR

@@ -13,7 +13,7 @@ import pytest
 
 from engine import jobs
 from engine.context import JobContext
-from engine.specs import TinyModelSpec, demo_spec
+from engine.specs import ExperimentSpec, TinyModelSpec, demo_spec
 from engine.store import Store
 from engine.training import job as train_job
 from engine.training.metadata import read_metadata
@@ -37,6 +37,21 @@ def _add_train_job(store: Store, spec_dict: dict, exp_id: str, size: int, seed: 
         job_id = store.add_job(conn, "train", job_spec, experiment_id=exp_id, run_id=run_id)
         store.link_run_job(conn, run_id, job_id)
     return run_id, job_id
+
+
+def resumable_spec(
+    max_steps: int, test_size: int = 10, num_layers: int = 2, max_new_tokens: int = 16
+) -> ExperimentSpec:
+    """A small demo experiment that checkpoints (and logs its loss) every 5 steps."""
+    spec = demo_spec("fast")
+    spec.data.test_size = test_size
+    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=num_layers, num_heads=4, vocab_size=384)
+    spec.student.max_steps = max_steps
+    spec.student.batch_size = 4
+    spec.student.save_steps = 5
+    spec.student.logging_steps = 5
+    spec.student.max_new_tokens = max_new_tokens
+    return spec
 
 
 def _run_in_process(store: Store, job_id: str) -> None:
@@ -89,14 +104,7 @@ def test_resume_after_sigkill_matches_uninterrupted(
 ) -> None:
     store = cleanup_processes
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    spec = demo_spec("fast")
-    spec.data.test_size = 10
-    spec.student.tiny = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, vocab_size=384)
-    spec.student.max_steps = 20
-    spec.student.batch_size = 4
-    spec.student.save_steps = 5
-    spec.student.logging_steps = 5
-    spec.student.max_new_tokens = 16
+    spec = resumable_spec(max_steps=20)
     exp_id, _ = _setup(store, spec)
     spec_dict = spec.model_dump(mode="json")
 

@@ -84,6 +84,14 @@ def _database_text(store: Store) -> str:
         return "\n".join(repr(conn.execute(f"SELECT * FROM {t[0]}").fetchall()) for t in tables)
 
 
+def _scheduler(store: Store) -> subprocess.Popen[bytes]:
+    """``python -m engine scheduler`` for ``store``'s workspace, in its own session."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 @on_postgresql
 @pytest.mark.slow
 def test_a_job_runs_through_the_scheduler_with_the_store_in_postgresql(
@@ -91,10 +99,7 @@ def test_a_job_runs_through_the_scheduler_with_the_store_in_postgresql(
 ) -> None:
     store = cleanup_processes
     job_id = store.enqueue("sleep", {"seconds": 0.3})
-    sched = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    sched = _scheduler(store)
     try:
         deadline = time.monotonic() + 60
         while store.get_job(job_id)["exit_code"] is None and time.monotonic() < deadline:
@@ -120,10 +125,7 @@ def test_machines_that_share_the_database_share_one_scheduler(
     store = cleanup_processes
     second = Store(tmp_path / "second-machine")  # its own folder (lock file), the same database
     job_id = store.enqueue("sleep", {"seconds": 300})  # runs until cancelled below
-    sched = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--home", str(store.home), "scheduler"],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    sched = _scheduler(store)
     try:
         deadline = time.monotonic() + 60
         while store.get_job(job_id)["status"] == "queued" and time.monotonic() < deadline:
