@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -125,6 +126,13 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     env.pop("SENSEI_NO_AUTOSTART", None)  # this test wants the real scheduler and workers
     with dashboard(port, home, env, tmp_path / "streamlit.log") as url:
         yield url, home
+
+
+def live(page: Any) -> Any:
+    """The page's current elements: while Streamlit reruns, an element whose place in the
+    layout moved is shown twice for a moment, the old copy marked stale (``data-stale``).
+    Look widgets up through this after a click, or a loaded machine catches both copies."""
+    return page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from tests.test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     dashboard,
+    live,
     shots,
 )
 
@@ -118,7 +119,7 @@ def test_two_users_sign_in_and_only_the_annotator_labels(
             ann = _sign_in(browser, url, ANN)
             _open_review(ann)
             expect(ann.get_by_text("Your verdict (as Ann Annotator)")).to_be_visible()
-            ann.get_by_label("Note", exact=True).fill("urgency should be high")
+            live(ann).get_by_label("Note", exact=True).fill("urgency should be high")
             ann.get_by_role("button", name=re.compile("^Reject")).click()
             expect(ann.get_by_text("Saved reject for example #100.")).to_be_visible()
             ann.screenshot(path=str(shots / "auth-annotator.png"))

@@ -16,7 +16,7 @@ import pytest
 
 from engine.store import Store
 from tests.review_data import Populated, populate
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, server, shots
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, live, server, shots
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["server", "shots"]  # fixtures, imported so pytest finds them here
@@ -99,11 +99,11 @@ def test_label_an_answer_and_see_it_after_a_reload(
             _shot(page, shots / "review-populated.png")
 
             # Keyboard-friendly: category, note, then the Reject button, in tab order.
-            category = page.get_by_role("combobox", name="Error category")
+            category = live(page).get_by_role("combobox", name="Error category")
             category.fill("wrong")  # type to filter, Enter to pick: no mouse needed
             expect(page.get_by_role("option", name="wrong field value")).to_be_visible()
             category.press("Enter")
-            page.get_by_label("Note", exact=True).fill("urgency should be high")
+            live(page).get_by_label("Note", exact=True).fill("urgency should be high")
             page.get_by_role("button", name=re.compile("^Reject")).click()
             expect(page.get_by_text("Saved reject for example #100.")).to_be_visible()
             expect(page.get_by_text("Answer 2 of 12")).to_be_visible()  # moved on by itself
@@ -115,7 +115,7 @@ def test_label_an_answer_and_see_it_after_a_reload(
             expect(page.get_by_text(re.compile(r"tess — reject · wrong field value · "))).to_be_visible()
             expect(page.get_by_role("paragraph").filter(has_text="urgency should be high")).to_be_visible()
             # Her own label opens for editing: the same person, the same note, after the reload.
-            expect(page.get_by_label("Note", exact=True)).to_have_value("urgency should be high")
+            expect(live(page).get_by_label("Note", exact=True)).to_have_value("urgency should be high")
             _shot(page, shots / "review-after-reload.png")
 
             page.get_by_role("button", name="Export labels").click()
