@@ -30,6 +30,7 @@ from engine.devices import job_gpus
 from engine.jobs import THREAD_VARS, Worker, _worker_env, max_concurrency, popen_worker
 from engine.procs import DIE_WITH_PARENT_ENV, die_with_parent
 from engine.store import Store
+from engine.store.artifacts import ENV, Artifacts, ArtifactsError
 
 log = logging.getLogger("sensei.ray")
 
@@ -97,8 +98,6 @@ class LogMirror:
     """
 
     def __init__(self, home: str, log_path: str, env: dict[str, str], every_s: float = LOG_PUSH_S):
-        from engine.store.artifacts import ENV, Artifacts, ArtifactsError
-
         self.path = Path(log_path)
         self.every_s = every_s
         self._stop = threading.Event()
@@ -117,8 +116,6 @@ class LogMirror:
             self._arts = None
 
     def push(self) -> None:
-        from engine.store.artifacts import ArtifactsError
-
         size = self.path.stat().st_size if self.path.is_file() else -1
         if self._arts is None or size == self._pushed:
             return

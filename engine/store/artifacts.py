@@ -344,14 +344,14 @@ def base_lock(final: Path) -> AbstractContextManager[None]:
     return file_lock(final.parent / "base_model.lock")
 
 
-def into_place(final: Path, make: Callable[[Path, Path], Any], marker: str = "config.json") -> bool:
-    """Fill a temporary folder beside ``final`` with ``make(final, tmp)`` and rename it into place
+def into_place(final: Path, make: Callable[[Path], Any], marker: str = "config.json") -> bool:
+    """Fill a temporary folder beside ``final`` with ``make(tmp)`` and rename it into place
     once ``marker`` is in it: a reader never sees half a folder, and a download cut short
     leaves nothing. Call under :func:`base_lock`. Returns whether ``final`` now exists."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        make(final, tmp)
+        make(tmp)
         if not (tmp / marker).is_file():
             shutil.rmtree(tmp, ignore_errors=True)
             return False
@@ -373,7 +373,7 @@ def pull_tiny_base(store: Any, experiment_id: str, name: str = "base_model") -> 
     if arts.remote:
         with base_lock(final):
             if not (final / "config.json").is_file():
-                into_place(final, lambda f, tmp: arts.pull(f, into=tmp))
+                into_place(final, lambda tmp: arts.pull(final, into=tmp))
     return final
 
 

@@ -134,17 +134,16 @@ def ensure_tiny_base(
     Returns:
         ``<workspace>/experiments/<experiment_id>/<name>``.
     """
-    from engine.store.artifacts import artifacts, base_lock, into_place
+    from engine.store.artifacts import artifacts, base_lock, into_place, pull_tiny_base
 
     arts = artifacts(store)
-    final = store.experiments_dir / experiment_id / name
+    final = pull_tiny_base(store, experiment_id, name)  # built by a job on another machine?
     with base_lock(final):
-        if (final / "config.json").exists():  # built here earlier (its upload may have failed then)
-            if arts.remote and not arts.exists_remotely(final / "config.json"):
-                arts.push(final, last=("config.json",))
-        elif not into_place(final, lambda f, tmp: arts.pull(f, into=tmp)):  # another machine's?
-            into_place(final, lambda _, tmp: build_tiny_student(texts, spec, tmp, seed, tokenizer))
+        if not (final / "config.json").exists():
+            into_place(final, lambda tmp: build_tiny_student(texts, spec, tmp, seed, tokenizer))
             arts.push(final, last=("config.json",))
+        elif arts.remote and not arts.exists_remotely(final / "config.json"):
+            arts.push(final, last=("config.json",))  # built here earlier; its upload failed then
     return final
 
 
